@@ -1,0 +1,368 @@
+/* cowclone: give a VM its disk, a copy-on-write clone of the base image. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ext2fs/ext2fs.h>
+#include <jansson.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "clone.h"
+#include "doc.h"
+#include "err.h"
+#include "fe.h"
+#include "lock.h"
+#include "path.h"
+#include "progress.h"
+#include "run.h"
+#include "size.h"
+
+#define SYNOPSIS "cowclone [-fqV] [-s SIZE] SRC DST | NAME < document"
+
+struct opts {
+	bool force;
+	bool quiet;
+	uint64_t grow;		/* -s, or 0 */
+	const char *grow_arg;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: cowclone [-fqV] [-s SIZE] SRC DST\n"
+	    "       cowclone [-fqV] [-s SIZE] NAME < document\n"
+	    "\n"
+	    "Clone the disk image SRC to DST copy-on-write (reflink, clonefile),\n"
+	    "or else as a sparse copy.  With NAME, the source is the pipeline\n"
+	    "document's base.path and the disk is NAME.img beside it.\n"
+	    "\n"
+	    "  -f, --force       replace DST if it exists (never while a VM runs on it)\n"
+	    "  -s, --size SIZE   grow the clone and its ext4 filesystem to SIZE (like 20G)\n"
+	    "  -q, --quiet       no progress display\n"
+	    "  -h, --help        show this help and exit\n"
+	    "  -V, --version     show the version and exit\n"
+	    "\n"
+	    "The document with a 'disk' section is written to stdout.  See cowclone(1).\n");
+}
+
+static void on_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct progress *p = arg;
+
+	(void)total;
+	progress_update(p, done);
+}
+
+/* A NAME is a file name, not a path: letters, digits, '.', '_', '-'. */
+static bool valid_name(const char *s)
+{
+	if (*s == '\0' || *s == '.' || *s == '-' || strlen(s) > 200)
+		return false;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && !strchr("._-", *s))
+			return false;
+	return true;
+}
+
+/* Check that src holds an ext2/3/4 filesystem that resize2fs may grow, and
+ * tell whether e2fsck must look at it first. */
+static int ext4_probe(const char *src, bool *needs_fsck, struct vs_err *e)
+{
+	ext2_filsys fs = NULL;
+	errcode_t rc;
+
+	rc = ext2fs_open(src, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+	if (rc == EXT2_ET_BAD_MAGIC || rc == EXT2_ET_SHORT_READ ||
+	    rc == EXT2_ET_CORRUPT_SUPERBLOCK)
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: not an ext2/3/4 filesystem (-s grows ext4 images only)",
+		    src);
+	if (rc != 0)
+		return vs_error(e, EX_DATAERR, 0, "%s: %s", src,
+		    error_message(rc));
+	*needs_fsck = !(fs->super->s_state & EXT2_VALID_FS) ||
+	    (fs->super->s_state & EXT2_ERROR_FS) ||
+	    ext2fs_has_feature_journal_needs_recovery(fs->super) ||
+	    fs->super->s_lastcheck < fs->super->s_mtime;
+	ext2fs_close_free(&fs);
+	return 0;
+}
+
+/* Run prog on img; statuses above okmax are failures. */
+static int run_e2(const char *prog, const char *const args[],
+    const char *img, int okmax, struct vs_err *e)
+{
+	cleanup_free char *path = run_find(prog, "e2fsprogs", e);
+	const char *argv[8];
+	char last[512] = "";
+	int n = 0, status;
+
+	if (path == NULL)
+		return -1;
+	argv[n++] = path;
+	for (; *args && n < 6; args++)
+		argv[n++] = *args;
+	argv[n++] = img;
+	argv[n] = NULL;
+	if (run_capture(argv, &status, last, sizeof last, e) < 0)
+		return -1;
+	if (status > okmax)
+		return vs_error(e, EX_DATAERR, 0, "%s failed (status %d)%s%s",
+		    prog, status, *last ? ": " : "", last);
+	return 0;
+}
+
+/* Grow the filesystem in tmp (already the larger size) to fill it. */
+static int grow_fs(const char *tmp, bool needs_fsck, struct vs_err *e)
+{
+	static const char *const fsck_args[] = { "-f", "-p", NULL };
+	static const char *const resize_args[] = { NULL };
+
+	if (needs_fsck && run_e2("e2fsck", fsck_args, tmp, 1, e) < 0)
+		return vs_error_prefix(e,
+		    "the source's filesystem needs repair before it can grow (see imgcheck)");
+	return run_e2("resize2fs", resize_args, tmp, 0, e);
+}
+
+static int make_disk(const char *src, const char *dst, const struct opts *o,
+    json_t **section, struct vs_err *e)
+{
+	cleanup_free char *src_abs = NULL, *dst_abs = NULL;
+	cleanup_fd int sfd = -1, dfd = -1;
+	struct atomic_file af = { .fd = -1, .slot = -1 };
+	struct clone_stats cs;
+	struct progress bar;
+	struct stat sst, st;
+	bool needs_fsck = false;
+	uint64_t size;
+	int held;
+
+	sfd = open(src, O_RDONLY | O_CLOEXEC);
+	if (sfd < 0)
+		return vs_error(e, errno == EACCES ? EX_NOPERM : EX_NOINPUT,
+		    errno, "%s", src);
+	if (fstat(sfd, &sst) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", src);
+	if (!S_ISREG(sst.st_mode))
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: not a regular file (a disk image is a file)", src);
+	held = lock_qemu_writer(sfd);
+	if (held == 1)
+		return vs_error(e, EX_TEMPFAIL, 0,
+		    "%s: in use by a running VM that writes to it; stop it before cloning",
+		    src);
+	src_abs = realpath(src, NULL);
+	if (src_abs == NULL)
+		return vs_error(e, EX_NOINPUT, errno, "%s", src);
+
+	dst_abs = path_abs(dst, e);
+	if (dst_abs == NULL)
+		return -1;
+	if (lstat(dst_abs, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return vs_error(e, EX_CANTCREAT, 0,
+			    "%s: is a directory; name the disk file", dst);
+		if (!o->force)
+			return vs_error(e, EX_CANTCREAT, 0,
+			    "%s: already exists; give -f to replace it", dst);
+		if (!S_ISREG(st.st_mode))
+			return vs_error(e, EX_CANTCREAT, 0,
+			    "%s: not a regular file; not replaced", dst);
+		/* Hold a write lock on the old disk until it is replaced, so
+		 * that no QEMU starts on it meanwhile; a QEMU that has it open
+		 * already holds locks that refuse ours. */
+		dfd = open(dst_abs, O_RDWR | O_CLOEXEC);
+		if (dfd >= 0)
+			held = lock_whole(dfd) < 0 ? 1 : 0;
+		else if ((dfd = open(dst_abs, O_RDONLY | O_CLOEXEC)) >= 0)
+			held = lock_conflict(dfd, 0, 0);
+		else
+			return vs_error(e, vs_code_for_errno(errno,
+			    EX_CANTCREAT), errno, "%s", dst);
+		if (held != 0)
+			return vs_error(e, EX_TEMPFAIL, 0,
+			    "%s: in use by a running VM; not replaced", dst);
+	} else if (errno != ENOENT) {
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT),
+		    errno, "%s", dst);
+	}
+
+	size = (uint64_t)sst.st_size;
+	if (o->grow) {
+		char a[32];
+		if (o->grow < size)
+			return vs_error(e, EX_USAGE, 0,
+			    "-s %s is smaller than %s (%s): a clone can grow, never shrink",
+			    o->grow_arg, src, size_format(size, a, sizeof a));
+		if (ext4_probe(src_abs, &needs_fsck, e) < 0)
+			return -1;
+	}
+
+	if (atomic_open(&af, dst_abs, sst.st_mode & 07777 & ~(mode_t)06000,
+	    e) < 0)
+		return -1;
+	progress_start(&bar, stderr, "cowclone: copying",
+	    (uint64_t)sst.st_blocks * 512, progress_wanted(stderr, o->quiet));
+	if (clone_into(&af, sfd, 0, on_progress, &bar, &cs, e) < 0) {
+		progress_end(&bar);
+		atomic_abort(&af);
+		return vs_error_prefix(e, "cloning %s to %s", src, dst);
+	}
+	progress_end(&bar);
+	if (o->grow > size) {
+		if (ftruncate(af.fd, (off_t)o->grow) < 0) {
+			vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+			    "%s: grow", dst);
+			atomic_abort(&af);
+			return -1;
+		}
+		if (grow_fs(af.tmp, needs_fsck, e) < 0) {
+			atomic_abort(&af);
+			return -1;
+		}
+		size = o->grow;
+	}
+	if (atomic_commit(&af, o->force ? ATOMIC_REPLACE : ATOMIC_NOREPLACE,
+	    e) < 0)
+		return -1;
+	if (stat(dst_abs, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", dst);
+
+	*section = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}",
+	    "path", dst_abs,
+	    "source", src_abs,
+	    "method", clone_method_name(cs.method),
+	    "size", (json_int_t)size,
+	    "allocated", (json_int_t)st.st_blocks * 512,
+	    "copied", (json_int_t)cs.copied);
+	if (*section == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "disk section");
+	return 0;
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "force", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "size", required_argument, NULL, 's' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { 0 };
+	struct vs_err e = { 0 };
+	json_t *doc = NULL, *disk = NULL;
+	cleanup_free char *derived = NULL;
+	const char *src, *dst;
+	int c, rc;
+
+	fe_init(argv[0]);
+	atomic_on_signals();
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":fhqs:V", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			o.force = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return fe_finish(0);
+		case 'q':
+			o.quiet = true;
+			break;
+		case 's':
+			if (size_parse_disk(optarg, &o.grow, &e) < 0)
+				return fe_fail(&e);
+			o.grow_arg = optarg;
+			break;
+		case 'V':
+			fe_version();
+			return fe_finish(0);
+		case ':':
+			return fe_usage_error(SYNOPSIS, "option %s needs a value",
+			    argv[optind - 1]);
+		default:
+			if (optopt)
+				return fe_usage_error(SYNOPSIS,
+				    "unknown option '-%c'", optopt);
+			return fe_usage_error(SYNOPSIS, "unknown option '%s'",
+			    argv[optind - 1]);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+
+	if (argc == 2) {
+		src = argv[0];
+		dst = argv[1];
+		doc = json_object();
+	} else if (argc == 1) {
+		cleanup_free char *dir = NULL;
+		bool present;
+		const char *name = argv[0];
+		size_t nl = strlen(name);
+
+		if (!valid_name(name))
+			return fe_usage_error(SYNOPSIS,
+			    "invalid disk name '%s': use letters, digits, '.', '_' and '-'",
+			    name);
+		doc = doc_read_stdin(&present, &e);
+		if (doc == NULL)
+			return fe_fail(&e);
+		if (!present) {
+			json_decref(doc);
+			return fe_usage_error(SYNOPSIS,
+			    "no pipeline document on stdin: give SRC DST, or pipe mkbase's output into cowclone %s",
+			    name);
+		}
+		src = doc_need_str(doc, "base", "path",
+		    "pipe mkbase's output, or give SRC DST", &e);
+		if (src == NULL) {
+			json_decref(doc);
+			return fe_fail(&e);
+		}
+		if (src[0] != '/') {
+			json_decref(doc);
+			vs_error(&e, EX_DATAERR, 0,
+			    "pipeline document's base.path '%s' is not an absolute path",
+			    src);
+			return fe_fail(&e);
+		}
+		if (path_split(src, &dir, NULL) < 0 ||
+		    asprintf(&derived, "%s/%s%s", dir, name,
+		    nl > 4 && strcmp(name + nl - 4, ".img") == 0 ? "" : ".img") < 0) {
+			derived = NULL;
+			json_decref(doc);
+			vs_error(&e, EX_OSERR, ENOMEM, "%s", name);
+			return fe_fail(&e);
+		}
+		dst = derived;
+	} else {
+		return fe_usage_error(SYNOPSIS, argc == 0 ?
+		    "missing operand: give SRC DST, or NAME with a document on stdin" :
+		    "too many operands");
+	}
+	if (doc == NULL) {
+		vs_error(&e, EX_OSERR, ENOMEM, "document");
+		return fe_fail(&e);
+	}
+
+	rc = make_disk(src, dst, &o, &disk, &e);
+	if (rc == 0)
+		rc = doc_set(doc, "disk", disk, &e);
+	if (rc == 0)
+		rc = doc_write(stdout, doc, &e);
+	json_decref(doc);
+	if (rc < 0)
+		return fe_finish(fe_fail(&e));
+	return fe_finish(0);
+}

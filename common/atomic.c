@@ -1,0 +1,203 @@
+#include "atomic.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "path.h"
+
+/* Registered temporary names, for the signal handler: it may only look at
+ * memory that is never freed, so the names live in a fixed table. */
+#define SLOTS 8
+static char slot_name[SLOTS][PATH_MAX];
+static volatile sig_atomic_t slot_used[SLOTS];
+
+static int slot_take(const char *name)
+{
+	if (strlen(name) >= PATH_MAX)
+		return -1;
+	for (int i = 0; i < SLOTS; i++) {
+		if (!slot_used[i]) {
+			strcpy(slot_name[i], name);
+			slot_used[i] = 1;
+			return i;
+		}
+	}
+	return -1;
+}
+
+static void slot_drop(int i)
+{
+	if (i >= 0)
+		slot_used[i] = 0;
+}
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+
+	for (int i = 0; i < SLOTS; i++)
+		if (slot_used[i])
+			unlink(slot_name[i]);
+	signal(sig, SIG_DFL);
+	raise(sig);
+	errno = saved;
+}
+
+void atomic_on_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE };
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		sigaddset(&sa.sa_mask, sigs[i]);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+		struct sigaction old;
+		/* Leave alone a signal the caller's parent chose to ignore. */
+		if (sigaction(sigs[i], NULL, &old) == 0 &&
+		    old.sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+	}
+}
+
+int atomic_open(struct atomic_file *af, const char *path, mode_t mode,
+    struct vs_err *e)
+{
+	char *dir = NULL, *base = NULL;
+	mode_t mask;
+	int fd;
+
+	af->path = af->tmp = NULL;
+	af->fd = -1;
+	af->slot = -1;
+	if (path_split(path, &dir, &base) < 0)
+		return vs_error(e, EX_OSERR, errno, "%s", path);
+	if (asprintf(&af->tmp, "%s/.%s.tmp-XXXXXX", dir, base) < 0) {
+		af->tmp = NULL;
+		free(dir);
+		free(base);
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", path);
+	}
+	free(dir);
+	free(base);
+	af->path = strdup(path);
+	if (af->path == NULL) {
+		free(af->tmp);
+		af->tmp = NULL;
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", path);
+	}
+	fd = mkostemps(af->tmp, 0, O_CLOEXEC);
+	if (fd < 0) {
+		int saved = errno;
+		free(af->tmp);
+		free(af->path);
+		af->tmp = af->path = NULL;
+		return vs_error(e, vs_code_for_errno(saved, EX_CANTCREAT),
+		    saved, "cannot create a file beside %s", path);
+	}
+	af->fd = fd;
+	af->slot = slot_take(af->tmp);
+	mask = umask(0);
+	umask(mask);
+	if (fchmod(fd, mode & ~mask) < 0) {
+		int saved = errno;
+		atomic_abort(af);
+		return vs_error(e, EX_CANTCREAT, saved, "%s", path);
+	}
+	return 0;
+}
+
+/* rename(from, to) without replacing an existing "to". */
+static int rename_noreplace(const char *from, const char *to)
+{
+#if defined(__linux__) && defined(RENAME_NOREPLACE)
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+#elif defined(__APPLE__) && defined(RENAME_EXCL)
+	if (renamex_np(from, to, RENAME_EXCL) == 0)
+		return 0;
+	if (errno != ENOTSUP)
+		return -1;
+#endif
+	/* A filesystem without it: link() refuses an existing name too. */
+	if (link(from, to) < 0)
+		return -1;
+	unlink(from);
+	return 0;
+}
+
+/* Fill e, remove the temporary file, return -1. */
+static int commit_failed(struct atomic_file *af, int code, int err,
+    struct vs_err *e)
+{
+	if (err == EEXIST)
+		vs_error(e, EX_CANTCREAT, 0, "%s: already exists", af->path);
+	else
+		vs_error(e, vs_code_for_errno(err, code), err, "%s", af->path);
+	atomic_abort(af);
+	return -1;
+}
+
+int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
+{
+	char *dir = NULL;
+	int rc, dfd;
+
+	if (af->tmp == NULL)
+		return vs_error(e, EX_SOFTWARE, 0, "%s: committed twice",
+		    af->path ? af->path : "?");
+	if (fsync(af->fd) < 0)
+		return commit_failed(af, EX_IOERR, errno, e);
+	rc = close(af->fd);
+	af->fd = -1;
+	if (rc < 0)
+		return commit_failed(af, EX_IOERR, errno, e);
+	if ((flags & ATOMIC_NOREPLACE) ? rename_noreplace(af->tmp, af->path)
+	    : rename(af->tmp, af->path))
+		return commit_failed(af, EX_CANTCREAT, errno, e);
+	slot_drop(af->slot);
+	af->slot = -1;
+	free(af->tmp);
+	af->tmp = NULL;
+	/* Make the new name itself durable. */
+	if (path_split(af->path, &dir, NULL) == 0) {
+		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+		free(dir);
+	}
+	free(af->path);
+	af->path = NULL;
+	return 0;
+}
+
+void atomic_abort(struct atomic_file *af)
+{
+	if (af->fd >= 0) {
+		close(af->fd);
+		af->fd = -1;
+	}
+	if (af->tmp != NULL) {
+		unlink(af->tmp);
+		free(af->tmp);
+		af->tmp = NULL;
+	}
+	slot_drop(af->slot);
+	af->slot = -1;
+	free(af->path);
+	af->path = NULL;
+}

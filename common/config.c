@@ -1,0 +1,454 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "path.h"
+#include "size.h"
+
+struct ctx {
+	struct vs_config *c;
+	yaml_document_t *doc;
+	struct vs_err *e;
+};
+
+/* Keys that belong to Slicer but mean nothing to vmstrap: quietly ignored. */
+static const char *const slicer_top[] = {
+	"api", "github_user", "ssh_keys", "kernel_file", "initrd_file",
+	"graceful_shutdown", "sleep_action", NULL,
+};
+static const char *const slicer_group[] = {
+	"storage", "persistent", "userdata", "userdata_file", "dns_servers",
+	"gpu_count", "share_home", "sleep_action", "rosetta", "tags", NULL,
+};
+static const char *const slicer_network[] = { "addresses", NULL };
+
+static bool in_list(const char *const *list, const char *s)
+{
+	for (; *list; list++)
+		if (strcmp(*list, s) == 0)
+			return true;
+	return false;
+}
+
+static int bad(struct ctx *x, const yaml_node_t *n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int bad(struct ctx *x, const yaml_node_t *n, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	return vs_error(x->e, EX_CONFIG, 0, "%s:%zu:%zu: %s", x->c->path,
+	    n->start_mark.line + 1, n->start_mark.column + 1, msg);
+}
+
+static int warn(struct ctx *x, const yaml_node_t *n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int warn(struct ctx *x, const yaml_node_t *n, const char *fmt, ...)
+{
+	char msg[512], *line, **w;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (asprintf(&line, "%s:%zu:%zu: %s", x->c->path,
+	    n->start_mark.line + 1, n->start_mark.column + 1, msg) < 0)
+		return vs_error(x->e, EX_OSERR, ENOMEM, "%s", x->c->path);
+	w = realloc(x->c->warnings, (x->c->nwarnings + 1) * sizeof *w);
+	if (w == NULL) {
+		free(line);
+		return vs_error(x->e, EX_OSERR, ENOMEM, "%s", x->c->path);
+	}
+	w[x->c->nwarnings++] = line;
+	x->c->warnings = w;
+	return 0;
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+	return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value
+	    : NULL;
+}
+
+/* An empty value or "~"/"null" written plainly: the key is as good as unset. */
+static bool is_null(const yaml_node_t *n)
+{
+	const char *s = scalar(n);
+
+	if (s == NULL || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	return *s == '\0' || strcmp(s, "~") == 0 || strcasecmp(s, "null") == 0;
+}
+
+static int get_string(struct ctx *x, const char *key, const yaml_node_t *n,
+    char **out)
+{
+	const char *s = scalar(n);
+
+	if (is_null(n))
+		return 0;
+	if (s == NULL)
+		return bad(x, n, "%s: expected a string", key);
+	if (strlen(s) != n->data.scalar.length)
+		return bad(x, n, "%s: contains a NUL byte", key);
+	free(*out);
+	*out = strdup(s);
+	if (*out == NULL)
+		return vs_error(x->e, EX_OSERR, ENOMEM, "%s", x->c->path);
+	return 0;
+}
+
+static int get_long(struct ctx *x, const char *key, const yaml_node_t *n,
+    long min, long max, long *out)
+{
+	const char *s = scalar(n);
+	char *end;
+	long long v;
+
+	if (is_null(n))
+		return 0;
+	if (s == NULL || *s == '\0' || !(*s == '-' || (*s >= '0' && *s <= '9')))
+		goto fail;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (*end != '\0' || errno == ERANGE || v < min || v > max)
+		goto fail;
+	*out = (long)v;
+	return 0;
+fail:
+	return bad(x, n, "%s: expected a whole number from %ld to %ld, got '%s'",
+	    key, min, max, s ? s : "(not a scalar)");
+}
+
+static int get_bool(struct ctx *x, const char *key, const yaml_node_t *n,
+    bool *out)
+{
+	static const char *const yes[] = { "true", "yes", "on", NULL };
+	static const char *const no[] = { "false", "no", "off", NULL };
+	const char *s = scalar(n);
+
+	if (is_null(n))
+		return 0;
+	for (int i = 0; s && yes[i]; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return bad(x, n, "%s: expected true or false, got '%s'", key,
+	    s ? s : "(not a scalar)");
+}
+
+#define FOR_PAIRS(x, map, p) \
+	for (yaml_node_pair_t *p = (map)->data.mapping.pairs.start; \
+	    p < (map)->data.mapping.pairs.top; p++)
+
+static int key_of(struct ctx *x, yaml_node_pair_t *p, const char **key,
+    yaml_node_t **k, yaml_node_t **v)
+{
+	*k = yaml_document_get_node(x->doc, p->key);
+	*v = yaml_document_get_node(x->doc, p->value);
+	*key = scalar(*k);
+	if (*key == NULL)
+		return bad(x, *k, "expected a plain key");
+	return 0;
+}
+
+static int load_network(struct ctx *x, const yaml_node_t *map,
+    struct vs_network *net)
+{
+	if (is_null(map))
+		return 0;
+	if (map->type != YAML_MAPPING_NODE)
+		return bad(x, map, "network: expected a mapping, like {mode: nat}");
+	FOR_PAIRS(x, map, p) {
+		const char *key;
+		yaml_node_t *k, *v;
+		int rc = 0;
+
+		if (key_of(x, p, &key, &k, &v) < 0)
+			return -1;
+		if (strcmp(key, "mode") == 0)
+			rc = get_string(x, "network.mode", v, &net->mode);
+		else if (strcmp(key, "gateway") == 0)
+			rc = get_string(x, "network.gateway", v, &net->gateway);
+		else if (strcmp(key, "bridge") == 0)
+			rc = get_string(x, "network.bridge", v, &net->bridge);
+		else if (strcmp(key, "tap_prefix") == 0)
+			rc = get_string(x, "network.tap_prefix", v,
+			    &net->tap_prefix);
+		else if (!in_list(slicer_network, key))
+			rc = warn(x, k, "unknown key 'network.%s' ignored", key);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int load_group(struct ctx *x, const yaml_node_t *map,
+    struct vs_group *g)
+{
+	const yaml_node_t *ram_node = NULL;
+	long l;
+
+	g->count = 1;
+	g->vcpu = 2;
+	g->ram = UINT64_C(4) << 30;
+	g->line = (int)map->start_mark.line + 1;
+	if (map->type != YAML_MAPPING_NODE)
+		return bad(x, map, "host_groups: each group must be a mapping with a name");
+	FOR_PAIRS(x, map, p) {
+		const char *key;
+		yaml_node_t *k, *v;
+		int rc = 0;
+
+		if (key_of(x, p, &key, &k, &v) < 0)
+			return -1;
+		if (strcmp(key, "name") == 0) {
+			rc = get_string(x, "name", v, &g->name);
+		} else if (strcmp(key, "count") == 0) {
+			rc = get_long(x, "count", v, 0, 100000, &g->count);
+		} else if (strcmp(key, "vcpu") == 0) {
+			rc = get_long(x, "vcpu", v, 1, 1024, &g->vcpu);
+		} else if (strcmp(key, "ram_gb") == 0 ||
+		    strcmp(key, "ram_mb") == 0 || strcmp(key, "ram_bytes") == 0) {
+			long max = key[4] == 'g' ? 16384 : key[4] == 'm' ?
+			    16384L * 1024 : 0x7fffffffffffL;
+			unsigned shift = key[4] == 'g' ? 30 : key[4] == 'm' ? 20 : 0;
+			if (ram_node)
+				return bad(x, k, "%s: give only one of ram_gb, ram_mb and ram_bytes",
+				    key);
+			ram_node = v;
+			l = 0;
+			rc = get_long(x, key, v, 1, max, &l);
+			if (rc == 0 && l > 0)
+				g->ram = (uint64_t)l << shift;
+		} else if (strcmp(key, "storage_size") == 0) {
+			const char *s = scalar(v);
+			if (is_null(v))
+				continue;
+			if (s == NULL || size_parse_disk(s, &g->storage_size, x->e) < 0) {
+				char why[sizeof x->e->msg];
+				snprintf(why, sizeof why, "%s",
+				    s ? x->e->msg : "expected a size like 15G");
+				return bad(x, v, "storage_size: %s", why);
+			}
+		} else if (strcmp(key, "network") == 0) {
+			rc = load_network(x, v, &g->network);
+		} else if (!in_list(slicer_group, key)) {
+			rc = warn(x, k, "unknown key '%s' ignored", key);
+		}
+		if (rc < 0)
+			return -1;
+	}
+	if (g->name == NULL || *g->name == '\0')
+		return bad(x, map, "host group without a name");
+	if (strchr(g->name, '/') || g->name[0] == '.')
+		return bad(x, map, "host group name '%s': must not contain '/' or start with '.'",
+		    g->name);
+	return 0;
+}
+
+static int load_groups(struct ctx *x, const yaml_node_t *seq)
+{
+	size_t n;
+
+	if (is_null(seq))
+		return 0;
+	if (seq->type != YAML_SEQUENCE_NODE)
+		return bad(x, seq, "host_groups: expected a list of groups");
+	n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+	x->c->groups = calloc(n ? n : 1, sizeof *x->c->groups);
+	if (x->c->groups == NULL)
+		return vs_error(x->e, EX_OSERR, ENOMEM, "%s", x->c->path);
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *g = yaml_document_get_node(x->doc,
+		    seq->data.sequence.items.start[i]);
+		x->c->ngroups = i + 1;
+		if (load_group(x, g, &x->c->groups[i]) < 0)
+			return -1;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(x->c->groups[j].name, x->c->groups[i].name) == 0)
+				return bad(x, g, "host group '%s' is defined twice (first on line %d)",
+				    x->c->groups[i].name, x->c->groups[j].line);
+	}
+	return 0;
+}
+
+static int load_config(struct ctx *x, const yaml_node_t *map)
+{
+	if (map->type != YAML_MAPPING_NODE)
+		return bad(x, map, "config: expected a mapping");
+	FOR_PAIRS(x, map, p) {
+		const char *key;
+		yaml_node_t *k, *v;
+		int rc = 0;
+
+		if (key_of(x, p, &key, &k, &v) < 0)
+			return -1;
+		if (strcmp(key, "image") == 0)
+			rc = get_string(x, "image", v, &x->c->image);
+		else if (strcmp(key, "kernel_image") == 0)
+			rc = get_string(x, "kernel_image", v, &x->c->kernel_image);
+		else if (strcmp(key, "hypervisor") == 0)
+			rc = get_string(x, "hypervisor", v, &x->c->hypervisor);
+		else if (strcmp(key, "insecure_registry") == 0)
+			rc = get_bool(x, "insecure_registry", v,
+			    &x->c->insecure_registry);
+		else if (strcmp(key, "host_groups") == 0)
+			rc = load_groups(x, v);
+		else if (!in_list(slicer_top, key))
+			rc = warn(x, k, "unknown key 'config.%s' ignored", key);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int config_load(struct vs_config *c, const char *path, struct vs_err *e)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	yaml_node_t *root;
+	struct ctx x = { c, &doc, e };
+	bool found = false;
+	FILE *f;
+	int rc = -1;
+
+	memset(c, 0, sizeof *c);
+	c->path = strdup(path);
+	if (c->path == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", path);
+	f = fopen(path, "rbe");
+	if (f == NULL)
+		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT) == EX_NOPERM
+		    ? EX_NOPERM : EX_NOINPUT, errno, "%s", path);
+	if (!yaml_parser_initialize(&parser)) {
+		fclose(f);
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", path);
+	}
+	yaml_parser_set_input_file(&parser, f);
+	if (!yaml_parser_load(&parser, &doc)) {
+		vs_error(e, EX_CONFIG, 0, "%s:%zu:%zu: %s%s%s", path,
+		    parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+		    parser.problem ? parser.problem : "invalid YAML",
+		    parser.context ? " " : "",
+		    parser.context ? parser.context : "");
+		yaml_parser_delete(&parser);
+		fclose(f);
+		return -1;
+	}
+	root = yaml_document_get_root_node(&doc);
+	if (root == NULL) {
+		vs_error(e, EX_CONFIG, 0, "%s: empty configuration: expected a 'config:' mapping",
+		    path);
+		goto out;
+	}
+	if (root->type != YAML_MAPPING_NODE) {
+		bad(&x, root, "expected a mapping with a 'config:' key");
+		goto out;
+	}
+	FOR_PAIRS(&x, root, p) {
+		const char *key;
+		yaml_node_t *k, *v;
+
+		if (key_of(&x, p, &key, &k, &v) < 0)
+			goto out;
+		if (strcmp(key, "config") == 0) {
+			found = true;
+			if (load_config(&x, v) < 0)
+				goto out;
+		} else if (warn(&x, k, "unknown key '%s' ignored", key) < 0) {
+			goto out;
+		}
+	}
+	if (!found) {
+		bad(&x, root, "no 'config:' mapping");
+		goto out;
+	}
+	rc = 0;
+out:
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return rc;
+}
+
+int config_locate(const char *dir, const char *explicit, char **path,
+    struct vs_err *e)
+{
+	struct stat st;
+	char *p;
+
+	*path = NULL;
+	if (explicit) {
+		*path = strdup(explicit);
+		if (*path == NULL)
+			return vs_error(e, EX_OSERR, ENOMEM, "%s", explicit);
+		return 0;
+	}
+	p = path_join(dir ? dir : ".", CONFIG_FILE);
+	if (p == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", CONFIG_FILE);
+	if (stat(p, &st) == 0)
+		*path = p;
+	else
+		free(p);
+	return 0;
+}
+
+const struct vs_group *config_group(const struct vs_config *c,
+    const char *name, struct vs_err *e)
+{
+	char list[512] = "";
+	size_t len = 0;
+
+	for (size_t i = 0; i < c->ngroups; i++)
+		if (strcmp(c->groups[i].name, name) == 0)
+			return &c->groups[i];
+	for (size_t i = 0; i < c->ngroups && len < sizeof list; i++)
+		len += (size_t)snprintf(list + len, sizeof list - len, "%s%s",
+		    i ? ", " : "", c->groups[i].name);
+	vs_error(e, EX_CONFIG, 0, "%s: no host group '%s' (%s%s)", c->path, name,
+	    c->ngroups ? "it has: " : "it has none", list);
+	return NULL;
+}
+
+void config_free(struct vs_config *c)
+{
+	for (size_t i = 0; i < c->ngroups; i++) {
+		struct vs_group *g = &c->groups[i];
+		free(g->name);
+		free(g->network.mode);
+		free(g->network.gateway);
+		free(g->network.bridge);
+		free(g->network.tap_prefix);
+	}
+	free(c->groups);
+	for (size_t i = 0; i < c->nwarnings; i++)
+		free(c->warnings[i]);
+	free(c->warnings);
+	free(c->path);
+	free(c->image);
+	free(c->kernel_image);
+	free(c->hypervisor);
+	memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,74 @@
+/* config.h: Slicer's slicer-mac.yaml, read with libyaml.
+ *
+ *   config:
+ *     image: "ghcr.io/…:latest"
+ *     hypervisor: apple
+ *     host_groups:
+ *       - name: slicer
+ *         count: 1
+ *         vcpu: 4
+ *         ram_gb: 8
+ *         storage_size: 15G
+ *         network: {mode: nat, gateway: 192.168.64.1/24}
+ *
+ * Values from the file are defaults that command-line arguments override.
+ * Keys vmstrap does not know are ignored with a warning (Slicer's own keys
+ * that vmstrap has no use for are ignored quietly), so a real Slicer file
+ * loads. */
+#ifndef VS_CONFIG_H
+#define VS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define CONFIG_FILE "slicer-mac.yaml"
+
+struct vs_network {
+	char *mode;
+	char *gateway;
+	char *bridge;
+	char *tap_prefix;
+};
+
+struct vs_group {
+	char *name;
+	long count;		/* VMs in the group; default 1 */
+	long vcpu;		/* default 2 */
+	uint64_t ram;		/* bytes, from ram_gb, ram_mb or ram_bytes; default 4G */
+	uint64_t storage_size;	/* bytes; 0 when not set */
+	struct vs_network network;
+	int line;		/* where the group starts in the file */
+};
+
+struct vs_config {
+	char *path;
+	char *image;		/* config.image, or NULL */
+	char *kernel_image;	/* config.kernel_image, or NULL */
+	char *hypervisor;	/* config.hypervisor, or NULL */
+	bool insecure_registry;
+	struct vs_group *groups;
+	size_t ngroups;
+	char **warnings;	/* "FILE:LINE:COL: …", for main() to print */
+	size_t nwarnings;
+};
+
+/* Load path into c (zeroed first).  A file that cannot be read is
+ * EX_NOINPUT; a YAML error or a bad value is EX_CONFIG, with FILE:LINE:COL. */
+int config_load(struct vs_config *c, const char *path, struct vs_err *e);
+
+/* Which file to read: explicit (-c) when given; otherwise dir/slicer-mac.yaml
+ * when it exists; otherwise none (*path NULL, return 0). */
+int config_locate(const char *dir, const char *explicit, char **path,
+    struct vs_err *e);
+
+/* The group called name, or NULL with e set (EX_CONFIG, listing the groups
+ * the file has). */
+const struct vs_group *config_group(const struct vs_config *c,
+    const char *name, struct vs_err *e);
+
+void config_free(struct vs_config *c);
+
+#endif

@@ -1,0 +1,65 @@
+#include "lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT),
+		    errno, "%s", path);
+	while (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) |
+	    (wait ? 0 : LOCK_NB)) < 0) {
+		int saved = errno;
+		if (saved == EINTR)
+			continue;
+		close(fd);
+		if (saved == EWOULDBLOCK)
+			return vs_error(e, EX_TEMPFAIL, 0,
+			    "%s: locked by another process", path);
+		return vs_error(e, EX_OSERR, saved, "%s: lock", path);
+	}
+	return fd;
+}
+
+#ifdef F_OFD_GETLK
+#define GETLK F_OFD_GETLK
+#define SETLK F_OFD_SETLK
+#else
+#define GETLK F_GETLK
+#define SETLK F_SETLK
+#endif
+
+int lock_conflict(int fd, long long start, long long len)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof fl);
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = start;
+	fl.l_len = len;
+	if (fcntl(fd, GETLK, &fl) < 0)
+		return -1;
+	return fl.l_type != F_UNLCK;
+}
+
+int lock_qemu_writer(int fd)
+{
+	return lock_conflict(fd, 101, 1);
+}
+
+int lock_whole(int fd)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof fl);
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	return fcntl(fd, SETLK, &fl);
+}

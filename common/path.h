@@ -1,0 +1,19 @@
+/* path.h: small path helpers. */
+#ifndef VS_PATH_H
+#define VS_PATH_H
+
+#include "err.h"
+
+/* Split path into a directory ("." when there is none) and a last component,
+ * both malloc'd; either out pointer may be NULL.  Trailing slashes are
+ * ignored.  Returns -1 with errno set on failure. */
+int path_split(const char *path, char **dir, char **base);
+
+/* The absolute form of path, whose directory must exist (the last component
+ * need not): realpath(dir) + "/" + base.  malloc'd, or NULL with e set. */
+char *path_abs(const char *path, struct vs_err *e);
+
+/* dir + "/" + name, malloc'd; NULL on ENOMEM. */
+char *path_join(const char *dir, const char *name);
+
+#endif

@@ -1,0 +1,706 @@
+/* test-common: unit tests of common/, as a TAP program (bubblewrap's
+ * tests/test-utils.c).  Run by `make check`; prints "1..N" at the end. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "clone.h"
+#include "config.h"
+#include "doc.h"
+#include "err.h"
+#include "lock.h"
+#include "path.h"
+#include "progress.h"
+#include "run.h"
+#include "size.h"
+
+static int tests, failures;
+static char tmpdir[PATH_MAX];
+static const char *fixtures = "tests/fixtures";
+
+static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void ok(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	tests++;
+	if (!cond)
+		failures++;
+	printf("%sok %d - ", cond ? "" : "not ", tests);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+}
+
+static char *tmp_path(const char *name)
+{
+	return path_join(tmpdir, name);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL || fputs(text, f) == EOF || fclose(f) != 0) {
+		perror(path);
+		exit(99);
+	}
+}
+
+/* Number of entries in tmpdir/sub whose name starts with '.'. */
+static int hidden_files(const char *dir)
+{
+	char cmd[PATH_MAX + 64];
+	FILE *p;
+	int n = -1;
+
+	snprintf(cmd, sizeof cmd, "ls -A '%s' | grep -c '^\\.' || true", dir);
+	p = popen(cmd, "r");
+	if (p) {
+		if (fscanf(p, "%d", &n) != 1)
+			n = -1;
+		pclose(p);
+	}
+	return n;
+}
+
+/* ---- size ---- */
+
+static void test_size(void)
+{
+	static const struct { const char *s; uint64_t v; } good[] = {
+		{ "15G", UINT64_C(15) << 30 }, { "5g", UINT64_C(5) << 30 },
+		{ "512M", UINT64_C(512) << 20 }, { "1T", UINT64_C(1) << 40 },
+		{ "5120m", UINT64_C(5) << 30 }, { "015G", UINT64_C(15) << 30 },
+	};
+	static const struct { const char *s; const char *why; } bad[] = {
+		{ "15", "unit is missing" }, { "15GB", "like 15G" },
+		{ "-1G", "like 15G" }, { "1.5G", "like 15G" },
+		{ "99999999999T", "too large" }, { "", "like 15G" },
+		{ "0G", "more than zero" }, { "G", "like 15G" },
+		{ " 15G", "like 15G" }, { "15K", "like 15G" },
+		{ "18446744073709551616M", "too large" },
+	};
+	struct vs_err e;
+	uint64_t v;
+	char buf[32];
+
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+		v = 0;
+		ok(size_parse(good[i].s, &v, &e) == 0 && v == good[i].v,
+		    "size '%s' parses", good[i].s);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memset(&e, 0, sizeof e);
+		int rc = size_parse(bad[i].s, &v, &e);
+		ok(rc == -1 && e.code == EX_USAGE && strstr(e.msg, bad[i].why),
+		    "size '%s' refused: %s", bad[i].s, e.msg);
+	}
+	memset(&e, 0, sizeof e);
+	ok(size_parse_disk("4G", &v, &e) == -1 && e.code == EX_USAGE &&
+	    strstr(e.msg, "at least 5G"), "disk size 4G refused: %s", e.msg);
+	ok(size_parse_disk("4095M", &v, &e) == -1, "disk size 4095M refused");
+	ok(size_parse_disk("5G", &v, &e) == 0 && v == SIZE_DISK_MIN,
+	    "disk size 5G accepted");
+	ok(size_parse_disk("15GB", &v, &e) == -1 && strstr(e.msg, "like 15G"),
+	    "disk size 15GB refused with the accepted form");
+	ok(strcmp(size_format(UINT64_C(15) << 30, buf, sizeof buf), "15G") == 0,
+	    "15G formats as 15G");
+	ok(strcmp(size_format(UINT64_C(1536) << 20, buf, sizeof buf), "1536M") == 0,
+	    "1536M formats as 1536M");
+	ok(strcmp(size_format(1000, buf, sizeof buf), "1000 bytes") == 0,
+	    "1000 formats in bytes");
+}
+
+/* ---- pipeline document ---- */
+
+static json_t *read_str(const char *text, bool *present, struct vs_err *e)
+{
+	FILE *f = fmemopen((void *)(uintptr_t)text, strlen(text), "r");
+	json_t *doc;
+
+	if (f == NULL && *text == '\0')
+		f = fopen("/dev/null", "r");
+	doc = doc_read(f, present, e);
+	fclose(f);
+	return doc;
+}
+
+static void test_doc(void)
+{
+	static const char *const empties[] = { "", "\n", "  \t\r\n " };
+	static const struct { const char *in; const char *why; } bad[] = {
+		{ "{", "byte" }, { "[1,2]", "an array" }, { "\"x\"", "a string" },
+		{ "{} {}", "byte 4" }, { "  [", "byte 3" }, { " 7", "byte 2" }, { "{}x", "byte" },
+		{ "{\"a\":1,\"a\":2}", "duplicate" }, { "nul", "byte" },
+		{ "{\"a\":\"\xff\"}", "byte" }, { "42", "a number" },
+	};
+	const char *in = "{\"image\":{\"ref\":\"a\\\"b\\nc\",\"n\":[1,2.5,-3e-7,null,true],"
+	    "\"big\":9007199254740993,\"nul\":\"x\\u0000y\"},\"zeta\":{},\"alpha\":\"é\"}\n";
+	struct vs_err e;
+	bool present;
+	json_t *doc, *orig, *again;
+	char *out = NULL;
+	size_t outlen = 0;
+	FILE *f;
+
+	for (size_t i = 0; i < 3; i++) {
+		present = true;
+		doc = read_str(empties[i], &present, &e);
+		ok(doc && json_is_object(doc) && json_object_size(doc) == 0 &&
+		    !present, "empty input %zu is no document", i);
+		json_decref(doc);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memset(&e, 0, sizeof e);
+		doc = read_str(bad[i].in, &present, &e);
+		ok(doc == NULL && e.code == EX_DATAERR && strstr(e.msg, bad[i].why) &&
+		    strstr(e.msg, "byte"), "document '%s' refused: %s", bad[i].in,
+		    e.msg);
+		json_decref(doc);
+	}
+
+	doc = read_str(in, &present, &e);
+	orig = read_str(in, &present, &e);
+	ok(doc && present, "a document is read");
+	ok(doc_set(doc, "disk", json_pack("{s:s}", "path", "/x"), &e) == 0,
+	    "a section is added");
+	f = open_memstream(&out, &outlen);
+	ok(doc_write(f, doc, &e) == 0, "the document is written");
+	fclose(f);
+	ok(outlen > 0 && out[outlen - 1] == '\n' && memchr(out, '\n', outlen) ==
+	    out + outlen - 1, "on exactly one line");
+	again = read_str(out, &present, &e);
+	ok(again && json_equal(json_object_get(again, "image"),
+	    json_object_get(orig, "image")) &&
+	    json_equal(json_object_get(again, "zeta"), json_object_get(orig, "zeta")) &&
+	    json_equal(json_object_get(again, "alpha"), json_object_get(orig, "alpha")),
+	    "other sections pass through equal in meaning");
+	ok(out && strstr(out, "\"image\":") < strstr(out, "\"zeta\":") &&
+	    strstr(out, "\"zeta\":") < strstr(out, "\"alpha\":") &&
+	    strstr(out, "\"alpha\":") < strstr(out, "\"disk\":"),
+	    "sections keep their order; the new one comes last");
+	ok(out && strstr(out, "9007199254740993") && strstr(out, "x\\u0000y") &&
+	    strstr(out, "a\\\"b\\nc"), "big integers, NULs and escapes survive");
+	json_decref(again);
+
+	memset(&e, 0, sizeof e);
+	ok(doc_need_str(doc, "base", "path", "pipe mkbase", &e) == NULL &&
+	    e.code == EX_DATAERR && strstr(e.msg, "no 'base' section") &&
+	    strstr(e.msg, "pipe mkbase"), "a missing section is named: %s", e.msg);
+	json_object_set_new(doc, "base", json_pack("{s:i}", "path", 3));
+	ok(doc_need_str(doc, "base", "path", NULL, &e) == NULL &&
+	    strstr(e.msg, "base.path is a number"), "a wrong type is named: %s",
+	    e.msg);
+	ok(doc_need_str(doc, "disk", "path", NULL, &e) &&
+	    strcmp(doc_need_str(doc, "disk", "path", NULL, &e), "/x") == 0,
+	    "a present string is found");
+	json_decref(doc);
+	json_decref(orig);
+	free(out);
+}
+
+/* ---- configuration ---- */
+
+static char *fixture(const char *name)
+{
+	return path_join(fixtures, name);
+}
+
+static void test_config(void)
+{
+	struct vs_config c;
+	struct vs_err e;
+	const struct vs_group *g;
+	cleanup_free char *design = fixture("slicer-mac.yaml");
+	cleanup_free char *linux_ex = fixture("slicer-linux.yaml");
+	cleanup_free char *two = fixture("slicer-two-groups.yaml");
+	cleanup_free char *bad = tmp_path("bad.yaml");
+	int rc;
+
+	rc = config_load(&c, design, &e);
+	ok(rc == 0, "DESIGN.md's example loads%s%s", rc ? ": " : "",
+	    rc ? e.msg : "");
+	ok(rc == 0 && c.image && strcmp(c.image,
+	    "ghcr.io/openfaasltd/slicer-systemd-arm64-avz:latest") == 0,
+	    "config.image");
+	ok(rc == 0 && c.hypervisor && strcmp(c.hypervisor, "apple") == 0,
+	    "config.hypervisor");
+	g = rc == 0 ? config_group(&c, "slicer", &e) : NULL;
+	ok(g && g->count == 1 && g->vcpu == 4 && g->ram == (UINT64_C(8) << 30) &&
+	    g->storage_size == (UINT64_C(15) << 30), "group slicer's numbers");
+	ok(g && g->network.mode && strcmp(g->network.mode, "nat") == 0 &&
+	    g->network.gateway && strcmp(g->network.gateway, "192.168.64.1/24") == 0,
+	    "group slicer's network");
+	ok(rc == 0 && c.nwarnings == 0, "no warnings for it");
+	memset(&e, 0, sizeof e);
+	ok(rc == 0 && config_group(&c, "nope", &e) == NULL && e.code == EX_CONFIG &&
+	    strstr(e.msg, "no host group 'nope'") && strstr(e.msg, "slicer"),
+	    "an unknown group is refused, listing the groups: %s", e.msg);
+	config_free(&c);
+
+	rc = config_load(&c, linux_ex, &e);
+	ok(rc == 0 && c.nwarnings == 0 && c.ngroups == 1 &&
+	    strcmp(c.hypervisor, "firecracker") == 0 &&
+	    c.groups[0].storage_size == (UINT64_C(25) << 30) &&
+	    strcmp(c.groups[0].network.bridge, "brvm0") == 0,
+	    "Slicer's full reference example loads quietly");
+	config_free(&c);
+
+	rc = config_load(&c, two, &e);
+	ok(rc == 0 && c.ngroups == 2, "two groups load");
+	g = rc == 0 ? config_group(&c, "sbox", &e) : NULL;
+	ok(g && g->count == 0 && g->ram == (UINT64_C(4096) << 20) &&
+	    g->storage_size == SIZE_DISK_MIN, "ram_mb and count 0");
+	ok(rc == 0 && c.nwarnings == 1 && strstr(c.warnings[0], ":20:7:") &&
+	    strstr(c.warnings[0], "unknown key 'colour' ignored"),
+	    "an unknown key is warned about with line and column: %s",
+	    c.nwarnings ? c.warnings[0] : "(none)");
+	config_free(&c);
+
+	static const struct { const char *text; const char *why; } bads[] = {
+		{ "config:\n  image: [a\n", ":3:1:" },
+		{ "config:\n  host_groups:\n    - name: a\n      storage_size: 15GB\n",
+		  ":4:21: storage_size: invalid size '15GB'" },
+		{ "config:\n  host_groups:\n    - name: a\n      storage_size: 4G\n",
+		  "at least 5G" },
+		{ "config:\n  host_groups:\n    - name: a\n      vcpu: four\n",
+		  ":4:13: vcpu: expected a whole number" },
+		{ "config:\n  host_groups:\n    - name: a\n      ram_gb: 2\n      ram_mb: 2\n",
+		  "only one of ram_gb" },
+		{ "config:\n  host_groups:\n    - count: 1\n", "without a name" },
+		{ "config:\n  host_groups:\n    - name: a\n    - name: a\n",
+		  "defined twice" },
+		{ "config:\n  insecure_registry: maybe\n", "true or false" },
+		{ "image: x\n", "no 'config:'" },
+		{ "", "empty configuration" },
+		{ "- a\n", "expected a mapping" },
+		{ "config:\n  host_groups: 3\n", "expected a list" },
+		{ "config:\n  host_groups:\n    - name: ../x\n", "must not contain" },
+	};
+	for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++) {
+		write_file(bad, bads[i].text);
+		memset(&e, 0, sizeof e);
+		rc = config_load(&c, bad, &e);
+		ok(rc == -1 && e.code == EX_CONFIG && strstr(e.msg, bads[i].why) &&
+		    strncmp(e.msg, bad, strlen(bad)) == 0,
+		    "bad configuration %zu refused: %s", i, e.msg);
+		config_free(&c);
+	}
+	write_file(bad, "config:\n  insecure_registry: yes\n  image: ~\n");
+	rc = config_load(&c, bad, &e);
+	ok(rc == 0 && c.insecure_registry && c.image == NULL,
+	    "booleans and nulls");
+	config_free(&c);
+
+	memset(&e, 0, sizeof e);
+	rc = config_load(&c, "/nonexistent/slicer-mac.yaml", &e);
+	ok(rc == -1 && e.code == EX_NOINPUT && strstr(e.msg, "No such file"),
+	    "a missing file is EX_NOINPUT: %s", e.msg);
+	config_free(&c);
+
+	char *found = NULL;
+	ok(config_locate(tmpdir, NULL, &found, &e) == 0 && found == NULL,
+	    "no configuration in an empty workspace");
+	cleanup_free char *ws = tmp_path(CONFIG_FILE);
+	write_file(ws, "config: {}\n");
+	ok(config_locate(tmpdir, NULL, &found, &e) == 0 && found &&
+	    strcmp(found, ws) == 0, "the workspace's slicer-mac.yaml is found");
+	free(found);
+	ok(config_locate(tmpdir, "/x.yaml", &found, &e) == 0 && found &&
+	    strcmp(found, "/x.yaml") == 0, "-c wins");
+	free(found);
+	unlink(ws);
+}
+
+/* ---- atomic output ---- */
+
+static void test_atomic(void)
+{
+	cleanup_free char *p = tmp_path("out.bin");
+	struct atomic_file af;
+	struct vs_err e;
+	struct stat st;
+	char buf[16] = "";
+	int fd, status;
+	pid_t pid;
+
+	unlink(p);
+	ok(atomic_open(&af, p, 0644, &e) == 0, "a temporary file is created");
+	ok(stat(p, &st) < 0 && errno == ENOENT,
+	    "nothing under the final name while writing");
+	ok(af.tmp && strstr(af.tmp, "/.out.bin.tmp-") != NULL,
+	    "the temporary name is hidden, beside the final one");
+	ok(write(af.fd, "hello", 5) == 5, "written");
+	ok(atomic_commit(&af, ATOMIC_NOREPLACE, &e) == 0, "committed");
+	fd = open(p, O_RDONLY);
+	ok(fd >= 0 && read(fd, buf, sizeof buf) == 5 && memcmp(buf, "hello", 5) == 0,
+	    "the final name holds it");
+	if (fd >= 0)
+		close(fd);
+	ok(hidden_files(tmpdir) == 0, "no temporary file is left");
+
+	ok(atomic_open(&af, p, 0644, &e) == 0 && write(af.fd, "other", 5) == 5,
+	    "a second file is written");
+	memset(&e, 0, sizeof e);
+	ok(atomic_commit(&af, ATOMIC_NOREPLACE, &e) == -1 && e.code == EX_CANTCREAT &&
+	    strstr(e.msg, "already exists"), "NOREPLACE keeps the existing file: %s",
+	    e.msg);
+	fd = open(p, O_RDONLY);
+	ok(fd >= 0 && read(fd, buf, sizeof buf) == 5 && memcmp(buf, "hello", 5) == 0,
+	    "which is intact");
+	if (fd >= 0)
+		close(fd);
+	ok(hidden_files(tmpdir) == 0, "and the temporary file is gone");
+
+	ok(atomic_open(&af, p, 0600, &e) == 0 && write(af.fd, "new", 3) == 3 &&
+	    atomic_commit(&af, ATOMIC_REPLACE, &e) == 0, "REPLACE replaces");
+	ok(stat(p, &st) == 0 && st.st_size == 3 && (st.st_mode & 0777) == 0600,
+	    "with the new content and mode");
+
+	ok(atomic_open(&af, p, 0644, &e) == 0, "another temporary file");
+	atomic_abort(&af);
+	atomic_abort(&af);
+	ok(hidden_files(tmpdir) == 0 && stat(p, &st) == 0 && st.st_size == 3,
+	    "abort removes it and leaves the final name alone");
+
+	memset(&e, 0, sizeof e);
+	cleanup_free char *nodir = tmp_path("no/such/dir/file");
+	ok(atomic_open(&af, nodir, 0644, &e) == -1 && e.code == EX_NOINPUT,
+	    "a missing directory is refused: %s", e.msg);
+
+	/* A signal while the temporary file exists removes it. */
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		atomic_on_signals();
+		if (atomic_open(&af, p, 0644, &e) < 0)
+			_exit(3);
+		raise(SIGTERM);
+		_exit(4);
+	}
+	waitpid(pid, &status, 0);
+	ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+	    "SIGTERM still ends the program");
+	ok(hidden_files(tmpdir) == 0, "and the temporary file is removed");
+	unlink(p);
+}
+
+/* ---- locks ---- */
+
+static void test_lock(void)
+{
+	cleanup_free char *p = tmp_path("disk.img");
+	cleanup_free char *lp = tmp_path("ws.lock");
+	struct vs_err e;
+	struct flock fl;
+	int a, b, c;
+
+	write_file(p, "0123456789");
+	a = open(p, O_RDWR);
+	b = open(p, O_RDWR);
+	ok(lock_conflict(b, 0, 0) == 0, "an unlocked file has no conflict");
+	ok(lock_qemu_writer(b) == 0, "and no QEMU writer");
+	/* What QEMU takes for a writable image: read locks on 100, 101, 201. */
+	memset(&fl, 0, sizeof fl);
+	fl.l_type = F_RDLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = 100;
+	fl.l_len = 2;
+	ok(fcntl(a, F_OFD_SETLK, &fl) == 0, "a QEMU-like lock is taken");
+	ok(lock_conflict(b, 0, 0) == 1, "another descriptor sees a conflict");
+	ok(lock_qemu_writer(b) == 1, "and a QEMU writer");
+	ok(lock_whole(b) == -1 && (errno == EAGAIN || errno == EACCES),
+	    "a whole-file lock is refused");
+	close(a);
+	ok(lock_whole(b) == 0, "once released, the whole-file lock is taken");
+	a = open(p, O_RDONLY);
+	ok(lock_conflict(a, 0, 0) == 1, "and it is seen from elsewhere");
+	close(a);
+	close(b);
+
+	c = lock_path(lp, true, false, &e);
+	ok(c >= 0, "a workspace lock is taken");
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct vs_err ce;
+		int fd = lock_path(lp, true, false, &ce);
+		_exit(fd < 0 && ce.code == EX_TEMPFAIL ? 0 : 1);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "another process is refused it without waiting");
+	close(c);
+	unlink(lp);
+	unlink(p);
+}
+
+/* ---- paths ---- */
+
+static void test_path(void)
+{
+	char *d, *b;
+	struct vs_err e;
+
+	ok(path_split("a/b/c.img", &d, &b) == 0 && strcmp(d, "a/b") == 0 &&
+	    strcmp(b, "c.img") == 0, "split a/b/c.img");
+	free(d);
+	free(b);
+	ok(path_split("c.img", &d, &b) == 0 && strcmp(d, ".") == 0 &&
+	    strcmp(b, "c.img") == 0, "split c.img");
+	free(d);
+	free(b);
+	ok(path_split("/c.img", &d, &b) == 0 && strcmp(d, "/") == 0 &&
+	    strcmp(b, "c.img") == 0, "split /c.img");
+	free(d);
+	free(b);
+	ok(path_split("dir/sub/", &d, &b) == 0 && strcmp(d, "dir") == 0 &&
+	    strcmp(b, "sub") == 0, "split dir/sub/");
+	free(d);
+	free(b);
+	cleanup_free char *abs = path_abs("tests/../tests/x.img", &e);
+	cleanup_free char *cwd = getcwd(NULL, 0);
+	cleanup_free char *want = path_join(cwd, "tests/x.img");
+	ok(abs && strcmp(abs, want) == 0, "path_abs resolves the directory");
+	ok(path_abs("/no/such/dir/x", &e) == NULL && e.code == EX_NOINPUT,
+	    "path_abs of a missing directory fails");
+	cleanup_free char *j = path_join("/a/", "b");
+	ok(strcmp(j, "/a/b") == 0, "join does not double the slash");
+}
+
+/* ---- progress ---- */
+
+static void test_progress(void)
+{
+	struct progress p;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	int master, slave;
+
+	progress_start(&p, f, "copying", 1000, false);
+	progress_update(&p, 500);
+	progress_end(&p);
+	fflush(f);
+	ok(len == 0, "a disabled progress line draws nothing");
+	progress_start(&p, f, "copying", UINT64_C(1) << 30, true);
+	progress_update(&p, UINT64_C(1) << 29);
+	progress_update(&p, UINT64_C(1) << 30);
+	progress_end(&p);
+	fflush(f);
+	ok(len > 0 && strstr(out, "copying") && strstr(out, " 50%") &&
+	    strstr(out, "100%") && strstr(out, "1.0G/1.0G"),
+	    "an enabled one draws the label, percentages and sizes");
+	fclose(f);
+	free(out);
+
+	f = tmpfile();
+	ok(!progress_wanted(f, false), "not wanted when not a terminal");
+	fclose(f);
+	if (openpty(&master, &slave, NULL, NULL, NULL) == 0) {
+		f = fdopen(slave, "w");
+		setenv("TERM", "xterm", 1);
+		unsetenv("NO_COLOR");
+		ok(progress_wanted(f, false), "wanted on a terminal");
+		ok(!progress_wanted(f, true), "not with -q");
+		setenv("NO_COLOR", "1", 1);
+		ok(!progress_wanted(f, false), "not with NO_COLOR");
+		unsetenv("NO_COLOR");
+		setenv("TERM", "dumb", 1);
+		ok(!progress_wanted(f, false), "not on a dumb terminal");
+		fclose(f);
+		close(master);
+	} else {
+		diag("openpty: %s", strerror(errno));
+		ok(0, "a pseudo-terminal for the progress tests");
+	}
+}
+
+/* ---- cloning ---- */
+
+static void fill(int fd, off_t off, size_t len, int byte)
+{
+	char *buf = malloc(len);
+
+	memset(buf, byte, len);
+	if (pwrite(fd, buf, len, off) != (ssize_t)len) {
+		perror("pwrite");
+		exit(99);
+	}
+	free(buf);
+}
+
+static int same_content(int a, int b)
+{
+	char x[65536], y[65536];
+	off_t off = 0;
+
+	for (;;) {
+		ssize_t n = pread(a, x, sizeof x, off);
+		ssize_t m = pread(b, y, sizeof y, off);
+		if (n != m || n < 0)
+			return 0;
+		if (n == 0)
+			return 1;
+		if (memcmp(x, y, (size_t)n) != 0)
+			return 0;
+		off += n;
+	}
+}
+
+static void test_clone(void)
+{
+	static const struct { unsigned flags; const char *name; } ways[] = {
+		{ 0, "default" },
+		{ CLONE_NO_REFLINK, "no reflink" },
+		{ CLONE_NO_REFLINK | CLONE_NO_COPY_RANGE, "read and write" },
+	};
+	cleanup_free char *src = tmp_path("src.img");
+	cleanup_free char *dst = tmp_path("dst.img");
+	struct stat sst, dstst;
+	struct vs_err e;
+	int s;
+
+	/* 64 MiB logical: data at 0 and at 40M, a run of allocated zeros
+	 * inside the second, and a ragged tail. */
+	s = open(src, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	fill(s, 0, 1 << 20, 'a');
+	fill(s, 40 << 20, 3 << 20, 'b');
+	fill(s, (40 << 20) + (1 << 20), 1 << 20, 0);
+	if (ftruncate(s, (64 << 20) + 123) < 0 || fsync(s) < 0)
+		exit(99);
+	fstat(s, &sst);
+
+	for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
+		struct atomic_file af;
+		struct clone_stats cs;
+		int d;
+
+		unlink(dst);
+		if (atomic_open(&af, dst, 0644, &e) < 0) {
+			ok(0, "%s: temporary file: %s", ways[i].name, e.msg);
+			continue;
+		}
+		int rc = clone_into(&af, s, ways[i].flags, NULL, NULL, &cs, &e);
+		ok(rc == 0, "%s: cloned as %s%s%s", ways[i].name,
+		    rc == 0 ? clone_method_name(cs.method) : "-", rc ? ": " : "",
+		    rc ? e.msg : "");
+		if (rc < 0 || atomic_commit(&af, ATOMIC_NOREPLACE, &e) < 0) {
+			atomic_abort(&af);
+			continue;
+		}
+		d = open(dst, O_RDONLY);
+		fstat(d, &dstst);
+		ok(dstst.st_size == sst.st_size, "%s: same logical size",
+		    ways[i].name);
+		ok(same_content(s, d), "%s: same content", ways[i].name);
+		if (cs.method != CLONE_REFLINK) {
+			ok(dstst.st_blocks <= sst.st_blocks - 2048,
+			    "%s: allocates less than the source (%lld < %lld blocks)",
+			    ways[i].name, (long long)dstst.st_blocks,
+			    (long long)sst.st_blocks);
+			ok(lseek(d, (40 << 20) + (1 << 20), SEEK_DATA) ==
+			    (off_t)42 << 20,
+			    "%s: the zeros inside the data are a hole", ways[i].name);
+			ok(cs.copied == (3u << 20), "%s: copied %llu bytes of data",
+			    ways[i].name, (unsigned long long)cs.copied);
+		}
+		if (ways[i].flags & CLONE_NO_COPY_RANGE)
+			ok(cs.method == CLONE_SPARSE_COPY, "%s: is a sparse-copy",
+			    ways[i].name);
+		close(d);
+	}
+	close(s);
+	unlink(src);
+	unlink(dst);
+}
+
+/* ---- errors and helpers ---- */
+
+static void test_err_run(void)
+{
+	struct vs_err e;
+	int status = -1;
+	char last[64] = "";
+
+	vs_error(&e, EX_IOERR, ENOSPC, "writing %s", "x.img");
+	ok(e.code == EX_IOERR && strcmp(e.msg,
+	    "writing x.img: No space left on device") == 0,
+	    "vs_error appends strerror");
+	vs_error_prefix(&e, "cloning %s", "a");
+	ok(strcmp(e.msg, "cloning a: writing x.img: No space left on device") == 0,
+	    "vs_error_prefix puts context in front");
+	ok(vs_code_for_errno(ENOSPC, 0) == EX_IOERR &&
+	    vs_code_for_errno(ENOENT, 0) == EX_NOINPUT &&
+	    vs_code_for_errno(EACCES, 0) == EX_NOPERM &&
+	    vs_code_for_errno(EXDEV, 7) == 7, "errno maps to exit statuses");
+
+	cleanup_free char *sh = run_find("sh", "dash", &e);
+	ok(sh != NULL, "run_find finds sh");
+	memset(&e, 0, sizeof e);
+	ok(run_find("no-such-program-here", "no-such-pkg", &e) == NULL &&
+	    e.code == EX_UNAVAILABLE && strstr(e.msg, "no-such-pkg"),
+	    "a missing program names its package: %s", e.msg);
+	const char *argv[] = { sh, "-c", "echo first; echo last >&2; exit 3", NULL };
+	ok(sh && run_capture(argv, &status, last, sizeof last, &e) == 0 &&
+	    status == 3 && strcmp(last, "last") == 0,
+	    "run_capture gives the status and the last line");
+}
+
+int main(int argc, char *argv[])
+{
+	const char *t = getenv("TMPDIR");
+
+	if (argc > 1)
+		fixtures = argv[1];
+	snprintf(tmpdir, sizeof tmpdir, "%s/test-common.XXXXXX", t ? t : "/tmp");
+	if (mkdtemp(tmpdir) == NULL) {
+		perror("mkdtemp");
+		return 99;
+	}
+	test_size();
+	test_doc();
+	test_config();
+	test_atomic();
+	test_lock();
+	test_path();
+	test_progress();
+	test_clone();
+	test_err_run();
+	rmdir(tmpdir);
+	printf("1..%d\n", tests);
+	if (failures)
+		diag("%d of %d failed", failures, tests);
+	return failures ? 1 : 0;
+}
