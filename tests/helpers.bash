@@ -1,0 +1,101 @@
+# helpers.bash: what every suite loads.  Tests run the built tools (VS_BIN,
+# set by tests/run; valgrind wrappers under VALGRIND=1) against real parts:
+# ext4 images checked by e2fsck, loop-mounted XFS for reflinks, QEMU.
+
+bats_require_minimum_version 1.5.0
+bats_load_library bats-support
+bats_load_library bats-assert
+
+VS_TOP=${VS_TOP:-$(cd "$BATS_TEST_DIRNAME/.." && pwd)}
+VS_BIN=${VS_BIN:-$VS_TOP/build/bin}
+PATH=$VS_BIN:$PATH:/usr/sbin:/sbin
+export PATH
+T=$BATS_TEST_TMPDIR
+
+# run_split CMD...: run with stdout in $output and stderr in $stderr.
+run_split() {
+	run --separate-stderr "$@"
+}
+
+# assert_refused STATUS PATTERN: the command failed with STATUS, printed
+# nothing on stdout, and one line on stderr that matches PATTERN (ERE).
+assert_refused() {
+	local want=$1 pattern=$2
+	if [ "$status" -ne "$want" ]; then
+		fail "exit status $status, expected $want (stderr: $stderr)"
+	fi
+	[ -z "$output" ] || fail "stdout is not empty: $output"
+	[ -n "$stderr" ] || fail "nothing on stderr"
+	[[ $stderr =~ $pattern ]] || fail "stderr does not match /$pattern/: $stderr"
+}
+
+# assert_one_line: stderr is one line (usage errors add a synopsis line).
+assert_one_line() {
+	[ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ] ||
+		fail "stderr has more than one line: $stderr"
+}
+
+# assert_no_temp DIR: no temporary file of ours is left in DIR.
+assert_no_temp() {
+	local left
+	left=$(find "$1" -maxdepth 1 -name '.*.tmp-*' 2>/dev/null)
+	[ -z "$left" ] || fail "temporary files left: $left"
+}
+
+# need_root WHY: skip, saying why, when not root.
+need_root() {
+	[ "$(id -u)" -eq 0 ] || skip "needs root: $1"
+}
+
+# mount_loop FSTYPE SIZE DIR [MKFS-ARGS...]: make a filesystem in a file and
+# mount it on DIR through a loop device; skip (with the reason) where loop
+# mounts are impossible.  Unmounted by unmount_all.
+mount_loop() {
+	local fs=$1 size=$2 dir=$3
+	shift 3
+	need_root "loop mounts"
+	mkdir -p "$dir"
+	truncate -s "$size" "$dir.fs"
+	case $fs in
+	xfs) mkfs.xfs -q -f "$@" "$dir.fs" ;;
+	ext4) mkfs.ext4 -q -F "$@" "$dir.fs" ;;
+	esac || fail "mkfs.$fs failed"
+	local err
+	if ! err=$(mount -o loop "$dir.fs" "$dir" 2>&1); then
+		skip "cannot loop-mount here: $err"
+	fi
+	echo "$dir" >> "$T/.mounts"
+}
+
+unmount_all() {
+	[ -f "$T/.mounts" ] || return 0
+	while read -r m; do
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done < "$T/.mounts"
+	rm -f "$T/.mounts"
+}
+
+# mkimage PATH SIZE MB: a sparse ext4 image of logical SIZE holding MB
+# megabytes of files (some random, some text), built without mounting.
+mkimage() {
+	local img=$1 size=$2 mb=$3 d="$T/tree.$RANDOM"
+	mkdir -p "$d/etc" "$d/data"
+	echo "vmstrap test image" > "$d/etc/hostname"
+	seq 1 20000 > "$d/etc/numbers.txt"
+	if [ "$mb" -gt 0 ]; then
+		head -c "${mb}M" /dev/urandom > "$d/data/blob"
+	fi
+	truncate -s "$size" "$img"
+	mkfs.ext4 -q -F -d "$d" "$img" || fail "mkfs.ext4 -d failed"
+	rm -rf "$d"
+}
+
+# blocks FILE: 512-byte blocks allocated, as stat reports.
+blocks() {
+	stat -c %b "$1"
+}
+
+# jqo FILTER: apply jq to $output.
+jqo() {
+	printf '%s' "$output" | jq -r "$1"
+}
