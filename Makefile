@@ -41,13 +41,13 @@ EXT2FS = $(call pkg,ext2fs com_err,libext2fs-dev,$(1))
 # and its libraries.
 TOOLS := cowclone
 cowclone_COMMON := atomic clone doc err fe lock path progress run size
-cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs)
+cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:common/%.c=$(BUILD)/common/%.o)
 COMMON_CFLAGS = $(call JANSSON,cflags) $(call YAML,cflags)
-UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs)
+UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs) -pthread
 
 BINS := $(TOOLS:%=$(BUILD)/bin/%)
 UNIT := $(BUILD)/tests/test-common

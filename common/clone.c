@@ -2,12 +2,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #ifdef __linux__
@@ -19,12 +20,10 @@
 
 #include "cleanup.h"
 
-#ifndef MAP_POPULATE
-#define MAP_POPULATE 0
-#endif
-
-/* Data is scanned through a window of this many bytes at a time. */
-#define WINDOW (8u << 20)
+/* Data is read through a buffer of this many bytes. */
+#define BUFSIZE (1u << 20)
+/* Writeback is started after this many bytes. */
+#define FLUSH_EVERY (UINT64_C(8) << 20)
 
 const char *clone_method_name(enum clone_method m)
 {
@@ -56,54 +55,52 @@ static bool all_zero(const unsigned char *p, size_t n)
 	return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
 }
 
+/* The buffered copy is a pipeline: this thread reads the source and finds
+ * its zero blocks, a second one writes, through a ring of buffers, so that
+ * on two cores reading and writing overlap. */
+#define SLOTS 4
+#define MAXBLOCKS (BUFSIZE / 512)
+
+struct slot {
+	unsigned char *buf;
+	uint64_t off;
+	size_t len;
+	unsigned char zero[MAXBLOCKS];	/* block i is all zeros */
+	bool full;
+};
+
 struct copier {
 	int src, dst;
-	unsigned flags;
 	size_t blk;		/* zero-detection granularity */
 	bool use_cfr;
 	bool cfr_worked;
-	unsigned char *buf;	/* for when the source cannot be mapped */
+	bool flush;		/* start writeback as we go */
 	uint64_t copied;
 	uint64_t scanned, total;
+	uint64_t unflushed;	/* written since the last writeback start */
 	clone_progress_fn progress;
 	void *arg;
 	struct vs_err *e;
+
+	struct slot slot[SLOTS];
+	unsigned head, tail;	/* next slot to fill, next to write */
+	bool threaded, done, failed;
+	pthread_t writer;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct vs_err werr;	/* the writer's error */
 };
 
-static int write_run(struct copier *c, const unsigned char *p, uint64_t off,
-    size_t len)
+static int write_all(struct copier *c, const unsigned char *p, uint64_t off,
+    size_t len, struct vs_err *e)
 {
-#ifdef __linux__
-	while (c->use_cfr && len > 0) {
-		loff_t in = (loff_t)off, out = (loff_t)off;
-		ssize_t n = copy_file_range(c->src, &in, c->dst, &out, len, 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && !c->cfr_worked && unsupported(errno)) {
-			c->use_cfr = false;
-			break;
-		}
-		if (n < 0)
-			return vs_error(c->e, vs_code_for_errno(errno, EX_IOERR),
-			    errno, "copy_file_range");
-		if (n == 0)
-			return vs_error(c->e, EX_DATAERR, 0,
-			    "source became shorter while being copied");
-		c->cfr_worked = true;
-		c->copied += (uint64_t)n;
-		off += (uint64_t)n;
-		p += n;
-		len -= (size_t)n;
-	}
-#endif
 	while (len > 0) {
 		ssize_t n = pwrite(c->dst, p, len, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return vs_error(c->e, vs_code_for_errno(errno, EX_IOERR),
+			return vs_error(e, vs_code_for_errno(errno, EX_IOERR),
 			    errno, "write");
 		c->copied += (uint64_t)n;
 		off += (uint64_t)n;
@@ -113,26 +110,85 @@ static int write_run(struct copier *c, const unsigned char *p, uint64_t off,
 	return 0;
 }
 
-/* Copy [off, off+len) of the source, leaving holes where blocks are zero. */
-static int copy_window(struct copier *c, uint64_t off, size_t len)
+/* Write the runs of non-zero blocks of s; zero blocks stay holes. */
+static int write_slot(struct copier *c, struct slot *s, struct vs_err *e)
 {
-	long pg = sysconf(_SC_PAGESIZE);
-	uint64_t moff = off & ~(uint64_t)(pg - 1);
-	size_t mlen = len + (size_t)(off - moff);
-	const unsigned char *base, *p;
-	void *map;
-	int rc = 0;
+	size_t nblk = (s->len + c->blk - 1) / c->blk, i = 0;
 
-	map = mmap(NULL, mlen, PROT_READ, MAP_SHARED | MAP_POPULATE, c->src,
-	    (off_t)moff);
-	if (map != MAP_FAILED) {
-		base = (const unsigned char *)map + (off - moff);
-	} else {
-		size_t got = 0;
-		if (c->buf == NULL && (c->buf = malloc(WINDOW)) == NULL)
-			return vs_error(c->e, EX_OSERR, ENOMEM, "copy buffer");
-		while (got < len) {
-			ssize_t n = pread(c->src, c->buf + got, len - got,
+	while (i < nblk) {
+		size_t j;
+
+		while (i < nblk && s->zero[i])
+			i++;
+		for (j = i; j < nblk && !s->zero[j]; j++)
+			;
+		if (j > i) {
+			size_t from = i * c->blk;
+			size_t to = j * c->blk < s->len ? j * c->blk : s->len;
+			if (write_all(c, s->buf + from, s->off + from, to - from,
+			    e) < 0)
+				return -1;
+		}
+		i = j;
+	}
+#ifdef SYNC_FILE_RANGE_WRITE
+	/* Have the kernel start writing what we wrote, so that the final
+	 * fsync does not wait for all of it at once. */
+	c->unflushed += s->len;
+	if (c->flush && c->unflushed >= FLUSH_EVERY) {
+		sync_file_range(c->dst, (off64_t)(s->off + s->len - c->unflushed),
+		    (off64_t)c->unflushed, SYNC_FILE_RANGE_WRITE);
+		c->unflushed = 0;
+	}
+#endif
+	return 0;
+}
+
+static void *writer_main(void *arg)
+{
+	struct copier *c = arg;
+
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		struct slot *s = &c->slot[c->tail];
+
+		while (!s->full && !c->done)
+			pthread_cond_wait(&c->cv, &c->mu);
+		if (!s->full)
+			break;		/* done, and nothing left */
+		pthread_mutex_unlock(&c->mu);
+		int rc = c->failed ? 0 : write_slot(c, s, &c->werr);
+		pthread_mutex_lock(&c->mu);
+		if (rc < 0)
+			c->failed = true;
+		s->full = false;
+		c->tail = (c->tail + 1) % SLOTS;
+		pthread_cond_broadcast(&c->cv);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+/* Read [off, off+len) of the source into slots and hand them to the writer
+ * (or write them here, without a writer thread). */
+static int copy_buffered(struct copier *c, uint64_t off, uint64_t len)
+{
+	while (len > 0) {
+		struct slot *s = &c->slot[c->head];
+		size_t want = len < BUFSIZE ? (size_t)len : BUFSIZE;
+		size_t got = 0, nblk;
+
+		if (c->threaded) {
+			pthread_mutex_lock(&c->mu);
+			while (s->full && !c->failed)
+				pthread_cond_wait(&c->cv, &c->mu);
+			bool failed = c->failed;
+			pthread_mutex_unlock(&c->mu);
+			if (failed)
+				return -1;	/* the writer's error is reported */
+		}
+		while (got < want) {
+			ssize_t n = pread(c->src, s->buf + got, want - got,
 			    (off_t)(off + got));
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -143,41 +199,120 @@ static int copy_window(struct copier *c, uint64_t off, size_t len)
 				    "source became shorter while being copied");
 			got += (size_t)n;
 		}
-		base = c->buf;
-	}
-
-	p = base;
-	while (p < base + len && rc == 0) {
-		const unsigned char *run;
-		size_t n;
-
-		/* Skip zero blocks, then take the run of non-zero ones. */
-		while (p < base + len) {
-			n = (size_t)(base + len - p) < c->blk ?
-			    (size_t)(base + len - p) : c->blk;
-			if (!all_zero(p, n))
-				break;
-			p += n;
+		s->off = off;
+		s->len = got;
+		nblk = (got + c->blk - 1) / c->blk;
+		for (size_t i = 0; i < nblk; i++) {
+			size_t from = i * c->blk;
+			size_t n = got - from < c->blk ? got - from : c->blk;
+			s->zero[i] = all_zero(s->buf + from, n);
 		}
-		run = p;
-		while (p < base + len) {
-			n = (size_t)(base + len - p) < c->blk ?
-			    (size_t)(base + len - p) : c->blk;
-			if (all_zero(p, n))
-				break;
-			p += n;
+		if (c->threaded) {
+			pthread_mutex_lock(&c->mu);
+			s->full = true;
+			pthread_cond_broadcast(&c->cv);
+			pthread_mutex_unlock(&c->mu);
+		} else if (write_slot(c, s, c->e) < 0) {
+			return -1;
 		}
-		if (p > run)
-			rc = write_run(c, run, off + (uint64_t)(run - base),
-			    (size_t)(p - run));
+		c->head = (c->head + 1) % SLOTS;
+		off += got;
+		len -= got;
+		c->scanned += got;
+		if (c->progress)
+			c->progress(c->arg, c->scanned, c->total);
 	}
-	if (map != MAP_FAILED)
-		munmap(map, mlen);
-	c->scanned += len;
-	if (c->progress)
-		c->progress(c->arg, c->scanned, c->total);
-	return rc;
+	return 0;
 }
+
+/* Start the writer; without one, copy_buffered writes itself. */
+static void pipeline_start(struct copier *c, bool threads)
+{
+	if (!threads)
+		return;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	c->threaded = pthread_create(&c->writer, NULL, writer_main, c) == 0;
+	if (!c->threaded) {
+		pthread_cond_destroy(&c->cv);
+		pthread_mutex_destroy(&c->mu);
+	}
+}
+
+/* Let the writer finish what it has, then stop it.  Returns -1 with the
+ * writer's error in c->e when it failed. */
+static int pipeline_finish(struct copier *c)
+{
+	if (!c->threaded)
+		return 0;
+	pthread_mutex_lock(&c->mu);
+	c->done = true;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	pthread_join(c->writer, NULL);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->mu);
+	c->threaded = false;
+	if (c->failed) {
+		*c->e = c->werr;
+		return -1;
+	}
+	return 0;
+}
+
+#ifdef __linux__
+/* Copy [off, off+len) in the kernel, which may hand it to the server. */
+static int copy_in_kernel(struct copier *c, uint64_t off, uint64_t len)
+{
+	while (len > 0) {
+		loff_t in = (loff_t)off, out = (loff_t)off;
+		size_t want = len < (UINT64_C(1) << 30) ? (size_t)len : (1u << 30);
+		ssize_t n = copy_file_range(c->src, &in, c->dst, &out, want, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && !c->cfr_worked && unsupported(errno)) {
+			c->use_cfr = false;
+			return copy_buffered(c, off, len);
+		}
+		if (n < 0)
+			return vs_error(c->e, vs_code_for_errno(errno, EX_IOERR),
+			    errno, "copy_file_range");
+		if (n == 0)
+			return vs_error(c->e, EX_DATAERR, 0,
+			    "source became shorter while being copied");
+		c->cfr_worked = true;
+		c->copied += (uint64_t)n;
+		c->scanned += (uint64_t)n;
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+		if (c->progress)
+			c->progress(c->arg, c->scanned, c->total);
+	}
+	return 0;
+}
+
+/* copy_file_range is worth it where the server copies without the data
+ * crossing the network (NFS 4.2, SMB, Ceph).  On a local filesystem that
+ * cannot reflink, the kernel's copy is slower than ours through a buffer,
+ * and ours skips blocks of zeros besides. */
+static bool copy_offloads(int fd)
+{
+	struct statfs sf;
+
+	if (fstatfs(fd, &sf) < 0)
+		return false;
+	switch ((unsigned long)sf.f_type) {
+	case 0x6969UL:		/* NFS */
+	case 0xFF534D42UL:	/* CIFS */
+	case 0xFE534D42UL:	/* SMB2 */
+	case 0x00C36400UL:	/* Ceph */
+		return true;
+	default:
+		return false;
+	}
+}
+#endif
 
 static int sparse_copy(struct copier *c, uint64_t size)
 {
@@ -186,6 +321,7 @@ static int sparse_copy(struct copier *c, uint64_t size)
 	while (off < size) {
 		off_t data = lseek(c->src, (off_t)off, SEEK_DATA);
 		off_t hole;
+		int rc;
 
 		if (data < 0 && errno == ENXIO)
 			break;		/* only a hole is left */
@@ -201,12 +337,16 @@ static int sparse_copy(struct copier *c, uint64_t size)
 		}
 		if ((uint64_t)hole > size)
 			hole = (off_t)size;
-		for (uint64_t o = (uint64_t)data; o < (uint64_t)hole; o += WINDOW) {
-			uint64_t left = (uint64_t)hole - o;
-			if (copy_window(c, o, left < WINDOW ? (size_t)left
-			    : WINDOW) < 0)
-				return -1;
-		}
+#ifdef __linux__
+		if (c->use_cfr)
+			rc = copy_in_kernel(c, (uint64_t)data,
+			    (uint64_t)(hole - data));
+		else
+#endif
+			rc = copy_buffered(c, (uint64_t)data,
+			    (uint64_t)(hole - data));
+		if (rc < 0)
+			return -1;
 		off = (uint64_t)hole;
 	}
 	return 0;
@@ -278,23 +418,37 @@ int clone_into(struct atomic_file *af, int src, unsigned flags,
 	memset(&c, 0, sizeof c);
 	c.src = src;
 	c.dst = af->fd;
-	c.flags = flags;
 	c.blk = 4096;
 	if (fstat(af->fd, &dst) == 0 && dst.st_blksize >= 512 &&
-	    dst.st_blksize <= (1 << 20))
+	    dst.st_blksize <= BUFSIZE)
 		c.blk = (size_t)dst.st_blksize;
+	c.flush = !(flags & CLONE_NO_FLUSH);
 #ifdef __linux__
-	c.use_cfr = !(flags & CLONE_NO_COPY_RANGE);
+	c.use_cfr = !(flags & CLONE_NO_COPY_RANGE) &&
+	    ((flags & CLONE_COPY_RANGE_ALWAYS) || copy_offloads(af->fd));
 #endif
 	c.total = (uint64_t)sst.st_blocks * 512;
 	c.progress = progress;
 	c.arg = arg;
 	c.e = e;
+	for (int i = 0; i < SLOTS; i++) {
+		c.slot[i].buf = malloc(BUFSIZE);
+		if (c.slot[i].buf == NULL) {
+			while (i-- > 0)
+				free(c.slot[i].buf);
+			return vs_error(e, EX_OSERR, ENOMEM, "copy buffer");
+		}
+	}
 #ifdef POSIX_FADV_SEQUENTIAL
 	posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
+	pipeline_start(&c, !(flags & CLONE_NO_THREADS));
 	rc = sparse_copy(&c, (uint64_t)sst.st_size);
-	free(c.buf);
+	/* A writer's failure is the one to report: the reader stopped for it. */
+	if (pipeline_finish(&c) < 0)
+		rc = -1;
+	for (int i = 0; i < SLOTS; i++)
+		free(c.slot[i].buf);
 	if (rc < 0)
 		return -1;
 	st->method = c.cfr_worked ? CLONE_COPY_RANGE : CLONE_SPARSE_COPY;

@@ -3,12 +3,15 @@
  *
  *   reflink          FICLONE: share the source's blocks (XFS, btrfs, …)
  *   clonefile        clonefile(2) on macOS (APFS)
- *   copy_file_range  an in-kernel copy of each run of data
- *   sparse-copy      read and write each run of data
+ *   copy_file_range  where the server can copy (NFS 4.2, SMB, Ceph)
+ *   sparse-copy      read and write through a buffer
  *
- * The last two walk the source's data with SEEK_DATA/SEEK_HOLE and skip
- * blocks of zeros inside it too, so the copy never allocates a block of
- * zeros: it takes no more space than the source, often less. */
+ * The last two walk the source's data with SEEK_DATA/SEEK_HOLE, so holes stay
+ * holes; sparse-copy also skips blocks of zeros inside the data, so it never
+ * allocates a block of zeros: it takes no more space than the source, often
+ * less.  Locally, copy_file_range is slower than a buffered copy (the kernel
+ * splices page by page) and cannot skip zeros, so it is used only where it
+ * spares the network. */
 #ifndef VS_CLONE_H
 #define VS_CLONE_H
 
@@ -28,6 +31,9 @@ enum clone_method {
 enum {
 	CLONE_NO_REFLINK = 1,		/* neither FICLONE nor clonefile */
 	CLONE_NO_COPY_RANGE = 2,	/* read and write instead */
+	CLONE_COPY_RANGE_ALWAYS = 4,	/* copy_file_range on any filesystem */
+	CLONE_NO_FLUSH = 8,		/* do not start writeback while copying */
+	CLONE_NO_THREADS = 16,		/* read and write in one thread */
 };
 
 struct clone_stats {

@@ -584,7 +584,9 @@ static void test_clone(void)
 	static const struct { unsigned flags; const char *name; } ways[] = {
 		{ 0, "default" },
 		{ CLONE_NO_REFLINK, "no reflink" },
-		{ CLONE_NO_REFLINK | CLONE_NO_COPY_RANGE, "read and write" },
+		{ CLONE_NO_REFLINK | CLONE_NO_THREADS, "one thread" },
+		{ CLONE_NO_REFLINK | CLONE_NO_FLUSH, "no early writeback" },
+		{ CLONE_NO_REFLINK | CLONE_COPY_RANGE_ALWAYS, "copy_file_range" },
 	};
 	cleanup_free char *src = tmp_path("src.img");
 	cleanup_free char *dst = tmp_path("dst.img");
@@ -625,18 +627,25 @@ static void test_clone(void)
 		ok(dstst.st_size == sst.st_size, "%s: same logical size",
 		    ways[i].name);
 		ok(same_content(s, d), "%s: same content", ways[i].name);
-		if (cs.method != CLONE_REFLINK) {
+		if (cs.method == CLONE_SPARSE_COPY) {
 			ok(dstst.st_blocks <= sst.st_blocks - 2048,
 			    "%s: allocates less than the source (%lld < %lld blocks)",
 			    ways[i].name, (long long)dstst.st_blocks,
 			    (long long)sst.st_blocks);
-			ok(lseek(d, (40 << 20) + (1 << 20), SEEK_DATA) ==
-			    (off_t)42 << 20,
+			ok(lseek(d, 41 << 20, SEEK_DATA) == (off_t)42 << 20,
 			    "%s: the zeros inside the data are a hole", ways[i].name);
 			ok(cs.copied == (3u << 20), "%s: copied %llu bytes of data",
 			    ways[i].name, (unsigned long long)cs.copied);
+		} else if (cs.method == CLONE_COPY_RANGE) {
+			ok(dstst.st_blocks <= sst.st_blocks,
+			    "%s: allocates no more than the source", ways[i].name);
+			ok(cs.copied == (4u << 20), "%s: copied all the data",
+			    ways[i].name);
 		}
-		if (ways[i].flags & CLONE_NO_COPY_RANGE)
+		if (ways[i].flags & CLONE_COPY_RANGE_ALWAYS)
+			ok(cs.method == CLONE_COPY_RANGE, "%s: is a copy_file_range",
+			    ways[i].name);
+		else if (ways[i].flags & CLONE_NO_REFLINK)
 			ok(cs.method == CLONE_SPARSE_COPY, "%s: is a sparse-copy",
 			    ways[i].name);
 		close(d);
