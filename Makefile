@@ -83,12 +83,12 @@ deps:
 check:
 	scripts/install-deps
 	$(MAKE) all unit
-	tests/run
+	BUILD=$(BUILD) VALGRIND=$(VALGRIND) tests/run
 
 unit: $(UNIT)
 
 test: all unit
-	tests/run
+	BUILD=$(BUILD) VALGRIND=$(VALGRIND) tests/run
 
 bench: deps
 	$(MAKE) all

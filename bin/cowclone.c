@@ -72,6 +72,33 @@ static bool valid_name(const char *s)
 	return true;
 }
 
+/* The NAME form: the source is the document's base.path, the disk NAME.img
+ * beside it.  *src and *dst are the caller's to free. */
+static int disk_of_document(const json_t *doc, const char *name, char **src,
+    char **dst, struct vs_err *e)
+{
+	cleanup_free char *dir = NULL;
+	size_t nl = strlen(name);
+	const char *base;
+
+	base = doc_need_str(doc, "base", "path",
+	    "pipe mkbase's output, or give SRC DST", e);
+	if (base == NULL)
+		return -1;
+	if (base[0] != '/')
+		return vs_error(e, EX_DATAERR, 0,
+		    "pipeline document's base.path '%s' is not an absolute path",
+		    base);
+	if (path_split(base, &dir, NULL) < 0 || (*src = strdup(base)) == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", name);
+	if (asprintf(dst, "%s/%s%s", dir, name, nl > 4 &&
+	    strcmp(name + nl - 4, ".img") == 0 ? "" : ".img") < 0) {
+		*dst = NULL;
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", name);
+	}
+	return 0;
+}
+
 /* Check that src holds an ext2/3/4 filesystem that resize2fs may grow, and
  * tell whether e2fsck must look at it first. */
 static int ext4_probe(const char *src, bool *needs_fsck, struct vs_err *e)
@@ -260,9 +287,9 @@ int main(int argc, char *argv[])
 	};
 	struct opts o = { 0 };
 	struct vs_err e = { 0 };
-	json_t *doc = NULL, *disk = NULL;
-	cleanup_free char *derived = NULL;
-	const char *src, *dst;
+	cleanup_json json_t *doc = NULL;
+	json_t *disk = NULL;
+	cleanup_free char *src = NULL, *dst = NULL;
 	int c, rc;
 
 	fe_init(argv[0]);
@@ -302,58 +329,33 @@ int main(int argc, char *argv[])
 	argv += optind;
 
 	if (argc == 2) {
-		src = argv[0];
-		dst = argv[1];
+		src = strdup(argv[0]);
+		dst = strdup(argv[1]);
 		doc = json_object();
+		if (src == NULL || dst == NULL || doc == NULL) {
+			vs_error(&e, EX_OSERR, ENOMEM, "cowclone");
+			return fe_fail(&e);
+		}
 	} else if (argc == 1) {
-		cleanup_free char *dir = NULL;
 		bool present;
-		const char *name = argv[0];
-		size_t nl = strlen(name);
 
-		if (!valid_name(name))
+		if (!valid_name(argv[0]))
 			return fe_usage_error(SYNOPSIS,
 			    "invalid disk name '%s': use letters, digits, '.', '_' and '-'",
-			    name);
+			    argv[0]);
 		doc = doc_read_stdin(&present, &e);
 		if (doc == NULL)
 			return fe_fail(&e);
-		if (!present) {
-			json_decref(doc);
+		if (!present)
 			return fe_usage_error(SYNOPSIS,
 			    "no pipeline document on stdin: give SRC DST, or pipe mkbase's output into cowclone %s",
-			    name);
-		}
-		src = doc_need_str(doc, "base", "path",
-		    "pipe mkbase's output, or give SRC DST", &e);
-		if (src == NULL) {
-			json_decref(doc);
+			    argv[0]);
+		if (disk_of_document(doc, argv[0], &src, &dst, &e) < 0)
 			return fe_fail(&e);
-		}
-		if (src[0] != '/') {
-			json_decref(doc);
-			vs_error(&e, EX_DATAERR, 0,
-			    "pipeline document's base.path '%s' is not an absolute path",
-			    src);
-			return fe_fail(&e);
-		}
-		if (path_split(src, &dir, NULL) < 0 ||
-		    asprintf(&derived, "%s/%s%s", dir, name,
-		    nl > 4 && strcmp(name + nl - 4, ".img") == 0 ? "" : ".img") < 0) {
-			derived = NULL;
-			json_decref(doc);
-			vs_error(&e, EX_OSERR, ENOMEM, "%s", name);
-			return fe_fail(&e);
-		}
-		dst = derived;
 	} else {
 		return fe_usage_error(SYNOPSIS, argc == 0 ?
 		    "missing operand: give SRC DST, or NAME with a document on stdin" :
 		    "too many operands");
-	}
-	if (doc == NULL) {
-		vs_error(&e, EX_OSERR, ENOMEM, "document");
-		return fe_fail(&e);
 	}
 
 	rc = make_disk(src, dst, &o, &disk, &e);
@@ -361,7 +363,6 @@ int main(int argc, char *argv[])
 		rc = doc_set(doc, "disk", disk, &e);
 	if (rc == 0)
 		rc = doc_write(stdout, doc, &e);
-	json_decref(doc);
 	if (rc < 0)
 		return fe_finish(fe_fail(&e));
 	return fe_finish(0);

@@ -13,6 +13,13 @@
 
 #include "err.h"
 
+/* json_decref at the end of the scope (see cleanup.h). */
+static inline void cleanup_jsonp(json_t **p)
+{
+	json_decref(*p);
+}
+#define cleanup_json __attribute__((cleanup(cleanup_jsonp)))
+
 /* The largest document accepted; a real one is a few kilobytes. */
 #define DOC_MAX_BYTES (16u << 20)
 
