@@ -193,6 +193,28 @@ qemu_hold() {
 	assert_no_temp "$T/small"
 }
 
+@test "a signal in the middle of a copy leaves no temporary file and the destination intact" {
+	# 1.5 GB of data that is not zeros: long enough a copy to interrupt.
+	yes vmstrap | head -c 1536M > big.img
+	echo precious > disk.img
+	for sig in TERM HUP; do
+		cowclone -f big.img disk.img > out.json 2> err.txt &
+		pid=$!
+		for _ in $(seq 3000); do
+			compgen -G '.disk.img.tmp-*' > /dev/null && break
+			sleep 0.001
+		done
+		compgen -G '.disk.img.tmp-*' > /dev/null || fail "no temporary file was seen"
+		kill -s "$sig" "$pid"
+		st=0
+		wait "$pid" || st=$?
+		[ "$st" -eq $((128 + $(kill -l "$sig"))) ] || fail "SIG$sig: exit status $st"
+		[ ! -s out.json ] || fail "SIG$sig: stdout: $(cat out.json)"
+		[ "$(cat disk.img)" = precious ] || fail "SIG$sig: disk.img changed"
+		assert_no_temp .
+	done
+}
+
 @test "-s grows the clone and its ext4 filesystem; e2fsck finds it clean" {
 	mkimage src.img 1G 4
 	run_split cowclone -s 6G src.img disk.img

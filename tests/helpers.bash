@@ -76,18 +76,9 @@ unmount_all() {
 }
 
 # mkimage PATH SIZE MB: a sparse ext4 image of logical SIZE holding MB
-# megabytes of files (some random, some text), built without mounting.
+# megabytes of random files and some text, built without mounting.
 mkimage() {
-	local img=$1 size=$2 mb=$3 d="$T/tree.$RANDOM"
-	mkdir -p "$d/etc" "$d/data"
-	echo "vmstrap test image" > "$d/etc/hostname"
-	seq 1 20000 > "$d/etc/numbers.txt"
-	if [ "$mb" -gt 0 ]; then
-		head -c "${mb}M" /dev/urandom > "$d/data/blob"
-	fi
-	truncate -s "$size" "$img"
-	mkfs.ext4 -q -F -d "$d" "$img" || fail "mkfs.ext4 -d failed"
-	rm -rf "$d"
+	"$VS_TOP/scripts/mkimage" "$1" "$2" "$3" || fail "scripts/mkimage failed"
 }
 
 # blocks FILE: 512-byte blocks allocated, as stat reports.
