@@ -8,17 +8,16 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #ifdef __linux__
 #include <linux/fs.h>
+#include <sys/statfs.h>
 #endif
 #ifdef __APPLE__
 #include <sys/clonefile.h>
 #endif
 
-#include "cleanup.h"
 
 /* Data is read through a buffer of this many bytes. */
 #define BUFSIZE (1u << 20)

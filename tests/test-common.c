@@ -21,6 +21,7 @@
 #include "config.h"
 #include "doc.h"
 #include "err.h"
+#include "fe.h"
 #include "lock.h"
 #include "path.h"
 #include "progress.h"
@@ -677,6 +678,19 @@ static void test_err_run(void)
 	    vs_code_for_errno(ENOENT, 0) == EX_NOINPUT &&
 	    vs_code_for_errno(EACCES, 0) == EX_NOPERM &&
 	    vs_code_for_errno(EXDEV, 7) == 7, "errno maps to exit statuses");
+
+	long long n = 0;
+	ok(fe_number("4", 1, 1024, &n, "vcpu", &e) == 0 && n == 4,
+	    "fe_number parses a number in bounds");
+	ok(fe_number("0", 1, 1024, &n, "vcpu", &e) == -1 && e.code == EX_USAGE &&
+	    strstr(e.msg, "invalid vcpu '0'") && strstr(e.msg, "from 1 to 1024"),
+	    "below the bounds: %s", e.msg);
+	ok(fe_number("4x", 1, 1024, &n, "vcpu", &e) == -1 &&
+	    fe_number("", 1, 1024, &n, "vcpu", &e) == -1 &&
+	    fe_number(" 4", 1, 1024, &n, "vcpu", &e) == -1 &&
+	    fe_number("99999999999999999999", 1, 1024, &n, "vcpu", &e) == -1 &&
+	    fe_number("1025", 1, 1024, &n, "vcpu", &e) == -1,
+	    "junk, blanks, overflow and too large are refused");
 
 	cleanup_free char *sh = run_find("sh", "dash", &e);
 	ok(sh != NULL, "run_find finds sh");
