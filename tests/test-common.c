@@ -19,12 +19,16 @@
 #include "cleanup.h"
 #include "clone.h"
 #include "config.h"
+#include "creds.h"
+#include "digest.h"
 #include "doc.h"
 #include "err.h"
 #include "fe.h"
+#include "layout.h"
 #include "lock.h"
 #include "path.h"
 #include "progress.h"
+#include "ref.h"
 #include "run.h"
 #include "size.h"
 
@@ -323,6 +327,7 @@ static void test_config(void)
 	    "booleans and nulls");
 	config_free(&c);
 
+	unlink(bad);
 	memset(&e, 0, sizeof e);
 	rc = config_load(&c, "/nonexistent/slicer-mac.yaml", &e);
 	ok(rc == -1 && e.code == EX_NOINPUT && strstr(e.msg, "No such file"),
@@ -659,6 +664,196 @@ static void test_clone(void)
 	unlink(dst);
 }
 
+/* ---- image references ---- */
+
+#define D64 "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void test_ref(void)
+{
+	static const struct {
+		const char *in, *registry, *repo, *tag, *digest, *name;
+	} good[] = {
+		{ "debian", "docker.io", "library/debian", "latest", "",
+		  "docker.io/library/debian:latest" },
+		{ "debian:12", "docker.io", "library/debian", "12", "",
+		  "docker.io/library/debian:12" },
+		{ "user/repo", "docker.io", "user/repo", "latest", "",
+		  "docker.io/user/repo:latest" },
+		{ "index.docker.io/library/busybox", "docker.io", "library/busybox",
+		  "latest", "", "docker.io/library/busybox:latest" },
+		{ "ghcr.io/openfaasltd/slicer-systemd:6.1.90-x86_64-latest", "ghcr.io",
+		  "openfaasltd/slicer-systemd", "6.1.90-x86_64-latest", "",
+		  "ghcr.io/openfaasltd/slicer-systemd:6.1.90-x86_64-latest" },
+		{ "localhost:5000/x", "localhost:5000", "x", "latest", "",
+		  "localhost:5000/x:latest" },
+		{ "localhost/x", "localhost", "x", "latest", "", "localhost/x:latest" },
+		{ "127.0.0.1:5555/test/base:v1", "127.0.0.1:5555", "test/base", "v1",
+		  "", "127.0.0.1:5555/test/base:v1" },
+		{ "[::1]:5000/a/b", "[::1]:5000", "a/b", "latest", "",
+		  "[::1]:5000/a/b:latest" },
+		{ "name@" D64, "docker.io", "library/name", "", D64,
+		  "docker.io/library/name@" D64 },
+		{ "reg.io:443/a/b:t@" D64, "reg.io:443", "a/b", "t", D64,
+		  "reg.io:443/a/b:t@" D64 },
+		{ "x/a.b-c__d---e_f", "docker.io", "x/a.b-c__d---e_f", "latest", "",
+		  "docker.io/x/a.b-c__d---e_f:latest" },
+		{ "my.registry/a.b", "my.registry", "a.b", "latest", "",
+		  "my.registry/a.b:latest" },
+	};
+	static const struct { const char *in, *why; } bad[] = {
+		{ "", "empty" }, { "Debian", "lowercase" }, { "a:b:c", "component" },
+		{ "a/", "ends with '/'" }, { "/a", "component" }, { "a//b", "component" },
+		{ "a@sha256:zz", "bad digest" }, { "a@md5:00", "bad digest" },
+		{ "a:-bad", "bad tag" }, { "a:", "bad tag" },
+		{ "host.io:99999999/x", "bad registry" }, { ":tag", "no name" },
+		{ "@" D64, "no name" }, { "a___b", "component" },
+		{ "exa_mple.com/x", "bad registry" }, { "a b", "component" },
+		{ "-a", "component" },
+	};
+	struct oci_ref r;
+	struct vs_err e;
+
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+		int rc = ref_parse(good[i].in, &r, &e);
+		ok(rc == 0 && strcmp(r.registry, good[i].registry) == 0 &&
+		    strcmp(r.repository, good[i].repo) == 0 &&
+		    strcmp(r.tag, good[i].tag) == 0 &&
+		    strcmp(r.digest, good[i].digest) == 0 &&
+		    strcmp(r.name, good[i].name) == 0,
+		    "reference '%s' is %s%s%s", good[i].in, rc ? "refused: " : "",
+		    rc ? e.msg : "", rc ? "" : r.name);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memset(&e, 0, sizeof e);
+		ok(ref_parse(bad[i].in, &r, &e) == -1 && e.code == EX_USAGE &&
+		    strstr(e.msg, bad[i].why), "reference '%s' refused: %s",
+		    bad[i].in, e.msg);
+	}
+	ref_parse("debian", &r, &e);
+	ok(strcmp(ref_api_host(&r), "registry-1.docker.io") == 0 &&
+	    !ref_is_loopback(&r), "Docker Hub's API host; not loopback");
+	static const char *const loop[] = { "localhost:5000/x", "localhost/x",
+	    "127.0.0.1:5555/x", "127.1.2.3/x", "[::1]:5000/x" };
+	for (size_t i = 0; i < 5; i++)
+		ok(ref_parse(loop[i], &r, &e) == 0 && ref_is_loopback(&r),
+		    "%s is loopback", loop[i]);
+	static const char *const notloop[] = { "127.0.0.1.example.com/x",
+	    "10.0.0.1:5000/x", "localhost.example.com/x", "ghcr.io/x" };
+	for (size_t i = 0; i < 4; i++)
+		ok(ref_parse(notloop[i], &r, &e) == 0 && !ref_is_loopback(&r),
+		    "%s is not loopback", notloop[i]);
+	ok(digest_valid(D64) && !digest_valid("sha256:ABC") &&
+	    !digest_valid("sha256:0123") && !digest_valid("md5:00"),
+	    "digest_valid");
+}
+
+/* ---- digests, the OCI layout, credentials ---- */
+
+#define ABC "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+static void test_layout(void)
+{
+	char d[DIGEST_MAX];
+	struct oci_layout l;
+	struct vs_err e;
+	cleanup_free char *root = tmp_path("cache");
+	cleanup_free char *ol = tmp_path("cache/oci-layout");
+	size_t len = 0;
+	char *body;
+	json_t *desc, *found;
+	struct stat st;
+
+	ok(digest_buffer("abc", 3, "sha256", d, &e) == 0 && strcmp(d, ABC) == 0,
+	    "sha256 of abc");
+	ok(digest_buffer("abc", 3, "md5", d, &e) == -1 && e.code == EX_DATAERR,
+	    "an unknown algorithm is refused");
+
+	memset(&e, 0, sizeof e);
+	ok(layout_open(&l, root, false, &e) == -1 && e.code == EX_NOINPUT,
+	    "a missing layout is not created without asking");
+	ok(layout_open(&l, root, true, &e) == 0 && stat(ol, &st) == 0,
+	    "a layout is created with its oci-layout file");
+	ok(layout_put_blob(&l, ABC, "abd", 3, &e) == -1 && e.code == EX_DATAERR &&
+	    strstr(e.msg, "digest mismatch") && !layout_has_blob(&l, ABC, -1),
+	    "a blob that does not match its digest is refused and not kept");
+	ok(layout_put_blob(&l, ABC, "abc", 3, &e) == 0 &&
+	    layout_has_blob(&l, ABC, 3) && !layout_has_blob(&l, ABC, 4),
+	    "a matching blob is kept, and found by digest and size");
+	body = layout_read_blob(&l, ABC, 100, &len, &e);
+	ok(body && len == 3 && strcmp(body, "abc") == 0, "and read back");
+	free(body);
+	ok(layout_read_blob(&l, ABC, 2, &len, &e) == NULL && e.code == EX_DATAERR,
+	    "reading is bounded");
+
+	desc = json_pack("{s:s, s:s, s:i}", "mediaType", "x", "digest", ABC, "size", 3);
+	ok(layout_set_ref(&l, "r:1", desc, ABC, &e) == 0 &&
+	    layout_set_ref(&l, "r:2", desc, NULL, &e) == 0 &&
+	    layout_set_ref(&l, "r:1", desc, D64, &e) == 0, "references are set");
+	found = layout_find_ref(&l, "r:1", &e);
+	ok(found && strcmp(json_string_value(json_object_get(json_object_get(found,
+	    "annotations"), REF_SOURCE_ANNOTATION)), D64) == 0,
+	    "setting a reference again replaces its entry");
+	json_decref(found);
+	found = layout_find_ref(&l, "r:3", &e);
+	ok(found == NULL && e.code == 0, "an unknown reference is not found");
+	{
+		cleanup_free char *ip = tmp_path("cache/index.json");
+		json_t *idx = json_load_file(ip, 0, NULL);
+		ok(json_array_size(json_object_get(idx, "manifests")) == 2,
+		    "index.json has one entry per reference");
+		json_decref(idx);
+	}
+	json_decref(desc);
+	layout_close(&l);
+	{
+		char cmd[PATH_MAX + 16];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+		if (system(cmd) != 0)
+			diag("could not remove %s", root);
+	}
+}
+
+static void test_creds(void)
+{
+	cleanup_free char *dir = tmp_path("docker");
+	cleanup_free char *cfg = tmp_path("docker/config.json");
+	cleanup_free char *other = tmp_path("auth.json");
+	char *user = NULL, *pass = NULL, *from = NULL;
+	struct vs_err e;
+
+	mkdir(dir, 0755);
+	/* "alice:s3cr:et" and "bob:pw" */
+	write_file(cfg, "{\"auths\":{\"127.0.0.1:5000\":{\"auth\":\"YWxpY2U6czNjcjpldA==\"},"
+	    "\"https://index.docker.io/v1/\":{\"auth\":\"Ym9iOnB3\"},"
+	    "\"bad.io\":{\"auth\":\"!!!\"}}}");
+	setenv("DOCKER_CONFIG", dir, 1);
+	unsetenv("REGISTRY_AUTH_FILE");
+	unsetenv("XDG_RUNTIME_DIR");
+	ok(creds_find("127.0.0.1:5000", &user, &pass, &from, &e) == 1 &&
+	    strcmp(user, "alice") == 0 && strcmp(pass, "s3cr:et") == 0 &&
+	    strcmp(from, cfg) == 0, "docker's config.json, by host:port");
+	free(user); free(pass); free(from);
+	ok(creds_find("docker.io", &user, &pass, NULL, &e) == 1 &&
+	    strcmp(user, "bob") == 0, "Docker Hub by its v1 URL");
+	free(user); free(pass);
+	ok(creds_find("ghcr.io", &user, &pass, NULL, &e) == 0 && user == NULL,
+	    "none for another registry");
+	memset(&e, 0, sizeof e);
+	ok(creds_find("bad.io", &user, &pass, NULL, &e) == -1 &&
+	    e.code == EX_CONFIG && !strstr(e.msg, "!!!"),
+	    "bad base64 is a configuration error that does not show it: %s", e.msg);
+	write_file(other, "{\"auths\":{\"127.0.0.1:5000\":{\"auth\":\"Ym9iOnB3\"}}}");
+	setenv("REGISTRY_AUTH_FILE", other, 1);
+	ok(creds_find("127.0.0.1:5000", &user, &pass, NULL, &e) == 1 &&
+	    strcmp(user, "bob") == 0, "REGISTRY_AUTH_FILE comes first");
+	free(user); free(pass);
+	unsetenv("REGISTRY_AUTH_FILE");
+	unsetenv("DOCKER_CONFIG");
+	unlink(other);
+	unlink(cfg);
+	rmdir(dir);
+}
+
 /* ---- errors and helpers ---- */
 
 static void test_err_run(void)
@@ -724,7 +919,11 @@ int main(int argc, char *argv[])
 	test_progress();
 	test_clone();
 	test_err_run();
-	rmdir(tmpdir);
+	test_ref();
+	test_layout();
+	test_creds();
+	if (rmdir(tmpdir) < 0)
+		diag("%s left behind: %s", tmpdir, strerror(errno));
 	printf("1..%d\n", tests);
 	if (failures)
 		diag("%d of %d failed", failures, tests);

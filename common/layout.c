@@ -1,0 +1,309 @@
+#include "layout.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "digest.h"
+#include "doc.h"
+#include "lock.h"
+#include "path.h"
+#include "ref.h"
+
+#define INDEX_MAX (64u << 20)
+
+static int mkdir_p1(const char *p, struct vs_err *e)
+{
+	if (mkdir(p, 0755) < 0 && errno != EEXIST)
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+		    "%s", p);
+	return 0;
+}
+
+/* Write text to root/name unless it is there. */
+static int write_new(const char *root, const char *name, const char *text,
+    struct vs_err *e)
+{
+	cleanup_free char *p = path_join(root, name);
+	struct atomic_file af;
+	size_t len = strlen(text);
+	struct stat st;
+
+	if (p == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", name);
+	if (stat(p, &st) == 0)
+		return 0;
+	if (atomic_open(&af, p, 0644, e) < 0)
+		return -1;
+	if (write(af.fd, text, len) != (ssize_t)len) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
+		atomic_abort(&af);
+		return -1;
+	}
+	if (atomic_commit(&af, ATOMIC_NOREPLACE, e) < 0)
+		return e->code == EX_CANTCREAT && stat(p, &st) == 0 ? 0 : -1;
+	return 0;
+}
+
+int layout_open(struct oci_layout *l, const char *root, bool create,
+    struct vs_err *e)
+{
+	cleanup_free char *blobs = NULL, *sha = NULL, *layout = NULL;
+	struct stat st;
+
+	l->root = NULL;
+	if (create && mkdir_p1(root, e) < 0)
+		return -1;
+	l->root = realpath(root, NULL);
+	if (l->root == NULL)
+		return vs_error(e, EX_NOINPUT, errno, "%s", root);
+	layout = path_join(l->root, "oci-layout");
+	blobs = path_join(l->root, "blobs");
+	sha = path_join(l->root, "blobs/sha256");
+	if (!layout || !blobs || !sha) {
+		layout_close(l);
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", root);
+	}
+	if (!create) {
+		if (stat(layout, &st) < 0) {
+			vs_error(e, EX_NOINPUT, 0,
+			    "%s: not an OCI image layout (no oci-layout file)", root);
+			layout_close(l);
+			return -1;
+		}
+		return 0;
+	}
+	if (mkdir_p1(blobs, e) < 0 || mkdir_p1(sha, e) < 0 ||
+	    write_new(l->root, "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}\n", e) < 0 ||
+	    write_new(l->root, "index.json",
+	    "{\"schemaVersion\":2,\"manifests\":[]}\n", e) < 0) {
+		layout_close(l);
+		return -1;
+	}
+	return 0;
+}
+
+void layout_close(struct oci_layout *l)
+{
+	free(l->root);
+	l->root = NULL;
+}
+
+char *layout_blob_path(const struct oci_layout *l, const char *digest)
+{
+	char *p;
+
+	if (!digest_valid(digest))
+		return NULL;
+	if (asprintf(&p, "%s/blobs/%.6s/%s", l->root, digest, digest + 7) < 0)
+		return NULL;
+	return p;
+}
+
+bool layout_has_blob(const struct oci_layout *l, const char *digest,
+    int64_t size)
+{
+	cleanup_free char *p = layout_blob_path(l, digest);
+	struct stat st;
+
+	return p && stat(p, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (size < 0 || st.st_size == size);
+}
+
+int layout_put_blob(const struct oci_layout *l, const char *digest,
+    const void *data, size_t len, struct vs_err *e)
+{
+	cleanup_free char *p = layout_blob_path(l, digest);
+	char got[DIGEST_MAX];
+	struct atomic_file af;
+	const char *c = data;
+	size_t left = len;
+
+	if (p == NULL)
+		return vs_error(e, EX_DATAERR, 0, "invalid digest '%.80s'", digest);
+	if (digest_buffer(data, len, digest, got, e) < 0)
+		return -1;
+	if (strcmp(got, digest) != 0)
+		return vs_error(e, EX_DATAERR, 0,
+		    "digest mismatch: expected %s, got %s", digest, got);
+	if (layout_has_blob(l, digest, (int64_t)len))
+		return 0;
+	if (atomic_open(&af, p, 0644, e) < 0)
+		return -1;
+	while (left > 0) {
+		ssize_t n = write(af.fd, c, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
+			atomic_abort(&af);
+			return -1;
+		}
+		c += n;
+		left -= (size_t)n;
+	}
+	return atomic_commit(&af, ATOMIC_REPLACE, e);
+}
+
+char *layout_read_blob(const struct oci_layout *l, const char *digest,
+    size_t max, size_t *len, struct vs_err *e)
+{
+	cleanup_free char *p = layout_blob_path(l, digest);
+	cleanup_free char *buf = NULL;
+	cleanup_fd int fd = -1;
+	char got[DIGEST_MAX];
+	struct stat st;
+	size_t off = 0;
+
+	if (p == NULL)
+		return vs_error(e, EX_DATAERR, 0, "invalid digest '%.80s'", digest),
+		    NULL;
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return vs_error(e, EX_NOINPUT, errno, "%s", p), NULL;
+	if ((uint64_t)st.st_size > max)
+		return vs_error(e, EX_DATAERR, 0, "%s: larger than %zu bytes", p,
+		    max), NULL;
+	buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", p), NULL;
+	while (off < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return vs_error(e, EX_IOERR, n < 0 ? errno : 0, "%s", p), NULL;
+		off += (size_t)n;
+	}
+	buf[off] = '\0';
+	if (digest_buffer(buf, off, digest, got, e) < 0)
+		return NULL;
+	if (strcmp(got, digest) != 0)
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: corrupt: its digest is %s", p, got), NULL;
+	*len = off;
+	return steal_pointer(&buf);
+}
+
+int layout_lock(const struct oci_layout *l, struct vs_err *e)
+{
+	cleanup_free char *p = path_join(l->root, ".lock");
+
+	if (p == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "lock");
+	return lock_path(p, true, true, e);
+}
+
+static json_t *read_index(const struct oci_layout *l, struct vs_err *e)
+{
+	cleanup_free char *p = path_join(l->root, "index.json");
+	json_error_t jerr;
+	json_t *idx;
+
+	if (p == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "index.json"), NULL;
+	idx = json_load_file(p, JSON_REJECT_DUPLICATES, &jerr);
+	if (idx == NULL)
+		return vs_error(e, EX_DATAERR, 0, "%s:%d:%d: %s", p, jerr.line,
+		    jerr.column, jerr.text), NULL;
+	if (!json_is_object(idx) ||
+	    !json_is_array(json_object_get(idx, "manifests"))) {
+		json_decref(idx);
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: not an OCI index (no manifests array)", p), NULL;
+	}
+	return idx;
+}
+
+static const char *ref_name_of(const json_t *desc)
+{
+	return json_string_value(json_object_get(json_object_get(desc,
+	    "annotations"), REF_NAME_ANNOTATION));
+}
+
+int layout_set_ref(const struct oci_layout *l, const char *refname,
+    const json_t *descriptor, const char *source, struct vs_err *e)
+{
+	cleanup_free char *p = path_join(l->root, "index.json");
+	cleanup_fd int lk = -1;
+	cleanup_json json_t *idx = NULL;
+	json_t *list, *desc, *ann;
+	struct atomic_file af;
+	size_t i;
+	char *text;
+	size_t len;
+
+	if (p == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "index.json");
+	lk = layout_lock(l, e);
+	if (lk < 0)
+		return -1;
+	idx = read_index(l, e);
+	if (idx == NULL)
+		return -1;
+	list = json_object_get(idx, "manifests");
+	desc = json_deep_copy(descriptor);
+	ann = json_object();
+	if (desc == NULL || ann == NULL) {
+		json_decref(desc);
+		json_decref(ann);
+		return vs_error(e, EX_OSERR, ENOMEM, "index.json");
+	}
+	json_object_update(ann, json_object_get(descriptor, "annotations"));
+	json_object_set_new(ann, REF_NAME_ANNOTATION, json_string(refname));
+	if (source)
+		json_object_set_new(ann, REF_SOURCE_ANNOTATION, json_string(source));
+	json_object_set_new(desc, "annotations", ann);
+	for (i = 0; i < json_array_size(list); i++) {
+		const char *n = ref_name_of(json_array_get(list, i));
+		if (n && strcmp(n, refname) == 0)
+			break;
+	}
+	if (i < json_array_size(list))
+		json_array_set_new(list, i, desc);
+	else
+		json_array_append_new(list, desc);
+
+	text = json_dumps(idx, JSON_COMPACT);
+	if (text == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "index.json");
+	len = strlen(text);
+	if (atomic_open(&af, p, 0644, e) < 0) {
+		free(text);
+		return -1;
+	}
+	if (write(af.fd, text, len) != (ssize_t)len || write(af.fd, "\n", 1) != 1) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
+		free(text);
+		atomic_abort(&af);
+		return -1;
+	}
+	free(text);
+	return atomic_commit(&af, ATOMIC_REPLACE, e);
+}
+
+json_t *layout_find_ref(const struct oci_layout *l, const char *refname,
+    struct vs_err *e)
+{
+	cleanup_json json_t *idx = NULL;
+	json_t *list;
+
+	e->code = 0;
+	idx = read_index(l, e);
+	if (idx == NULL)
+		return NULL;
+	list = json_object_get(idx, "manifests");
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		json_t *d = json_array_get(list, i);
+		const char *n = ref_name_of(d);
+		if (n && strcmp(n, refname) == 0)
+			return json_incref(d);
+	}
+	return NULL;
+}

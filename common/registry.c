@@ -1,0 +1,966 @@
+#include "registry.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "cleanup.h"
+#include "creds.h"
+#include "doc.h"
+#include "path.h"
+
+#define ACCEPT_MANIFESTS "Accept: application/vnd.oci.image.index.v1+json, " \
+	"application/vnd.oci.image.manifest.v1+json, " \
+	"application/vnd.docker.distribution.manifest.list.v2+json, " \
+	"application/vnd.docker.distribution.manifest.v2+json"
+#define USER_AGENT "vmstrap/" "0.1"
+#define ATTEMPTS 6		/* tries of one request before giving up */
+#define ERRBODY_MAX 4096	/* what is kept of an error's body */
+
+struct registry {
+	struct oci_ref ref;
+	char host[256];		/* the API's host[:port] */
+	char base[300];		/* scheme://host */
+	bool insecure;
+	bool https_failed;	/* insecure: fell back to plain HTTP */
+	char *user, *pass;	/* credentials, when a file has them */
+	bool creds_looked;
+	char *authz;		/* "Authorization: …" header, or NULL */
+	CURL *curl;
+	unsigned requests;
+	char cainfo[1024];
+};
+
+/* What a response told us. */
+struct resp {
+	long status;
+	char *body;
+	size_t len, cap, max;
+	bool overflow;
+	char ctype[128];
+	char digest[DIGEST_MAX];
+	char location[2048];
+	char www_auth[1024];
+	long retry_after;	/* seconds, or -1 */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+static bool curl_ready;
+
+static double now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void nap(double seconds)
+{
+	struct timespec t;
+
+	t.tv_sec = (time_t)seconds;
+	t.tv_nsec = (long)((seconds - (double)t.tv_sec) * 1e9);
+	while (nanosleep(&t, &t) < 0 && errno == EINTR)
+		;
+}
+
+/* Backoff before try n (from 1): 0.25 s, doubling, at most 8 s, or what
+ * Retry-After asked (at most 60 s). */
+static double backoff(int n, long retry_after)
+{
+	double d = 0.25;
+
+	if (retry_after >= 0)
+		return retry_after > 60 ? 60 : (double)retry_after;
+	for (int i = 1; i < n && d < 8; i++)
+		d *= 2;
+	return d > 8 ? 8 : d;
+}
+
+struct registry *registry_open(const struct oci_ref *ref, bool insecure,
+    struct vs_err *e)
+{
+	struct registry *r;
+	const char *ca;
+
+	if (!curl_ready) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+			return vs_error(e, EX_OSERR, 0, "cannot initialise libcurl"),
+			    NULL;
+		curl_ready = true;
+	}
+	r = calloc(1, sizeof *r);
+	if (r == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "registry"), NULL;
+	r->ref = *ref;
+	r->insecure = insecure;
+	snprintf(r->host, sizeof r->host, "%s", ref_api_host(ref));
+	snprintf(r->base, sizeof r->base, "%s://%s",
+	    ref_is_loopback(ref) ? "http" : "https", r->host);
+	/* libcurl leaves these to its command-line tool; honour them here. */
+	if ((ca = getenv("CURL_CA_BUNDLE")) && *ca)
+		snprintf(r->cainfo, sizeof r->cainfo, "%s", ca);
+	else if ((ca = getenv("SSL_CERT_FILE")) && *ca)
+		snprintf(r->cainfo, sizeof r->cainfo, "%s", ca);
+	r->curl = curl_easy_init();
+	if (r->curl == NULL) {
+		free(r);
+		return vs_error(e, EX_OSERR, ENOMEM, "curl"), NULL;
+	}
+	return r;
+}
+
+static void wipe_free(char *s)
+{
+	if (s) {
+		memset(s, 0, strlen(s));
+		free(s);
+	}
+}
+
+void registry_close(struct registry *r)
+{
+	if (r == NULL)
+		return;
+	if (r->curl)
+		curl_easy_cleanup(r->curl);
+	wipe_free(r->user);
+	wipe_free(r->pass);
+	wipe_free(r->authz);
+	free(r);
+}
+
+unsigned registry_requests(const struct registry *r)
+{
+	return r->requests;
+}
+
+void manifest_free(struct manifest *m)
+{
+	free(m->body);
+	m->body = NULL;
+}
+
+/* ---- one request at a time ---- */
+
+static size_t on_header(char *buf, size_t size, size_t n, void *arg)
+{
+	struct resp *rs = arg;
+	size_t len = size * n;
+	char line[2048];
+	char *v;
+
+	snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len :
+	    sizeof line - 1), buf);
+	line[strcspn(line, "\r\n")] = '\0';
+	if (strncmp(line, "HTTP/", 5) == 0) {
+		/* A new response (after a 100 Continue, say). */
+		rs->ctype[0] = rs->digest[0] = rs->location[0] = '\0';
+		rs->www_auth[0] = '\0';
+		rs->retry_after = -1;
+		return len;
+	}
+	v = strchr(line, ':');
+	if (v == NULL)
+		return len;
+	*v++ = '\0';
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strcasecmp(line, "Content-Type") == 0)
+		snprintf(rs->ctype, sizeof rs->ctype, "%.*s",
+		    (int)strcspn(v, "; "), v);
+	else if (strcasecmp(line, "Docker-Content-Digest") == 0)
+		snprintf(rs->digest, sizeof rs->digest, "%s", v);
+	else if (strcasecmp(line, "Location") == 0)
+		snprintf(rs->location, sizeof rs->location, "%s", v);
+	else if (strcasecmp(line, "WWW-Authenticate") == 0)
+		snprintf(rs->www_auth, sizeof rs->www_auth, "%s", v);
+	else if (strcasecmp(line, "Retry-After") == 0 && isdigit((unsigned char)*v))
+		rs->retry_after = strtol(v, NULL, 10);
+	return len;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+{
+	struct resp *rs = arg;
+	size_t len = size * n;
+
+	if (rs->len + len > rs->max) {
+		rs->overflow = true;
+		return 0;
+	}
+	if (rs->len + len + 1 > rs->cap) {
+		size_t cap = rs->cap ? rs->cap : 4096;
+		char *nb;
+		while (cap < rs->len + len + 1)
+			cap *= 2;
+		nb = realloc(rs->body, cap);
+		if (nb == NULL)
+			return 0;
+		rs->body = nb;
+		rs->cap = cap;
+	}
+	memcpy(rs->body + rs->len, buf, len);
+	rs->len += len;
+	rs->body[rs->len] = '\0';
+	return len;
+}
+
+/* Whether url is on the registry's own host, where credentials may go. */
+static bool own_host(const struct registry *r, const char *url)
+{
+	size_t n = strlen(r->base);
+
+	if (strncmp(url, r->base, n) == 0 && (url[n] == '/' || url[n] == '\0'))
+		return true;
+	/* The same host by the other scheme is still the registry. */
+	const char *p = strstr(url, "://");
+	return p && strncmp(p + 3, r->host, strlen(r->host)) == 0 &&
+	    (p[3 + strlen(r->host)] == '/' || p[3 + strlen(r->host)] == '\0');
+}
+
+/* Options every request of ours has. */
+static void common_options(const struct registry *r, CURL *c, const char *url,
+    char *errbuf)
+{
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, USER_AGENT);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+	/* A transfer that stalls below 1 KB/s for 60 s is a dropped one. */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
+#endif
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	errbuf[0] = '\0';
+	if (r->cainfo[0])
+		curl_easy_setopt(c, CURLOPT_CAINFO, r->cainfo);
+	if (r->insecure && own_host(r, url)) {
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+}
+
+/* The registry's own words from an error body: "CODE: message". */
+static void registry_says(const struct resp *rs, char *out, size_t len)
+{
+	cleanup_json json_t *j = NULL;
+	json_t *err;
+
+	out[0] = '\0';
+	if (rs->body == NULL)
+		return;
+	j = json_loadb(rs->body, rs->len, 0, NULL);
+	err = json_array_get(json_object_get(j, "errors"), 0);
+	if (err)
+		snprintf(out, len, "%s%s%s",
+		    json_string_value(json_object_get(err, "code")) ?
+		    json_string_value(json_object_get(err, "code")) : "",
+		    json_string_value(json_object_get(err, "message")) ? ": " : "",
+		    json_string_value(json_object_get(err, "message")) ?
+		    json_string_value(json_object_get(err, "message")) : "");
+}
+
+/* One plain request; transport failures are returned as -1 with e set
+ * (EX_UNAVAILABLE), HTTP statuses in rs->status. */
+static int request(struct registry *r, const char *url, bool head,
+    const char *accept, const char *userpass, struct resp *rs,
+    struct vs_err *e)
+{
+	struct curl_slist *h = NULL;
+	CURLcode cc;
+
+	free(rs->body);
+	memset(rs, 0, sizeof *rs);
+	rs->retry_after = -1;
+	rs->max = MANIFEST_MAX;
+	curl_easy_reset(r->curl);
+	common_options(r, r->curl, url, rs->errbuf);
+	curl_easy_setopt(r->curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(r->curl, CURLOPT_HEADERDATA, rs);
+	curl_easy_setopt(r->curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(r->curl, CURLOPT_WRITEDATA, rs);
+	if (head)
+		curl_easy_setopt(r->curl, CURLOPT_NOBODY, 1L);
+	if (accept)
+		h = curl_slist_append(h, accept);
+	if (userpass) {
+		curl_easy_setopt(r->curl, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(r->curl, CURLOPT_USERPWD, userpass);
+	} else if (r->authz && own_host(r, url)) {
+		h = curl_slist_append(h, r->authz);
+	}
+	curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, h);
+	r->requests++;
+	cc = curl_easy_perform(r->curl);
+	curl_slist_free_all(h);
+	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && rs->overflow))
+		return vs_error(e, EX_UNAVAILABLE, 0, "%s: %s", r->ref.registry,
+		    rs->errbuf[0] ? rs->errbuf : curl_easy_strerror(cc));
+	curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &rs->status);
+	return 0;
+}
+
+/* Read name="value" (or name=value) from a challenge's parameters. */
+static bool challenge_param(const char *ch, const char *name, char *out,
+    size_t len)
+{
+	size_t nl = strlen(name);
+	const char *p = ch;
+
+	while ((p = strcasestr(p, name)) != NULL) {
+		if ((p == ch || p[-1] == ' ' || p[-1] == ',') && p[nl] == '=') {
+			const char *v = p + nl + 1;
+			size_t n;
+			if (*v == '"') {
+				v++;
+				n = strcspn(v, "\"");
+			} else {
+				n = strcspn(v, ", ");
+			}
+			snprintf(out, len, "%.*s", (int)n, v);
+			return true;
+		}
+		p += nl;
+	}
+	return false;
+}
+
+static int load_creds(struct registry *r, struct vs_err *e)
+{
+	if (r->creds_looked)
+		return 0;
+	r->creds_looked = true;
+	return creds_find(r->ref.registry, &r->user, &r->pass, NULL, e) < 0 ? -1 : 0;
+}
+
+/* Answer a 401's challenge: get a token, or use Basic credentials. */
+static int authenticate(struct registry *r, const char *challenge,
+    struct vs_err *e)
+{
+	char realm[1024], service[256] = "", scope[512] = "", url[2048];
+	cleanup_free char *userpass = NULL;
+	struct resp rs = { 0 };
+	int rc = -1;
+
+	if (load_creds(r, e) < 0)
+		return -1;
+	if (r->user && asprintf(&userpass, "%s:%s", r->user, r->pass) < 0) {
+		userpass = NULL;
+		return vs_error(e, EX_OSERR, ENOMEM, "credentials");
+	}
+	wipe_free(r->authz);
+	r->authz = NULL;
+
+	if (strncasecmp(challenge, "Basic", 5) == 0) {
+		unsigned char b64[1024];
+		if (userpass == NULL)
+			return vs_error(e, EX_NOPERM, 0,
+			    "%s asks for a user name and password, and no credentials for it were found (docker login or podman login %s)",
+			    r->ref.registry, r->ref.registry);
+		if (strlen(userpass) > 700)
+			return vs_error(e, EX_CONFIG, 0, "credentials for %s are too long",
+			    r->ref.registry);
+		EVP_EncodeBlock(b64, (const unsigned char *)userpass,
+		    (int)strlen(userpass));
+		if (asprintf(&r->authz, "Authorization: Basic %s", b64) < 0)
+			r->authz = NULL;
+		memset(b64, 0, sizeof b64);
+		return r->authz ? 0 : vs_error(e, EX_OSERR, ENOMEM, "auth");
+	}
+	if (strncasecmp(challenge, "Bearer", 6) != 0 ||
+	    !challenge_param(challenge, "realm", realm, sizeof realm))
+		return vs_error(e, EX_UNAVAILABLE, 0,
+		    "%s: unsupported authentication challenge '%.40s'",
+		    r->ref.registry, challenge);
+	challenge_param(challenge, "service", service, sizeof service);
+	if (!challenge_param(challenge, "scope", scope, sizeof scope))
+		snprintf(scope, sizeof scope, "repository:%s:pull", r->ref.repository);
+	{
+		char *s = curl_easy_escape(r->curl, service, 0);
+		char *q = curl_easy_escape(r->curl, scope, 0);
+		snprintf(url, sizeof url, "%s%sservice=%s&scope=%s", realm,
+		    strchr(realm, '?') ? "&" : "?", s ? s : "", q ? q : "");
+		curl_free(s);
+		curl_free(q);
+	}
+	if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0) {
+		return vs_error(e, EX_UNAVAILABLE, 0,
+		    "%s: the token realm is not an http(s) URL", r->ref.registry);
+	}
+	if (request(r, url, false, NULL, userpass, &rs, e) < 0)
+		goto out;
+	if (rs.status == 401 || rs.status == 403) {
+		vs_error(e, EX_NOPERM, 0, "%s: the token service refused %s (HTTP %ld)",
+		    r->ref.registry, userpass ? "the credentials" :
+		    "an anonymous token; log in with docker login or podman login",
+		    rs.status);
+		goto out;
+	}
+	if (rs.status != 200) {
+		vs_error(e, EX_UNAVAILABLE, 0, "%s: the token service answered HTTP %ld",
+		    r->ref.registry, rs.status);
+		goto out;
+	}
+	{
+		cleanup_json json_t *j = json_loadb(rs.body ? rs.body : "", rs.len, 0, NULL);
+		const char *tok = json_string_value(json_object_get(j, "token"));
+		if (tok == NULL || *tok == '\0')
+			tok = json_string_value(json_object_get(j, "access_token"));
+		if (tok == NULL || *tok == '\0' || strpbrk(tok, "\r\n")) {
+			vs_error(e, EX_UNAVAILABLE, 0,
+			    "%s: the token service gave no token", r->ref.registry);
+			goto out;
+		}
+		if (asprintf(&r->authz, "Authorization: Bearer %s", tok) < 0) {
+			r->authz = NULL;
+			vs_error(e, EX_OSERR, ENOMEM, "auth");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	if (rs.body)
+		memset(rs.body, 0, rs.len);
+	free(rs.body);
+	return rc;
+}
+
+/* A request that authenticates when asked, follows the registry's redirects
+ * (without credentials to other hosts) and retries what may pass. */
+static int authed_request(struct registry *r, const char *path, bool head,
+    const char *accept, struct resp *rs, struct vs_err *e)
+{
+	char url[2048];
+	bool authed = false;
+	int redirects = 0;
+
+	snprintf(url, sizeof url, "%s%s", r->base, path);
+	for (int attempt = 1;; attempt++) {
+		if (request(r, url, head, accept, NULL, rs, e) < 0) {
+			/* --insecure: a registry that does not speak TLS. */
+			if (r->insecure && !r->https_failed &&
+			    strncmp(url, "https://", 8) == 0 && own_host(r, url)) {
+				r->https_failed = true;
+				snprintf(r->base, sizeof r->base, "http://%s", r->host);
+				snprintf(url, sizeof url, "%s%s", r->base, path);
+				continue;
+			}
+			if (attempt >= ATTEMPTS)
+				return -1;
+			nap(backoff(attempt, -1));
+			continue;
+		}
+		if (rs->status == 401 && !authed && rs->www_auth[0]) {
+			authed = true;
+			if (authenticate(r, rs->www_auth, e) < 0)
+				return -1;
+			attempt--;
+			continue;
+		}
+		if (rs->status >= 300 && rs->status < 400 && rs->location[0] &&
+		    redirects++ < 5) {
+			char *u = NULL;
+			CURLU *h = curl_url();
+			curl_url_set(h, CURLUPART_URL, url, 0);
+			if (curl_url_set(h, CURLUPART_URL, rs->location, 0) == CURLUE_OK &&
+			    curl_url_get(h, CURLUPART_URL, &u, 0) == CURLUE_OK)
+				snprintf(url, sizeof url, "%s", u);
+			curl_free(u);
+			curl_url_cleanup(h);
+			attempt--;
+			continue;
+		}
+		if ((rs->status >= 500 || rs->status == 429) && attempt < ATTEMPTS) {
+			nap(backoff(attempt, rs->retry_after));
+			continue;
+		}
+		return 0;
+	}
+}
+
+/* The error for a failed status, in the registry's words. */
+static int status_error(struct registry *r, const struct resp *rs,
+    const char *what, struct vs_err *e)
+{
+	char says[512];
+	int code;
+
+	registry_says(rs, says, sizeof says);
+	if (rs->status == 404)
+		code = EX_UNAVAILABLE;
+	else if (rs->status == 401 || rs->status == 403)
+		code = EX_NOPERM;
+	else
+		code = EX_UNAVAILABLE;
+	return vs_error(e, code, 0, "%s: %s: HTTP %ld%s%s", r->ref.registry, what,
+	    rs->status, says[0] ? ": " : "", says);
+}
+
+int registry_manifest(struct registry *r, const char *reference, bool head,
+    struct manifest *m, struct vs_err *e)
+{
+	struct resp rs = { 0 };
+	char path[1024], got[DIGEST_MAX], what[600];
+	int rc = -1;
+
+	memset(m, 0, sizeof *m);
+	snprintf(path, sizeof path, "/v2/%s/manifests/%s", r->ref.repository,
+	    reference);
+	snprintf(what, sizeof what, "%s:%s", r->ref.repository, reference);
+	if (authed_request(r, path, head, ACCEPT_MANIFESTS, &rs, e) < 0)
+		goto out;
+	if (rs.status == 404) {
+		char says[512];
+		registry_says(&rs, says, sizeof says);
+		vs_error(e, EX_UNAVAILABLE, 0, "%s: no image %s%s%s", r->ref.registry,
+		    what, says[0] ? ": " : "", says);
+		goto out;
+	}
+	if (rs.status != 200) {
+		status_error(r, &rs, what, e);
+		goto out;
+	}
+	if (rs.overflow) {
+		vs_error(e, EX_DATAERR, 0, "%s: the manifest of %s is larger than %u bytes",
+		    r->ref.registry, what, MANIFEST_MAX);
+		goto out;
+	}
+	snprintf(m->media_type, sizeof m->media_type, "%s", rs.ctype);
+	snprintf(m->digest, sizeof m->digest, "%s", rs.digest);
+	if (!head) {
+		const char *want = digest_valid(reference) ? reference :
+		    digest_valid(rs.digest) ? rs.digest : "sha256:";
+		if (digest_buffer(rs.body ? rs.body : "", rs.len, want, got, e) < 0)
+			goto out;
+		if (digest_valid(want) && strcmp(got, want) != 0) {
+			vs_error(e, EX_DATAERR, 0,
+			    "%s: the manifest of %s does not match its digest %s (got %s)",
+			    r->ref.registry, what, want, got);
+			goto out;
+		}
+		snprintf(m->digest, sizeof m->digest, "%s", got);
+		m->body = rs.body ? rs.body : strdup("");
+		m->len = rs.len;
+		rs.body = NULL;
+	} else if (!digest_valid(m->digest)) {
+		vs_error(e, EX_UNAVAILABLE, 0,
+		    "%s: no Docker-Content-Digest for %s", r->ref.registry, what);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(rs.body);
+	return rc;
+}
+
+/* ---- blobs, in parallel ---- */
+
+enum xstate { X_QUEUED, X_RUNNING, X_WAITING, X_DONE };
+
+struct xfer {
+	struct registry *r;
+	struct blob_job *job;
+	enum xstate state;
+	CURL *easy;
+	struct curl_slist *hdrs;
+	int fd;			/* the partial file, locked */
+	char *partial, *final;
+	struct digester d;
+	bool hashing;
+	uint64_t off;		/* bytes in the partial file, all hashed */
+	uint64_t start;		/* where this request started */
+	bool checked;		/* the status was looked at */
+	bool writing;		/* this response's body goes to the file */
+	bool oversize;
+	int attempts;
+	bool authed;
+	int redirects;
+	double not_before;
+	char url[2048];
+	struct resp rs;		/* headers, and the body of an error */
+};
+
+static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n;
+
+	if (!x->checked) {
+		x->checked = true;
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->rs.status);
+		x->writing = x->rs.status == 200 || x->rs.status == 206;
+		if (x->rs.status == 200 && x->off > 0) {
+			/* The registry ignored our Range: start again. */
+			if (ftruncate(x->fd, 0) < 0)
+				return 0;
+			digester_free(&x->d);
+			if (digester_init(&x->d, x->job->digest, NULL) < 0)
+				return 0;
+			x->off = 0;
+			x->job->resumed = 0;
+		}
+	}
+	if (!x->writing) {
+		/* An error's body: keep the start, for its message. */
+		if (x->rs.len + len > x->rs.max)
+			return len;
+		return on_body(buf, size, n, &x->rs);
+	}
+	if (x->off + len > (uint64_t)x->job->size) {
+		x->oversize = true;
+		return 0;
+	}
+	for (size_t done = 0; done < len; ) {
+		ssize_t w = pwrite(x->fd, buf + done, len - done,
+		    (off_t)(x->off + done));
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return 0;
+		done += (size_t)w;
+	}
+	digester_update(&x->d, buf, len);
+	x->off += len;
+	x->job->fetched += len;
+	return len;
+}
+
+/* Lock and open the partial file; pick up what an earlier run left. */
+static int xfer_prepare(struct xfer *x, const struct oci_layout *l,
+    struct vs_err *e)
+{
+	x->final = layout_blob_path(l, x->job->digest);
+	if (x->final == NULL)
+		return vs_error(e, EX_DATAERR, 0, "invalid blob digest '%.80s'",
+		    x->job->digest);
+	if (asprintf(&x->partial, "%s/blobs/%.6s/.%s.partial", l->root,
+	    x->job->digest, x->job->digest + 7) < 0) {
+		x->partial = NULL;
+		return vs_error(e, EX_OSERR, ENOMEM, "blob");
+	}
+	x->fd = open(x->partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (x->fd < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+		    "%s", x->partial);
+	if (flock(x->fd, LOCK_EX | LOCK_NB) < 0) {
+		/* Another fetch is downloading it: wait for it at the end. */
+		x->state = X_WAITING;
+		return 0;
+	}
+	return 0;
+}
+
+/* Having the lock: is it done already, or how much is there? */
+static int xfer_resume(struct xfer *x, const struct oci_layout *l,
+    struct vs_err *e)
+{
+	struct stat st;
+
+	if (layout_has_blob(l, x->job->digest, x->job->size)) {
+		unlink(x->partial);
+		x->state = X_DONE;
+		return 0;
+	}
+	if (fstat(x->fd, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
+	if ((uint64_t)st.st_size > (uint64_t)x->job->size &&
+	    ftruncate(x->fd, 0) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
+	if (fstat(x->fd, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
+	if (digester_init(&x->d, x->job->digest, e) < 0)
+		return -1;
+	x->hashing = true;
+	if (st.st_size > 0 && digester_feed_fd(&x->d, x->fd,
+	    (uint64_t)st.st_size, e) < 0)
+		return -1;
+	x->off = (uint64_t)st.st_size;
+	x->job->resumed = x->off;
+	snprintf(x->url, sizeof x->url, "%s/v2/%s/blobs/%s", x->r->base,
+	    x->r->ref.repository, x->job->digest);
+	x->state = X_QUEUED;
+	return 0;
+}
+
+static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
+{
+	char range[64];
+
+	if (x->easy == NULL && (x->easy = curl_easy_init()) == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "curl");
+	curl_easy_reset(x->easy);
+	free(x->rs.body);
+	memset(&x->rs, 0, sizeof x->rs);
+	x->rs.retry_after = -1;
+	x->rs.max = ERRBODY_MAX;
+	x->checked = x->writing = x->oversize = false;
+	x->start = x->off;
+	common_options(x->r, x->easy, x->url, x->rs.errbuf);
+	curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->rs);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, blob_body);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	curl_slist_free_all(x->hdrs);
+	x->hdrs = NULL;
+	if (x->off > 0) {
+		snprintf(range, sizeof range, "Range: bytes=%llu-",
+		    (unsigned long long)x->off);
+		x->hdrs = curl_slist_append(x->hdrs, range);
+	}
+	if (x->r->authz && own_host(x->r, x->url))
+		x->hdrs = curl_slist_append(x->hdrs, x->r->authz);
+	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+	x->r->requests++;
+	if (curl_multi_add_handle(multi, x->easy) != CURLM_OK)
+		return vs_error(e, EX_OSERR, 0, "curl_multi_add_handle");
+	x->state = X_RUNNING;
+	return 0;
+}
+
+/* The blob is whole: check it and move it into place. */
+static int xfer_finish(struct xfer *x, struct vs_err *e)
+{
+	char got[DIGEST_MAX];
+
+	digester_final(&x->d, got);
+	x->hashing = false;
+	if (strcmp(got, x->job->digest) != 0) {
+		unlink(x->partial);
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: blob %s is corrupt: its content's digest is %s",
+		    x->r->ref.registry, x->job->digest, got);
+	}
+	if (fsync(x->fd) < 0 || rename(x->partial, x->final) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+		    "%s", x->final);
+	x->state = X_DONE;
+	return 0;
+}
+
+/* A transfer ended: decide what comes next.  Returns -1 on a failure that
+ * retrying will not mend. */
+static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
+{
+	long st = 0;
+	char what[200];
+
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &st);
+	x->rs.status = st;
+	snprintf(what, sizeof what, "blob %s", x->job->digest);
+	x->state = X_QUEUED;
+	if (x->oversize) {
+		unlink(x->partial);
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: %s: the registry sent more than its %lld bytes; refused",
+		    x->r->ref.registry, what, (long long)x->job->size);
+	}
+	if (cc == CURLE_OK && (st == 200 || st == 206) &&
+	    x->off == (uint64_t)x->job->size)
+		return xfer_finish(x, e);
+	if (cc == CURLE_OK && st >= 300 && st < 400 && x->rs.location[0] &&
+	    x->redirects++ < 5) {
+		char *u = NULL;
+		CURLU *h = curl_url();
+		curl_url_set(h, CURLUPART_URL, x->url, 0);
+		if (curl_url_set(h, CURLUPART_URL, x->rs.location, 0) == CURLUE_OK &&
+		    curl_url_get(h, CURLUPART_URL, &u, 0) == CURLUE_OK)
+			snprintf(x->url, sizeof x->url, "%s", u);
+		curl_free(u);
+		curl_url_cleanup(h);
+		x->not_before = 0;
+		return 0;
+	}
+	if (cc == CURLE_OK && st == 401 && !x->authed && x->rs.www_auth[0]) {
+		x->authed = true;
+		if (authenticate(x->r, x->rs.www_auth, e) < 0)
+			return -1;
+		x->not_before = 0;
+		return 0;
+	}
+	if (cc == CURLE_OK && st == 416) {
+		/* Our partial file is no prefix of it: start again. */
+		if (ftruncate(x->fd, 0) < 0)
+			return vs_error(e, EX_IOERR, errno, "%s", x->partial);
+		digester_free(&x->d);
+		if (digester_init(&x->d, x->job->digest, e) < 0)
+			return -1;
+		x->off = 0;
+	}
+	if (cc == CURLE_OK && st != 416 && st != 429 && st < 500 &&
+	    !(st == 200 || st == 206)) {
+		if (st == 404) {
+			char says[512];
+			registry_says(&x->rs, says, sizeof says);
+			return vs_error(e, EX_UNAVAILABLE, 0, "%s: %s: not found%s%s",
+			    x->r->ref.registry, what, says[0] ? ": " : "", says);
+		}
+		return status_error(x->r, &x->rs, what, e);
+	}
+	/* 5xx, 429, a dropped connection or a short body: try again, from
+	 * where we are. */
+	if (++x->attempts >= ATTEMPTS) {
+		if (cc != CURLE_OK)
+			return vs_error(e, EX_UNAVAILABLE, 0,
+			    "%s: %s: %s (after %d tries)", x->r->ref.registry, what,
+			    x->rs.errbuf[0] ? x->rs.errbuf : curl_easy_strerror(cc),
+			    x->attempts);
+		if (st == 200 || st == 206)
+			return vs_error(e, EX_UNAVAILABLE, 0,
+			    "%s: %s: the body ended after %llu of %lld bytes (after %d tries)",
+			    x->r->ref.registry, what, (unsigned long long)x->off,
+			    (long long)x->job->size, x->attempts);
+		status_error(x->r, &x->rs, what, e);
+		return vs_error_prefix(e, "after %d tries", x->attempts);
+	}
+	x->not_before = now() + backoff(x->attempts, x->rs.retry_after);
+	return 0;
+}
+
+static void xfer_free(struct xfer *x, CURLM *multi)
+{
+	if (x->easy) {
+		if (x->state == X_RUNNING)
+			curl_multi_remove_handle(multi, x->easy);
+		curl_easy_cleanup(x->easy);
+	}
+	curl_slist_free_all(x->hdrs);
+	if (x->hashing)
+		digester_free(&x->d);
+	if (x->fd >= 0)
+		close(x->fd);
+	free(x->rs.body);
+	free(x->partial);
+	free(x->final);
+}
+
+int registry_fetch_blobs(struct registry *r, const struct oci_layout *l,
+    struct blob_job *jobs, size_t n, int parallel, blob_progress_fn progress,
+    void *arg, struct vs_err *e)
+{
+	struct xfer *xs;
+	CURLM *multi;
+	uint64_t total = 0;
+	int rc = -1, running = 0;
+	bool waited = false;
+
+	xs = calloc(n ? n : 1, sizeof *xs);
+	multi = curl_multi_init();
+	if (xs == NULL || multi == NULL) {
+		free(xs);
+		if (multi)
+			curl_multi_cleanup(multi);
+		return vs_error(e, EX_OSERR, ENOMEM, "blobs");
+	}
+	for (size_t i = 0; i < n; i++) {
+		xs[i].r = r;
+		xs[i].job = &jobs[i];
+		xs[i].fd = -1;
+		jobs[i].fetched = jobs[i].resumed = 0;
+		if (layout_has_blob(l, jobs[i].digest, jobs[i].size)) {
+			xs[i].state = X_DONE;
+			continue;
+		}
+		total += (uint64_t)jobs[i].size;
+		if (xfer_prepare(&xs[i], l, e) < 0 ||
+		    (xs[i].state != X_WAITING && xfer_resume(&xs[i], l, e) < 0))
+			goto out;
+	}
+
+	for (;;) {
+		bool pending = false, waiting = false;
+		double soonest = 1e9, t = now();
+		uint64_t done = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			struct xfer *x = &xs[i];
+			if (x->state == X_QUEUED) {
+				pending = true;
+				if (running < parallel && x->not_before <= t) {
+					if (xfer_start(x, multi, e) < 0)
+						goto out;
+					running++;
+				} else if (x->not_before > t && x->not_before < soonest) {
+					soonest = x->not_before;
+				}
+			} else if (x->state == X_RUNNING) {
+				pending = true;
+			} else if (x->state == X_WAITING) {
+				waiting = true;
+			}
+			done += x->off;
+		}
+		if (progress)
+			progress(arg, done, total);
+		if (!pending) {
+			if (!waiting || waited)
+				break;
+			/* Wait for the other fetches' blobs, then take over
+			 * what they did not finish. */
+			waited = true;
+			for (size_t i = 0; i < n; i++) {
+				if (xs[i].state != X_WAITING)
+					continue;
+				while (flock(xs[i].fd, LOCK_EX) < 0 && errno == EINTR)
+					;
+				if (xfer_resume(&xs[i], l, e) < 0)
+					goto out;
+			}
+			continue;
+		}
+		int still = 0;
+		curl_multi_perform(multi, &still);
+		CURLMsg *msg;
+		int left;
+		while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+			struct xfer *x;
+			char *priv = NULL;
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+			x = (struct xfer *)(void *)priv;
+			curl_multi_remove_handle(multi, msg->easy_handle);
+			running--;
+			if (xfer_done(x, msg->data.result, e) < 0)
+				goto out;
+		}
+		if (running > 0) {
+			int timeout = 1000;
+			if (soonest < 1e9) {
+				double w = soonest - now();
+				timeout = w <= 0 ? 0 : w < 1 ? (int)(w * 1000) : 1000;
+			}
+			curl_multi_poll(multi, NULL, 0, timeout, NULL);
+		} else if (soonest < 1e9) {
+			double w = soonest - now();
+			if (w > 0)
+				nap(w);
+		}
+	}
+	rc = 0;
+out:
+	for (size_t i = 0; i < n; i++)
+		xfer_free(&xs[i], multi);
+	curl_multi_cleanup(multi);
+	free(xs);
+	return rc;
+}
