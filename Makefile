@@ -36,18 +36,26 @@ pkg = $(or $(shell $(PKG_CONFIG) --$(3) $(1) 2>/dev/null && echo ' '),$(error $(
 JANSSON = $(call pkg,jansson,libjansson-dev,$(1))
 YAML = $(call pkg,yaml-0.1,libyaml-dev,$(1))
 EXT2FS = $(call pkg,ext2fs com_err,libext2fs-dev,$(1))
+CURL = $(call pkg,libcurl,libcurl4-openssl-dev,$(1))
+CRYPTO = $(call pkg,libcrypto,libssl-dev,$(1))
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone
+TOOLS := cowclone oci-fetch
 cowclone_COMMON := atomic clone doc err fe lock path progress run size
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
+oci-fetch_COMMON := atomic config creds digest doc err fe layout lock path \
+	progress ref registry size
+oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
+	$(call CRYPTO,libs)
+oci-fetch_CFLAGS = $(call CURL,cflags) $(call JANSSON,cflags)
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:common/%.c=$(BUILD)/common/%.o)
-COMMON_CFLAGS = $(call JANSSON,cflags) $(call YAML,cflags)
-UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs) -pthread
+COMMON_CFLAGS = $(call JANSSON,cflags) $(call YAML,cflags) $(call CURL,cflags)
+UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CURL,libs) \
+	$(call CRYPTO,libs) -pthread
 
 BINS := $(TOOLS:%=$(BUILD)/bin/%)
 UNIT := $(BUILD)/tests/test-common

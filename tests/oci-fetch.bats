@@ -1,0 +1,238 @@
+#!/usr/bin/env bats
+# oci-fetch against a real docker-registry on loopback, with images built
+# offline by scripts/mkoci and pushed by skopeo.
+
+load helpers
+
+setup_file() {
+	export FIX=$BATS_FILE_TMPDIR/fix
+	"$VS_TOP/scripts/mkoci" "$FIX" 4 > /dev/null || fail "mkoci failed"
+	start_registry "$BATS_FILE_TMPDIR/registry"
+	push "$FIX:one" test/one:latest
+	push "$FIX:multi" test/multi:latest
+	push "$FIX:index" test/index:latest --all
+	push "$FIX:one" test/docker:latest --format v2s2
+	push "$FIX:amd64" test/amd64:latest
+}
+
+teardown_file() {
+	kill "$REG_PID" 2>/dev/null || true
+}
+
+setup() {
+	cd "$T"
+}
+
+# manifest_digest REPO:TAG: the digest the registry gives for a reference.
+manifest_digest() {
+	curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+		"http://$REG/v2/${1%%:*}/manifests/${1#*:}" | tr -d '\r' |
+		awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}'
+}
+
+# fixture_digest REF: the manifest digest of a reference in the fixture layout.
+fixture_digest() {
+	jq -r --arg r "$1" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest' "$FIX/index.json"
+}
+
+# blobs_verify: every blob in ./oci-cache has the digest it is named by.
+blobs_verify() {
+	local f
+	for f in oci-cache/blobs/sha256/*; do
+		[ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$(basename "$f")" ] ||
+			fail "blob $f does not match its name"
+	done
+}
+
+@test "-h, -V and bad options" {
+	run_split oci-fetch -h
+	assert_success
+	assert_output --partial "usage: oci-fetch"
+	run_split oci-fetch -V
+	assert_output --regexp '^oci-fetch \(vmstrap\) '
+	run_split oci-fetch -x
+	assert_refused 64 "unknown option '-x'"
+	run_split oci-fetch -j 0 x
+	assert_refused 64 "invalid -j '0'"
+	run_split oci-fetch a b
+	assert_refused 64 "too many operands"
+}
+
+@test "bad references are refused before anything is created" {
+	for ref in 'Debian' 'a//b' 'a:' 'a@sha256:zz' ':x' 'x:-y' 'exa_mple.com/x'; do
+		run_split oci-fetch "$ref"
+		assert_refused 64 "invalid image reference"
+		assert_one_line
+	done
+	run_split oci-fetch ''
+	assert_refused 64 "empty image reference"
+	[ ! -e oci-cache ]
+}
+
+@test "no REF and no configuration is a usage error" {
+	run_split oci-fetch
+	assert_refused 64 "no image: give REF, or set config.image"
+	[ ! -e oci-cache ]
+}
+
+@test "a single-layer OCI image lands in a valid OCI layout" {
+	run_split oci-fetch "$REG/test/one"
+	assert_success
+	[ -z "$stderr" ]
+	[ "$(jqo '.image | keys_unsorted | join(",")')" = "ref,registry,repository,tag,digest,mediaType,platform,layout,config,layers,fetched,reused" ]
+	[ "$(jqo .image.ref)" = "$REG/test/one:latest" ]
+	[ "$(jqo .image.registry)" = "$REG" ]
+	[ "$(jqo .image.repository)" = test/one ]
+	[ "$(jqo .image.tag)" = latest ]
+	[ "$(jqo .image.digest)" = "$(manifest_digest test/one:latest)" ]
+	[ "$(jqo .image.mediaType)" = application/vnd.oci.image.manifest.v1+json ]
+	[ "$(jqo .image.layout)" = "$T/oci-cache" ]
+	[ "$(jqo '.image.layers | length')" -eq 1 ]
+	[ "$(jqo .image.reused)" -eq 0 ]
+	total=$(jqo '[.image.layers[].size] | add')
+	cfg=$(stat -c %s "oci-cache/blobs/sha256/$(jqo .image.config | cut -d: -f2)")
+	[ "$(jqo .image.fetched)" -eq $((total + cfg)) ]
+	[ "$(jq -r .imageLayoutVersion oci-cache/oci-layout)" = 1.0.0 ]
+	blobs_verify
+	run skopeo inspect "oci:oci-cache:$REG/test/one:latest"
+	assert_success
+	assert_output --partial "$(jqo .image.layers[0].digest 2>/dev/null || true)"
+	[ -z "$(find oci-cache -name '*.partial')" ]
+}
+
+@test "a multi-layer image: every layer, in order, verified" {
+	run_split oci-fetch -q "$REG/test/multi"
+	assert_success
+	[ "$(jqo '.image.layers | length')" -eq 3 ]
+	want=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/multi:latest" | jq -r '[.layers[].digest] | join(",")')
+	[ "$(jqo '[.image.layers[].digest] | join(",")')" = "$want" ]
+	[ "$(jqo '.image.layers[1].size')" -gt $((4 << 20)) ]
+	blobs_verify
+}
+
+@test "an index resolves to the host's platform, or to -p's; an absent one lists those there are" {
+	run_split oci-fetch -q "$REG/test/index"
+	assert_success
+	[ "$(jqo .image.platform)" = linux/amd64 ]
+	[ "$(jqo .image.digest)" = "$(fixture_digest amd64)" ]
+	run_split oci-fetch -q -p linux/arm64 "$REG/test/index"
+	assert_success
+	[ "$(jqo .image.platform)" = linux/arm64/v8 ]
+	[ "$(jqo .image.digest)" = "$(fixture_digest arm64)" ]
+	run_split oci-fetch -q -p linux/s390x "$REG/test/index"
+	assert_refused 69 "has no image for linux/s390x; it has: linux/amd64, linux/arm64/v8"
+	run_split oci-fetch -q -p linux "$REG/test/index"
+	assert_refused 64 "invalid platform 'linux'"
+}
+
+@test "a Docker schema 2 image is kept as its OCI equivalent, with the same blobs" {
+	run_split oci-fetch -q "$REG/test/docker"
+	assert_success
+	docker=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/docker:latest")
+	[ "$(jq -r .mediaType <<< "$docker")" = application/vnd.docker.distribution.manifest.v2+json ]
+	[ "$(jqo .image.mediaType)" = application/vnd.oci.image.manifest.v1+json ]
+	[ "$(jqo .image.layers[0].mediaType)" = application/vnd.oci.image.layer.v1.tar+gzip ]
+	[ "$(jqo .image.layers[0].digest)" = "$(jq -r .layers[0].digest <<< "$docker")" ]
+	[ "$(jqo .image.config)" = "$(jq -r .config.digest <<< "$docker")" ]
+	blobs_verify
+	# The warm path knows it by the registry's digest.
+	before=$(registry_requests)
+	run_split oci-fetch -q "$REG/test/docker"
+	[ "$(jqo .image.fetched)" -eq 0 ]
+	[ "$(( $(registry_requests) - before ))" -eq 1 ]
+	run skopeo inspect "oci:oci-cache:$REG/test/docker:latest"
+	assert_success
+}
+
+@test "a reference by digest is checked against it" {
+	d=$(manifest_digest test/one:latest)
+	run_split oci-fetch -q "$REG/test/one@$d"
+	assert_success
+	[ "$(jqo .image.digest)" = "$d" ]
+	[ "$(jqo .image.tag)" = null ]
+	bad=sha256:0000000000000000000000000000000000000000000000000000000000000000
+	run_split oci-fetch -q "$REG/test/one@$bad"
+	assert_refused 69 "no image test/one:$bad"
+}
+
+@test "warm path: nothing is downloaded, with one request" {
+	run_split oci-fetch -q "$REG/test/multi"
+	assert_success
+	total=$(jqo .image.fetched)
+	before=$(registry_requests)
+	run_split oci-fetch -q "$REG/test/multi"
+	assert_success
+	[ "$(jqo .image.fetched)" -eq 0 ]
+	[ "$(jqo .image.reused)" -eq "$total" ]
+	[ "$(( $(registry_requests) - before ))" -eq 1 ] ||
+		fail "$(( $(registry_requests) - before )) requests"
+}
+
+@test "--offline resolves from the cache alone, and says when it cannot" {
+	run_split oci-fetch -q "$REG/test/one"
+	assert_success
+	first=$output
+	before=$(registry_requests)
+	run_split oci-fetch --offline "$REG/test/one"
+	assert_success
+	[ "$(jqo .image.digest)" = "$(jq -r .image.digest <<< "$first")" ]
+	[ "$(jqo .image.fetched)" -eq 0 ]
+	[ "$(registry_requests)" -eq "$before" ]
+	run_split oci-fetch --offline "$REG/test/multi"
+	assert_refused 66 "is not in .*oci-cache \(fetch it without --offline first\)"
+	rm -f oci-cache/blobs/sha256/"$(jq -r '.image.layers[0].digest' <<< "$first" | cut -d: -f2)"
+	run_split oci-fetch --offline "$REG/test/one"
+	assert_refused 66 "blobs of .* are missing"
+}
+
+@test "an unknown tag or repository is EX_UNAVAILABLE with the registry's words" {
+	run_split oci-fetch -q "$REG/test/one:nosuchtag"
+	assert_refused 69 "no image test/one:nosuchtag: MANIFEST_UNKNOWN"
+	assert_one_line
+	run_split oci-fetch -q "$REG/test/nosuchrepo"
+	assert_refused 69 "no image test/nosuchrepo:latest: (NAME|MANIFEST)_UNKNOWN"
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+}
+
+@test "an unreachable registry is EX_UNAVAILABLE" {
+	run_split oci-fetch -q 127.0.0.1:9/test/one
+	assert_refused 69 "127.0.0.1:9: .*(connect|Connection refused)"
+	assert_one_line
+}
+
+@test "concurrent fetches into one cache all succeed and corrupt nothing" {
+	for i in 1 2 3; do
+		oci-fetch -q "$REG/test/multi" > "multi$i.json" 2> "multi$i.err" & pids+=($!)
+	done
+	oci-fetch -q "$REG/test/index" > index.json 2> index.err & pids+=($!)
+	oci-fetch -q "$REG/test/one" > one.json 2> one.err & pids+=($!)
+	for p in "${pids[@]}"; do
+		wait "$p" || fail "a fetch failed: $(cat ./*.err)"
+	done
+	for i in 1 2 3; do
+		[ "$(jq -r .image.digest "multi$i.json")" = "$(manifest_digest test/multi:latest)" ]
+	done
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 3 ]
+	blobs_verify
+	[ -z "$(find oci-cache -name '*.partial' -o -name '.*.tmp-*')" ]
+}
+
+@test "the image comes from the configuration's config.image; -C names the workspace" {
+	mkdir ws
+	cat > ws/slicer-mac.yaml <<-EOF
+	config:
+	  image: "$REG/test/one:latest"
+	  host_groups:
+	    - name: slicer
+	      storage_size: 15G
+	EOF
+	run_split oci-fetch -q -C ws
+	assert_success
+	[ "$(jqo .image.ref)" = "$REG/test/one:latest" ]
+	[ "$(jqo .image.layout)" = "$T/ws/oci-cache" ]
+	run_split oci-fetch -q -C ws -g nosuch
+	assert_refused 78 "no host group 'nosuch'"
+	printf 'config:\n  image: [\n' > ws/slicer-mac.yaml
+	run_split oci-fetch -q -C ws
+	assert_refused 78 "slicer-mac.yaml:3:1:"
+}
