@@ -60,6 +60,14 @@ static void on_progress(void *arg, uint64_t done, uint64_t total)
 	progress_update(p, done);
 }
 
+static bool utf8_ok(const char *s)
+{
+	json_t *j = json_string(s);
+
+	json_decref(j);
+	return j != NULL;
+}
+
 /* A NAME is a file name, not a path: letters, digits, '.', '_', '-'. */
 static bool valid_name(const char *s)
 {
@@ -172,7 +180,8 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 	uint64_t size;
 	int held;
 
-	sfd = open(src, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must not hang us before we can refuse it. */
+	sfd = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (sfd < 0)
 		return vs_error(e, errno == EACCES ? EX_NOPERM : EX_NOINPUT,
 		    errno, "%s", src);
@@ -181,6 +190,8 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 	if (!S_ISREG(sst.st_mode))
 		return vs_error(e, EX_DATAERR, 0,
 		    "%s: not a regular file (a disk image is a file)", src);
+	if (fcntl(sfd, F_SETFL, 0) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", src);
 	held = lock_qemu_writer(sfd);
 	if (held == 1)
 		return vs_error(e, EX_TEMPFAIL, 0,
@@ -190,10 +201,22 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 	if (src_abs == NULL)
 		return vs_error(e, EX_NOINPUT, errno, "%s", src);
 
+	if (dst[0] != '\0' && dst[strlen(dst) - 1] == '/')
+		return vs_error(e, EX_CANTCREAT, 0,
+		    "%s: ends with '/': name the disk file", dst);
 	dst_abs = path_abs(dst, e);
 	if (dst_abs == NULL)
 		return -1;
+	/* The paths go into the JSON document, which is UTF-8. */
+	if (!utf8_ok(src_abs) || !utf8_ok(dst_abs))
+		return vs_error(e, EX_USAGE, 0,
+		    "%s: the path is not valid UTF-8, which the pipeline document needs",
+		    utf8_ok(src_abs) ? dst : src);
 	if (lstat(dst_abs, &st) == 0) {
+		if (st.st_dev == sst.st_dev && st.st_ino == sst.st_ino)
+			return vs_error(e, EX_USAGE, 0,
+			    "%s is the source itself; a clone needs a name of its own",
+			    dst);
 		if (S_ISDIR(st.st_mode))
 			return vs_error(e, EX_CANTCREAT, 0,
 			    "%s: is a directory; name the disk file", dst);
@@ -229,13 +252,21 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 			return vs_error(e, EX_USAGE, 0,
 			    "-s %s is smaller than %s (%s): a clone can grow, never shrink",
 			    o->grow_arg, src, size_format(size, a, sizeof a));
-		if (ext4_probe(src_abs, &needs_fsck, e) < 0)
+		if (o->grow > size && ext4_probe(src_abs, &needs_fsck, e) < 0)
 			return -1;
 	}
 
 	if (atomic_open(&af, dst_abs, sst.st_mode & 07777 & ~(mode_t)06000,
 	    e) < 0)
 		return -1;
+	/* A size the filesystem cannot hold is found before the copy. */
+	if (o->grow > size && (ftruncate(af.fd, (off_t)o->grow) < 0 ||
+	    ftruncate(af.fd, 0) < 0)) {
+		vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+		    "%s: cannot be %s", dst, o->grow_arg);
+		atomic_abort(&af);
+		return -1;
+	}
 	progress_start(&bar, stderr, "cowclone: copying",
 	    (uint64_t)sst.st_blocks * 512, progress_wanted(stderr, o->quiet));
 	if (clone_into(&af, sfd, 0, on_progress, &bar, &cs, e) < 0) {

@@ -102,7 +102,9 @@ int atomic_open(struct atomic_file *af, const char *path, mode_t mode,
 		free(af->tmp);
 		free(af->path);
 		af->tmp = af->path = NULL;
-		return vs_error(e, vs_code_for_errno(saved, EX_CANTCREAT),
+		return vs_error(e, saved == EACCES || saved == EPERM ||
+		    saved == EROFS ? EX_NOPERM : saved == ENOSPC ||
+		    saved == EDQUOT ? EX_IOERR : EX_CANTCREAT,
 		    saved, "cannot create a file beside %s", path);
 	}
 	af->fd = fd;

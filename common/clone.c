@@ -76,7 +76,7 @@ struct copier {
 	bool flush;		/* start writeback as we go */
 	uint64_t copied;
 	uint64_t scanned, total;
-	uint64_t unflushed;	/* written since the last writeback start */
+	uint64_t flushed;	/* writeback was started up to here */
 	clone_progress_fn progress;
 	void *arg;
 	struct vs_err *e;
@@ -133,11 +133,10 @@ static int write_slot(struct copier *c, struct slot *s, struct vs_err *e)
 #ifdef SYNC_FILE_RANGE_WRITE
 	/* Have the kernel start writing what we wrote, so that the final
 	 * fsync does not wait for all of it at once. */
-	c->unflushed += s->len;
-	if (c->flush && c->unflushed >= FLUSH_EVERY) {
-		sync_file_range(c->dst, (off64_t)(s->off + s->len - c->unflushed),
-		    (off64_t)c->unflushed, SYNC_FILE_RANGE_WRITE);
-		c->unflushed = 0;
+	if (c->flush && s->off + s->len - c->flushed >= FLUSH_EVERY) {
+		sync_file_range(c->dst, (off64_t)c->flushed,
+		    (off64_t)(s->off + s->len - c->flushed), SYNC_FILE_RANGE_WRITE);
+		c->flushed = s->off + s->len;
 	}
 #endif
 	return 0;
@@ -336,6 +335,17 @@ static int sparse_copy(struct copier *c, uint64_t size)
 		}
 		if ((uint64_t)hole > size)
 			hole = (off_t)size;
+		/* Zero blocks are found at the destination's block boundaries,
+		 * whatever the source's block size: widen the run to them (what
+		 * is added reads as zeros). */
+		data -= data % (off_t)c->blk;
+		if ((uint64_t)hole % c->blk && (uint64_t)hole < size) {
+			hole += (off_t)(c->blk - (uint64_t)hole % c->blk);
+			if ((uint64_t)hole > size)
+				hole = (off_t)size;
+		}
+		if ((uint64_t)data < off)
+			data = (off_t)off;
 #ifdef __linux__
 		if (c->use_cfr)
 			rc = copy_in_kernel(c, (uint64_t)data,

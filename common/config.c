@@ -161,14 +161,20 @@ static int get_bool(struct ctx *x, const char *key, const yaml_node_t *n,
 	for (yaml_node_pair_t *p = (map)->data.mapping.pairs.start; \
 	    p < (map)->data.mapping.pairs.top; p++)
 
-static int key_of(struct ctx *x, yaml_node_pair_t *p, const char **key,
-    yaml_node_t **k, yaml_node_t **v)
+static int key_of(struct ctx *x, const yaml_node_t *map, yaml_node_pair_t *p,
+    const char **key, yaml_node_t **k, yaml_node_t **v)
 {
 	*k = yaml_document_get_node(x->doc, p->key);
 	*v = yaml_document_get_node(x->doc, p->value);
 	*key = scalar(*k);
 	if (*key == NULL)
 		return bad(x, *k, "expected a plain key");
+	/* A key given twice: the file does not say which it means. */
+	for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+		const char *earlier = scalar(yaml_document_get_node(x->doc, q->key));
+		if (earlier && strcmp(earlier, *key) == 0)
+			return bad(x, *k, "'%s' is given twice in this mapping", *key);
+	}
 	return 0;
 }
 
@@ -184,7 +190,7 @@ static int load_network(struct ctx *x, const yaml_node_t *map,
 		yaml_node_t *k, *v;
 		int rc = 0;
 
-		if (key_of(x, p, &key, &k, &v) < 0)
+		if (key_of(x, map, p, &key, &k, &v) < 0)
 			return -1;
 		if (strcmp(key, "mode") == 0)
 			rc = get_string(x, "network.mode", v, &net->mode);
@@ -220,7 +226,7 @@ static int load_group(struct ctx *x, const yaml_node_t *map,
 		yaml_node_t *k, *v;
 		int rc = 0;
 
-		if (key_of(x, p, &key, &k, &v) < 0)
+		if (key_of(x, map, p, &key, &k, &v) < 0)
 			return -1;
 		if (strcmp(key, "name") == 0) {
 			rc = get_string(x, "name", v, &g->name);
@@ -302,7 +308,7 @@ static int load_config(struct ctx *x, const yaml_node_t *map)
 		yaml_node_t *k, *v;
 		int rc = 0;
 
-		if (key_of(x, p, &key, &k, &v) < 0)
+		if (key_of(x, map, p, &key, &k, &v) < 0)
 			return -1;
 		if (strcmp(key, "image") == 0)
 			rc = get_string(x, "image", v, &x->c->image);
@@ -370,7 +376,7 @@ int config_load(struct vs_config *c, const char *path, struct vs_err *e)
 		const char *key;
 		yaml_node_t *k, *v;
 
-		if (key_of(&x, p, &key, &k, &v) < 0)
+		if (key_of(&x, root, p, &key, &k, &v) < 0)
 			goto out;
 		if (strcmp(key, "config") == 0) {
 			found = true;

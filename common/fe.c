@@ -23,31 +23,54 @@ const char *fe_progname(void)
 	return progname;
 }
 
+/* Write s with control characters escaped, so that a message naming a
+ * path with a newline in it stays on one line. */
+static void put_escaped(const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '\n')
+			fputs("\\n", stderr);
+		else if (c == '\t')
+			fputs("\\t", stderr);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(stderr, "\\x%02x", c);
+		else
+			fputc(c, stderr);
+	}
+}
+
 void fe_warn(const char *fmt, ...)
 {
+	char msg[2048];
 	va_list ap;
 
-	fprintf(stderr, "%s: ", progname);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	fprintf(stderr, "%s: ", progname);
+	put_escaped(msg);
 	fputc('\n', stderr);
 }
 
 int fe_fail(const struct vs_err *e)
 {
-	fprintf(stderr, "%s: %s\n", progname, e->msg);
+	fprintf(stderr, "%s: ", progname);
+	put_escaped(e->msg);
+	fputc('\n', stderr);
 	return e->code ? e->code : EX_SOFTWARE;
 }
 
 int fe_usage_error(const char *synopsis, const char *fmt, ...)
 {
+	char msg[2048];
 	va_list ap;
 
-	fprintf(stderr, "%s: ", progname);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	fprintf(stderr, "%s: ", progname);
+	put_escaped(msg);
 	fprintf(stderr, "\nusage: %s\n", synopsis);
 	return EX_USAGE;
 }

@@ -16,7 +16,12 @@ int path_split(const char *path, char **dir, char **base)
 
 	while (len > 1 && path[len - 1] == '/')
 		len--;
-	slash = memrchr(path, '/', len);
+	slash = NULL;
+	for (size_t i = len; i > 0; i--)
+		if (path[i - 1] == '/') {
+			slash = path + i - 1;
+			break;
+		}
 	if (slash == NULL) {
 		d = strdup(".");
 		b = strndup(path, len);
@@ -64,8 +69,8 @@ char *path_abs(const char *path, struct vs_err *e)
 		return vs_error(e, EX_OSERR, errno, "%s", path), NULL;
 	real = realpath(dir, NULL);
 	if (real == NULL)
-		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
-		    "%s", dir), NULL;
+		return vs_error(e, errno == EACCES ? EX_NOPERM : EX_CANTCREAT,
+		    errno, "%s", dir), NULL;
 	if (strcmp(base, "/") == 0 || strcmp(base, ".") == 0 ||
 	    strcmp(base, "..") == 0) {
 		/* The path names a directory itself. */

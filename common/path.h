@@ -9,8 +9,9 @@
  * ignored.  Returns -1 with errno set on failure. */
 int path_split(const char *path, char **dir, char **base);
 
-/* The absolute form of path, whose directory must exist (the last component
- * need not): realpath(dir) + "/" + base.  malloc'd, or NULL with e set. */
+/* The absolute form of an output's path, whose directory must exist (the
+ * last component need not): realpath(dir) + "/" + base.  malloc'd, or NULL
+ * with e set (EX_CANTCREAT when the directory is missing). */
 char *path_abs(const char *path, struct vs_err *e);
 
 /* dir + "/" + name, malloc'd; NULL on ENOMEM. */

@@ -55,8 +55,15 @@ int run_capture(const char *const argv[], int *status, char *out, size_t outlen,
 	int p[2], rc, ws;
 	pid_t pid;
 
+#ifdef __linux__
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return vs_error(e, EX_OSERR, errno, "pipe");
+#else
+	if (pipe(p) < 0)
+		return vs_error(e, EX_OSERR, errno, "pipe");
+	fcntl(p[0], F_SETFD, FD_CLOEXEC);
+	fcntl(p[1], F_SETFD, FD_CLOEXEC);
+#endif
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, p[1], 1);

@@ -19,7 +19,7 @@ int size_parse(const char *s, uint64_t *bytes, struct vs_err *e)
 		unsigned d = (unsigned)(*p - '0');
 		if (n > (SIZE_MAX_BYTES - d) / 10)
 			return vs_error(e, EX_USAGE, 0,
-			    "size '%s' is too large: at most 8388607T", s);
+			    "size '%s' is too large: at most 8388607T (%s)", s, FORM);
 		n = n * 10 + d;
 	}
 	switch (*p) {
@@ -42,7 +42,7 @@ int size_parse(const char *s, uint64_t *bytes, struct vs_err *e)
 		    "invalid size '%s': must be more than zero, like 15G", s);
 	if (n > (SIZE_MAX_BYTES >> shift))
 		return vs_error(e, EX_USAGE, 0,
-		    "size '%s' is too large: at most 8388607T", s);
+		    "size '%s' is too large: at most 8388607T (%s)", s, FORM);
 	*bytes = n << shift;
 	return 0;
 }
@@ -55,7 +55,7 @@ int size_parse_disk(const char *s, uint64_t *bytes, struct vs_err *e)
 		return -1;
 	if (b < SIZE_DISK_MIN)
 		return vs_error(e, EX_USAGE, 0,
-		    "size '%s' is too small: a disk is at least 5G", s);
+		    "size '%s' is too small: a disk is at least 5G (%s)", s, FORM);
 	*bytes = b;
 	return 0;
 }

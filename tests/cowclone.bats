@@ -95,12 +95,65 @@ qemu_hold() {
 @test "a destination in a missing directory is refused" {
 	mkimage src.img 256M 0
 	run_split cowclone src.img no/such/dst.img
-	assert_refused 66 "no/such: No such file or directory"
+	assert_refused 73 "no/such: No such file or directory"
+}
+
+@test "the source itself is never the destination, even with -f" {
+	mkimage slicer-base.img 256M 1
+	ino=$(stat -c %i slicer-base.img)
+	sum=$(md5sum < slicer-base.img)
+	run_split cowclone -f slicer-base.img slicer-base.img
+	assert_refused 64 "slicer-base.img is the source itself"
+	run_split cowclone -f -s 6G slicer-base.img ./slicer-base.img
+	assert_refused 64 "is the source itself"
+	run_split cowclone -f slicer-base <<< "{\"base\":{\"path\":\"$T/slicer-base.img\"}}"
+	assert_refused 64 "is the source itself"
+	[ "$(stat -c %i slicer-base.img)" = "$ino" ]
+	[ "$(md5sum < slicer-base.img)" = "$sum" ]
+	assert_no_temp .
+}
+
+@test "a FIFO as the source is refused at once" {
+	mkfifo ff
+	run_split timeout 10 cowclone ff disk.img
+	assert_refused 65 "ff: not a regular file"
+	[ ! -e disk.img ]
+}
+
+@test "a destination ending in '/' is refused" {
+	mkimage src.img 256M 0
+	run_split cowclone src.img newdir/
+	assert_refused 73 "newdir/: ends with '/'"
+	[ ! -e newdir ]
+}
+
+@test "paths that JSON cannot carry are refused before any work" {
+	mkdir w && cd w
+	mkimage src.img 256M 0
+	run_split cowclone src.img $'bad\xff.img'
+	assert_refused 64 "not valid UTF-8"
+	left=$(ls -A | grep -v '^src.img$' || true)
+	[ -z "$left" ] || fail "left: $left"
+}
+
+@test "a path with a newline gives a one-line message" {
+	run_split cowclone $'no\nsuch.img' disk.img
+	assert_refused 66 'no\\nsuch.img: No such file'
+	assert_one_line
+}
+
+@test "-s larger than the filesystem allows fails before copying" {
+	ext4_dir "$T/e"
+	mkimage "$T/e/src.img" 1G 1
+	run_split cowclone -s 17T "$T/e/src.img" "$T/e/disk.img"
+	assert_refused 74 "disk.img: cannot be 17T: File too large"
+	[ ! -e "$T/e/disk.img" ]
+	assert_no_temp "$T/e"
 }
 
 @test "fallback on ext4: sparse, same content, no more blocks than the source" {
-	fstype=$(stat -f -c %T .)
-	[[ $fstype == ext2/ext3 ]] || skip "the test directory is on $fstype, not ext4"
+	ext4_dir "$T/e"
+	cd "$T/e"
 	mkimage src.img 2G 24
 	run_split cowclone src.img disk.img
 	assert_success
@@ -113,8 +166,8 @@ qemu_hold() {
 	[ "$(jqo '.disk.size')" -eq $((2 << 30)) ]
 	[ "$(jqo '.disk.allocated')" -eq $(( $(blocks disk.img) * 512 )) ]
 	[ "$(jqo '.disk.copied')" -ge $((24 << 20)) ]
-	[ "$(jqo '.disk.path')" = "$T/disk.img" ]
-	[ "$(jqo '.disk.source')" = "$T/src.img" ]
+	[ "$(jqo '.disk.path')" = "$T/e/disk.img" ]
+	[ "$(jqo '.disk.source')" = "$T/e/src.img" ]
 	[ "$(jqo '.disk | keys_unsorted | join(",")')" = "path,source,method,size,allocated,copied" ]
 	e2fsck -fn disk.img
 	assert_no_temp .
@@ -194,6 +247,8 @@ qemu_hold() {
 }
 
 @test "a signal in the middle of a copy leaves no temporary file and the destination intact" {
+	ext4_dir "$T/e"
+	cd "$T/e"
 	# 1.5 GB of data that is not zeros: long enough a copy to interrupt.
 	yes vmstrap | head -c 1536M > big.img
 	echo precious > disk.img
@@ -235,6 +290,10 @@ qemu_hold() {
 	run_split cowclone -s 6G src.img same.img
 	assert_success
 	[ "$(stat -c %s same.img)" -eq $((6 << 30)) ]
+	# Nothing grows, so the image need not be ext4.
+	truncate -s 5G raw.img
+	run_split cowclone -s 5G raw.img raw2.img
+	assert_success
 	run_split cowclone -s 5G src.img small.img
 	assert_refused 64 "-s 5G is smaller than src.img \(6G\): a clone can grow, never shrink"
 	[ ! -e small.img ]
@@ -294,6 +353,8 @@ qemu_hold() {
 
 @test "progress is drawn on a terminal only, and never with NO_COLOR or -q" {
 	command -v script >/dev/null || fail "script(1) missing (bsdutils)"
+	ext4_dir "$T/e"
+	cd "$T/e"
 	mkimage src.img 1G 16
 	script -qec "cowclone src.img a.img >/dev/null" /dev/null > tty.out
 	grep -q 'cowclone: copying' tty.out

@@ -135,3 +135,45 @@ push() {
 	skopeo copy -q --dest-tls-verify=false "$@" "oci:$src" "docker://$REG/$dst" ||
 		fail "skopeo could not push $dst"
 }
+
+# start_proxy MODE [COUNT] [FAULTPROXY-ARGS...]: tests/faultproxy in front
+# of the registry ($REG).  Sets PROXY (host:port), PROXY_PID and PROXY_DIR;
+# write a mode to $PROXY_DIR/port.mode to change it.
+start_proxy() {
+	local mode=$1 n=${2:--1}
+	shift 2 || shift $#
+	local fp=${VS_FAULTPROXY:-$VS_TOP/build/tests/faultproxy}
+	[ -x "$fp" ] || fail "$fp is not built (make unit)"
+	PROXY_DIR=$(mktemp -d "$T/proxy.XXXXXX")
+	"$fp" -u "${REG##*:}" -m "$mode" -n "$n" -p "$PROXY_DIR/port" \
+		-l "$PROXY_DIR/log" "$@" 2> "$PROXY_DIR/err" &
+	PROXY_PID=$!
+	for _ in $(seq 100); do
+		[ -s "$PROXY_DIR/port" ] && break
+		sleep 0.02
+	done
+	[ -s "$PROXY_DIR/port" ] || fail "faultproxy did not start: $(cat "$PROXY_DIR/err")"
+	PROXY=127.0.0.1:$(cat "$PROXY_DIR/port")
+	echo "$PROXY_PID" >> "$T/.pids"
+}
+
+kill_started() {
+	[ -f "$T/.pids" ] || return 0
+	while read -r p; do
+		kill "$p" 2>/dev/null || true
+	done < "$T/.pids"
+	rm -f "$T/.pids"
+}
+
+# ext4_dir DIR: a directory on ext4 (no reflink), for the copying fallback:
+# a loop-mounted ext4 as root, else the test's own directory if it is ext4;
+# skip, saying why, when neither can be had.
+ext4_dir() {
+	if [ "$(id -u)" -eq 0 ]; then
+		mount_loop ext4 3G "$1"
+	elif [ "$(stat -f -c %T "$T")" = ext2/ext3 ]; then
+		mkdir -p "$1"
+	else
+		skip "needs root for a loop-mounted ext4, and $T is on $(stat -f -c %T "$T")"
+	fi
+}

@@ -127,12 +127,15 @@ static void test_size(void)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		memset(&e, 0, sizeof e);
 		int rc = size_parse(bad[i].s, &v, &e);
-		ok(rc == -1 && e.code == EX_USAGE && strstr(e.msg, bad[i].why),
-		    "size '%s' refused: %s", bad[i].s, e.msg);
+		ok(rc == -1 && e.code == EX_USAGE && strstr(e.msg, bad[i].why) &&
+		    strstr(e.msg, "like 15G"),
+		    "size '%s' refused, showing the accepted form: %s", bad[i].s,
+		    e.msg);
 	}
 	memset(&e, 0, sizeof e);
 	ok(size_parse_disk("4G", &v, &e) == -1 && e.code == EX_USAGE &&
-	    strstr(e.msg, "at least 5G"), "disk size 4G refused: %s", e.msg);
+	    strstr(e.msg, "at least 5G") && strstr(e.msg, "like 15G"),
+	    "disk size 4G refused: %s", e.msg);
 	ok(size_parse_disk("4095M", &v, &e) == -1, "disk size 4095M refused");
 	ok(size_parse_disk("5G", &v, &e) == 0 && v == SIZE_DISK_MIN,
 	    "disk size 5G accepted");
@@ -311,6 +314,12 @@ static void test_config(void)
 		{ "- a\n", "expected a mapping" },
 		{ "config:\n  host_groups: 3\n", "expected a list" },
 		{ "config:\n  host_groups:\n    - name: ../x\n", "must not contain" },
+		{ "config:\n  image: a\n  image: b\n", ":3:3: 'image' is given twice" },
+		{ "config:\n  host_groups: []\n  host_groups:\n    - name: a\n",
+		  "'host_groups' is given twice" },
+		{ "config: {}\nconfig: {}\n", "'config' is given twice" },
+		{ "config:\n  host_groups:\n    - name: a\n      vcpu: 1\n      vcpu: 2\n",
+		  "'vcpu' is given twice" },
 	};
 	for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++) {
 		write_file(bad, bads[i].text);
@@ -401,7 +410,7 @@ static void test_atomic(void)
 
 	memset(&e, 0, sizeof e);
 	cleanup_free char *nodir = tmp_path("no/such/dir/file");
-	ok(atomic_open(&af, nodir, 0644, &e) == -1 && e.code == EX_NOINPUT,
+	ok(atomic_open(&af, nodir, 0644, &e) == -1 && e.code == EX_CANTCREAT,
 	    "a missing directory is refused: %s", e.msg);
 
 	/* A signal while the temporary file exists removes it. */
@@ -502,8 +511,8 @@ static void test_path(void)
 	cleanup_free char *cwd = getcwd(NULL, 0);
 	cleanup_free char *want = path_join(cwd, "tests/x.img");
 	ok(abs && strcmp(abs, want) == 0, "path_abs resolves the directory");
-	ok(path_abs("/no/such/dir/x", &e) == NULL && e.code == EX_NOINPUT,
-	    "path_abs of a missing directory fails");
+	ok(path_abs("/no/such/dir/x", &e) == NULL && e.code == EX_CANTCREAT,
+	    "path_abs of a missing directory fails: the output cannot be made");
 	cleanup_free char *j = path_join("/a/", "b");
 	ok(strcmp(j, "/a/b") == 0, "join does not double the slash");
 }
