@@ -93,7 +93,14 @@ check:
 	$(MAKE) all unit
 	BUILD=$(BUILD) VALGRIND=$(VALGRIND) tests/run
 
-unit: $(UNIT)
+# A test tool: a loopback proxy that injects faults (tests/faultproxy.c).
+FAULTPROXY := $(BUILD)/tests/faultproxy
+$(FAULTPROXY): tests/faultproxy.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(call CRYPTO,cflags) -MMD -MP -o $@ $< $(LDFLAGS) \
+		$(call CRYPTO,libs) $(LDLIBS)
+
+unit: $(UNIT) $(FAULTPROXY)
 
 test: all unit
 	BUILD=$(BUILD) VALGRIND=$(VALGRIND) tests/run

@@ -54,8 +54,30 @@ struct resp {
 	char location[2048];
 	char www_auth[1024];
 	long retry_after;	/* seconds, or -1 */
+	CURLcode cc;		/* how the transfer ended */
 	char errbuf[CURL_ERROR_SIZE];
 };
+
+/* Transport failures worth another try: not a certificate, a bad URL or a
+ * protocol the server does not speak. */
+static bool transient(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return true;
+	default:
+		return false;
+	}
+}
 
 static bool curl_ready;
 
@@ -311,6 +333,7 @@ static int request(struct registry *r, const char *url, bool head,
 	curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, h);
 	r->requests++;
 	cc = curl_easy_perform(r->curl);
+	rs->cc = cc;
 	curl_slist_free_all(h);
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && rs->overflow))
 		return vs_error(e, EX_UNAVAILABLE, 0, "%s: %s", r->ref.registry,
@@ -464,7 +487,7 @@ static int authed_request(struct registry *r, const char *path, bool head,
 				snprintf(url, sizeof url, "%s%s", r->base, path);
 				continue;
 			}
-			if (attempt >= ATTEMPTS)
+			if (attempt >= ATTEMPTS || !transient(rs->cc))
 				return -1;
 			nap(backoff(attempt, -1));
 			continue;
@@ -818,6 +841,10 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 	}
 	/* 5xx, 429, a dropped connection or a short body: try again, from
 	 * where we are. */
+	if (cc != CURLE_OK && !transient(cc))
+		return vs_error(e, EX_UNAVAILABLE, 0, "%s: %s: %s",
+		    x->r->ref.registry, what,
+		    x->rs.errbuf[0] ? x->rs.errbuf : curl_easy_strerror(cc));
 	if (++x->attempts >= ATTEMPTS) {
 		if (cc != CURLE_OK)
 			return vs_error(e, EX_UNAVAILABLE, 0,
@@ -846,6 +873,10 @@ static void xfer_free(struct xfer *x, CURLM *multi)
 	curl_slist_free_all(x->hdrs);
 	if (x->hashing)
 		digester_free(&x->d);
+	/* A partial file that got nothing is no use to a later run. */
+	if (x->fd >= 0 && x->state != X_WAITING && x->state != X_DONE &&
+	    x->off == 0 && x->partial)
+		unlink(x->partial);
 	if (x->fd >= 0)
 		close(x->fd);
 	free(x->rs.body);

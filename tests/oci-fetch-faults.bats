@@ -1,0 +1,232 @@
+#!/usr/bin/env bats
+# oci-fetch when things go wrong: faults injected by tests/faultproxy in
+# front of a real docker-registry, authentication (Basic over TLS with a
+# test CA, and Bearer tokens), redirects, and a kill -9 in mid-download.
+
+load helpers
+
+setup_file() {
+	export FIX=$BATS_FILE_TMPDIR/fix
+	"$VS_TOP/scripts/mkoci" "$FIX" 4 > /dev/null || fail "mkoci failed"
+	start_registry "$BATS_FILE_TMPDIR/registry"
+	push "$FIX:one" test/one:latest
+	push "$FIX:multi" test/multi:latest
+	export PLAIN_REG=$REG PLAIN_PID=$REG_PID
+
+	# A second registry with TLS (a certificate for registry.test from a
+	# CA of our own) and htpasswd's Basic authentication.
+	local d=$BATS_FILE_TMPDIR/tls
+	mkdir -p "$d"
+	(
+		cd "$d" || exit 1
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=vmstrap-test-ca \
+			-keyout ca.key -out ca.pem
+		openssl req -newkey rsa:2048 -nodes -subj /CN=registry.test \
+			-keyout reg.key -out reg.csr
+		printf 'subjectAltName=DNS:registry.test\n' > ext
+		openssl x509 -req -in reg.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+			-days 2 -extfile ext -out reg.pem
+		htpasswd -Bbn alice 'wonder land' > htpasswd
+	) > /dev/null 2>&1 || fail "could not make the test CA and htpasswd"
+	export TLS_DIR=$d
+	local port
+	for _ in 1 2 3 4 5 6 7 8; do
+		port=$((20000 + RANDOM % 20000))
+		cat > "$d/registry.yml" <<-EOF
+		version: 0.1
+		log: {level: info, formatter: text}
+		storage: {filesystem: {rootdirectory: $d/data}}
+		http: {addr: 127.0.0.1:$port, tls: {certificate: $d/reg.pem, key: $d/reg.key}}
+		auth: {htpasswd: {realm: vmstrap-test, path: $d/htpasswd}}
+		EOF
+		docker-registry serve "$d/registry.yml" > "$d/registry.log" 2>&1 &
+		TLS_PID=$!
+		for _ in $(seq 100); do
+			curl -sk -o /dev/null "https://127.0.0.1:$port/v2/" && break 2
+			kill -0 "$TLS_PID" 2>/dev/null || break
+			sleep 0.05
+		done
+	done
+	export TLS_PORT=$port TLS_PID
+	skopeo copy -q --dest-tls-verify=false --dest-creds 'alice:wonder land' \
+		"oci:$FIX:one" "docker://127.0.0.1:$port/test/one:latest" ||
+		fail "could not push to the TLS registry"
+}
+
+teardown_file() {
+	kill "$PLAIN_PID" "$TLS_PID" 2>/dev/null || true
+}
+
+setup() {
+	cd "$T"
+	REG=$PLAIN_REG
+	unset no_proxy NO_PROXY https_proxy HTTPS_PROXY http_proxy HTTP_PROXY
+	unset CURL_CA_BUNDLE SSL_CERT_FILE
+	export DOCKER_CONFIG=$T/docker
+	unset REGISTRY_AUTH_FILE XDG_RUNTIME_DIR
+}
+
+teardown() {
+	kill_started
+}
+
+blobs_verify() {
+	local f
+	for f in oci-cache/blobs/sha256/*; do
+		[ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$(basename "$f")" ] ||
+			fail "blob $f does not match its name"
+	done
+}
+
+# login HOST USER:PASS: a docker config.json with credentials for HOST.
+login() {
+	mkdir -p "$DOCKER_CONFIG"
+	jq -n --arg h "$1" --arg a "$(printf '%s' "$2" | base64 -w0)" \
+		'{auths: {($h): {auth: $a}}}' > "$DOCKER_CONFIG/config.json"
+}
+
+total_size() {
+	jq '[.image.layers[].size] | add' <<< "$1"
+}
+
+@test "a corrupted blob is refused and nothing is kept under its digest" {
+	start_proxy corrupt
+	run_split oci-fetch -q -j 1 "$PROXY/test/one"
+	assert_refused 65 "blob sha256:[0-9a-f]+ is corrupt: its content's digest is sha256:"
+	assert_one_line
+	d=$(grep -oE 'blob sha256:[0-9a-f]{64}' <<< "$stderr" | cut -d: -f2)
+	[ ! -e "oci-cache/blobs/sha256/$d" ]
+	[ -z "$(find oci-cache -name '*.partial')" ]
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+}
+
+@test "a body longer than its descriptor is cut off and refused" {
+	start_proxy oversize
+	run_split oci-fetch -q -j 1 "$PROXY/test/one"
+	assert_refused 65 "the registry sent more than its [0-9]+ bytes; refused"
+	[ -z "$(find oci-cache -name '*.partial')" ]
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+}
+
+@test "500s, then success" {
+	start_proxy 500 3
+	run_split oci-fetch -q "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+}
+
+@test "429 with Retry-After is honoured, then success" {
+	start_proxy 429 1
+	start=$SECONDS
+	run_split oci-fetch -q -j 1 "$PROXY/test/one"
+	assert_success
+	[ $((SECONDS - start)) -ge 1 ] || fail "Retry-After: 1 was not waited for"
+	blobs_verify
+}
+
+@test "a truncated body is fetched again" {
+	start_proxy truncate 2
+	run_split oci-fetch -q "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+}
+
+@test "a connection dropped mid-blob resumes where it stopped" {
+	start_proxy drop 2
+	run_split oci-fetch -q -j 1 "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+	# Only the missing bytes were asked for again.
+	cfg=$(stat -c %s "oci-cache/blobs/sha256/$(jqo .image.config | cut -d: -f2)")
+	[ "$(jqo .image.fetched)" -eq $(( $(total_size "$output") + cfg )) ]
+}
+
+@test "kill -9 in mid-download, then a rerun fetches only what is missing" {
+	start_proxy slow -1 -r 1048576
+	oci-fetch -q -j 1 "$PROXY/test/multi" > /dev/null 2>&1 &
+	pid=$!
+	for _ in $(seq 300); do
+		p=$(find oci-cache -name '*.partial' -size +300k 2>/dev/null | head -1)
+		[ -n "$p" ] && break
+		sleep 0.02
+	done
+	[ -n "$p" ] || fail "no partial blob appeared"
+	kill -9 "$pid"
+	wait "$pid" 2>/dev/null || true
+	had=$(stat -c %s "$p")
+	echo pass > "$PROXY_DIR/port.mode"
+	run_split oci-fetch -q "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+	total=$(( $(total_size "$output") + $(stat -c %s "oci-cache/blobs/sha256/$(jqo .image.config | cut -d: -f2)") ))
+	[ "$(jqo .image.fetched)" -le $((total - had)) ] ||
+		fail "fetched $(jqo .image.fetched) of $total with $had already there"
+	[ "$(jqo .image.reused)" -ge "$had" ]
+	[ -z "$(find oci-cache -name '*.partial')" ]
+}
+
+@test "Bearer: an anonymous token from the challenge's realm" {
+	start_proxy bearer
+	run_split oci-fetch -q "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+}
+
+@test "Bearer: a token for credentials from docker's config.json, refused without them" {
+	start_proxy bearer -1 -a 'alice:wonder land'
+	run_split oci-fetch -q "$PROXY/test/one"
+	assert_refused 77 "the token service refused an anonymous token"
+	login "$PROXY" 'alice:wonder land'
+	run_split oci-fetch -q "$PROXY/test/one"
+	assert_success
+	[[ $output != *wonder* ]]
+}
+
+@test "no Authorization is sent after a redirect to another host" {
+	start_proxy bearer+redirect -1 -a 'alice:wonder land'
+	login "$PROXY" 'alice:wonder land'
+	run_split oci-fetch -q "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+	[ "$(grep -c ' without-authorization$' "$PROXY_DIR/log")" -ge 4 ]
+	run grep -c ' with-authorization$' "$PROXY_DIR/log"
+	assert_output 0
+}
+
+@test "TLS verified with a CA from SSL_CERT_FILE, and HTTP Basic from config.json" {
+	# The proxy tunnels CONNECT to the TLS registry, whatever the name.
+	REG=127.0.0.1:$TLS_PORT start_proxy pass -1
+	export https_proxy=http://$PROXY
+	login registry.test 'alice:wonder land'
+	SSL_CERT_FILE=$TLS_DIR/ca.pem run_split oci-fetch -q registry.test/test/one
+	assert_success
+	[ "$(jqo .image.registry)" = registry.test ]
+	blobs_verify
+	[[ $output != *wonder* ]]
+	# CURL_CA_BUNDLE, as curl(1) reads it, comes first.
+	rm -rf oci-cache
+	SSL_CERT_FILE=/dev/null CURL_CA_BUNDLE=$TLS_DIR/ca.pem run_split oci-fetch -q registry.test/test/one
+	assert_success
+}
+
+@test "TLS: an unknown CA is refused; --insecure allows it for that registry" {
+	REG=127.0.0.1:$TLS_PORT start_proxy pass -1
+	export https_proxy=http://$PROXY
+	login registry.test 'alice:wonder land'
+	run_split oci-fetch -q registry.test/test/one
+	assert_refused 69 "registry.test: .*(certificate|SSL)"
+	run_split oci-fetch -q --insecure registry.test/test/one
+	assert_success
+}
+
+@test "Basic: no credentials, or wrong ones, are refused without showing them" {
+	REG=127.0.0.1:$TLS_PORT start_proxy pass -1
+	export https_proxy=http://$PROXY SSL_CERT_FILE=$TLS_DIR/ca.pem
+	run_split oci-fetch -q registry.test/test/one
+	assert_refused 77 "registry.test asks for a user name and password, and no credentials for it were found"
+	login registry.test 'alice:not the password'
+	run_split oci-fetch -q registry.test/test/one
+	assert_refused 77 "registry.test: .*HTTP 401"
+	[[ $stderr != *"not the password"* ]]
+	[[ $stderr != *"$(printf 'alice:not the password' | base64 -w0)"* ]]
+}
