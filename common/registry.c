@@ -28,6 +28,7 @@
 #define USER_AGENT "vmstrap/" "0.1"
 #define ATTEMPTS 6		/* tries of one request before giving up */
 #define ERRBODY_MAX 4096	/* what is kept of an error's body */
+#define WBUF (1u << 20)		/* a download's write buffer */
 
 struct registry {
 	struct oci_ref ref;
@@ -609,7 +610,11 @@ struct xfer {
 	char *partial, *final;
 	struct digester d;
 	bool hashing;
-	uint64_t off;		/* bytes in the partial file, all hashed */
+	uint64_t off;		/* bytes received and hashed */
+	uint64_t flushed;	/* writeback was started up to here */
+	unsigned char *wbuf;	/* received, not yet written: [off - wlen, off) */
+	size_t wlen;
+	bool write_failed;
 	uint64_t start;		/* where this request started */
 	bool checked;		/* the status was looked at */
 	bool writing;		/* this response's body goes to the file */
@@ -621,6 +626,35 @@ struct xfer {
 	char url[2048];
 	struct resp rs;		/* headers, and the body of an error */
 };
+
+/* Write what is gathered; all that was hashed is then on disk. */
+static int wbuf_flush(struct xfer *x)
+{
+	uint64_t at = x->off - x->wlen;
+
+	for (size_t done = 0; done < x->wlen; ) {
+		ssize_t w = pwrite(x->fd, x->wbuf + done, x->wlen - done,
+		    (off_t)(at + done));
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			x->write_failed = true;
+			return -1;
+		}
+		done += (size_t)w;
+	}
+	x->wlen = 0;
+#ifdef SYNC_FILE_RANGE_WRITE
+	/* Start writeback as we go, so that the fsync before the rename
+	 * does not wait for the whole blob. */
+	if (x->off - x->flushed >= (8u << 20)) {
+		sync_file_range(x->fd, (off64_t)x->flushed,
+		    (off64_t)(x->off - x->flushed), SYNC_FILE_RANGE_WRITE);
+		x->flushed = x->off;
+	}
+#endif
+	return 0;
+}
 
 static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
 {
@@ -638,7 +672,8 @@ static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
 			digester_free(&x->d);
 			if (digester_init(&x->d, x->job->digest, NULL) < 0)
 				return 0;
-			x->off = 0;
+			x->off = x->flushed = 0;
+			x->wlen = 0;
 			x->job->resumed = 0;
 		}
 	}
@@ -652,15 +687,12 @@ static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
 		x->oversize = true;
 		return 0;
 	}
-	for (size_t done = 0; done < len; ) {
-		ssize_t w = pwrite(x->fd, buf + done, len - done,
-		    (off_t)(x->off + done));
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return 0;
-		done += (size_t)w;
-	}
+	/* curl hands over at most 16 KB at a time: gather it into larger
+	 * writes. */
+	if (x->wlen + len > WBUF && wbuf_flush(x) < 0)
+		return 0;
+	memcpy(x->wbuf + x->wlen, buf, len);
+	x->wlen += len;
 	digester_update(&x->d, buf, len);
 	x->off += len;
 	x->job->fetched += len;
@@ -680,6 +712,9 @@ static int xfer_prepare(struct xfer *x, const struct oci_layout *l,
 		x->partial = NULL;
 		return vs_error(e, EX_OSERR, ENOMEM, "blob");
 	}
+	x->wbuf = malloc(WBUF);
+	if (x->wbuf == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "blob buffer");
 	x->fd = open(x->partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (x->fd < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
@@ -716,7 +751,7 @@ static int xfer_resume(struct xfer *x, const struct oci_layout *l,
 	if (st.st_size > 0 && digester_feed_fd(&x->d, x->fd,
 	    (uint64_t)st.st_size, e) < 0)
 		return -1;
-	x->off = (uint64_t)st.st_size;
+	x->off = x->flushed = (uint64_t)st.st_size;
 	x->job->resumed = x->off;
 	snprintf(x->url, sizeof x->url, "%s/v2/%s/blobs/%s", x->r->base,
 	    x->r->ref.repository, x->job->digest);
@@ -741,6 +776,8 @@ static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
 	curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->rs);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, blob_body);
+	/* Fewer receive calls; curl still hands over 16 KB at a time. */
+	curl_easy_setopt(x->easy, CURLOPT_BUFFERSIZE, 128L * 1024);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
 	curl_slist_free_all(x->hdrs);
@@ -791,6 +828,9 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 	x->rs.status = st;
 	snprintf(what, sizeof what, "blob %s", x->job->digest);
 	x->state = X_QUEUED;
+	if ((x->wlen > 0 && wbuf_flush(x) < 0) || x->write_failed)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+		    "%s", x->partial);
 	if (x->oversize) {
 		unlink(x->partial);
 		return vs_error(e, EX_DATAERR, 0,
@@ -827,7 +867,8 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 		digester_free(&x->d);
 		if (digester_init(&x->d, x->job->digest, e) < 0)
 			return -1;
-		x->off = 0;
+		x->off = x->flushed = 0;
+		x->wlen = 0;
 	}
 	if (cc == CURLE_OK && st != 416 && st != 429 && st < 500 &&
 	    !(st == 200 || st == 206)) {
@@ -880,6 +921,7 @@ static void xfer_free(struct xfer *x, CURLM *multi)
 	if (x->fd >= 0)
 		close(x->fd);
 	free(x->rs.body);
+	free(x->wbuf);
 	free(x->partial);
 	free(x->final);
 }
