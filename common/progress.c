@@ -27,6 +27,7 @@ void progress_start(struct progress *p, FILE *out, const char *label,
 	p->label = label;
 	p->total = total;
 	p->enabled = enabled;
+	clock_gettime(CLOCK_MONOTONIC, &p->start);
 }
 
 static void human(uint64_t b, char *buf, size_t len)
@@ -40,8 +41,9 @@ static void human(uint64_t b, char *buf, size_t len)
 void progress_update(struct progress *p, uint64_t done)
 {
 	struct timespec now;
-	char a[32], b[32], bar[31];
+	char a[32], b[32], r[32], bar[31];
 	unsigned pct, fill;
+	double secs;
 
 	if (!p->enabled)
 		return;
@@ -60,7 +62,11 @@ void progress_update(struct progress *p, uint64_t done)
 	bar[30] = '\0';
 	human(done, a, sizeof a);
 	human(p->total, b, sizeof b);
-	fprintf(p->out, "\r%s [%s] %3u%% %s/%s\033[K", p->label, bar, pct, a, b);
+	secs = (double)(now.tv_sec - p->start.tv_sec) +
+	    (double)(now.tv_nsec - p->start.tv_nsec) / 1e9;
+	human(secs > 0.05 ? (uint64_t)((double)done / secs) : 0, r, sizeof r);
+	fprintf(p->out, "\r%s [%s] %3u%% %s/%s %s/s\033[K", p->label, bar, pct,
+	    a, b, r);
 	fflush(p->out);
 	p->drawn = true;
 }

@@ -15,6 +15,7 @@ struct progress {
 	uint64_t total;
 	bool enabled;
 	bool drawn;
+	struct timespec start;
 	struct timespec last;
 };
 
@@ -25,7 +26,8 @@ bool progress_wanted(FILE *out, bool quiet);
 void progress_start(struct progress *p, FILE *out, const char *label,
     uint64_t total, bool enabled);
 
-/* Redraw with done of total, at most ten times a second. */
+/* Redraw with done of total and the rate so far, at most ten times a
+ * second. */
 void progress_update(struct progress *p, uint64_t done);
 
 /* Erase the line. */

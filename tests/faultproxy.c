@@ -20,9 +20,13 @@
  *   redirect  307 to this proxy's /objects/…, as registries send downloads to
  *             object storage; /objects/ requests are served from upstream and
  *             logged to LOGFILE with whether they carried an Authorization
- *   bearer    every /v2/ request needs "Authorization: Bearer vmstrap-token",
- *             else 401 with a Bearer challenge whose realm is this proxy's
- *             /token; /token gives the token (to USER:PASS only, with -a)
+ *   bearer    every /v2/ request needs "Authorization: Bearer <token>", else
+ *             401 with a Bearer challenge whose realm is this proxy's /token;
+ *             /token gives the token (to USER:PASS only, with -a) and logs
+ *             "/token issued" to LOGFILE
+ *   expire    with bearer: a token is good for three requests, then a new
+ *             one is needed
+ *   norange   Range headers are not passed on: downloads restart from 0
  *
  * Modes combine with '+' (bearer+redirect).  When PORTFILE.mode exists, its
  * first line replaces MODE for the requests that follow.
@@ -208,7 +212,7 @@ static char *fetch_upstream(const char *method, const char *path,
 
 	off = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n",
 	    method, path, upstream_port);
-	if (header(head, "Range", range, sizeof range))
+	if (!has("norange") && header(head, "Range", range, sizeof range))
 		off += snprintf(req + off, sizeof req - (size_t)off, "Range: %s\r\n", range);
 	if (header(head, "Accept", auth, sizeof auth))
 		off += snprintf(req + off, sizeof req - (size_t)off, "Accept: %s\r\n", auth);
@@ -281,17 +285,50 @@ static void send_response(int c, const char *head, size_t headlen,
 	}
 }
 
+/* The current token's number and its uses, shared in PORTFILE.token. */
+static char tokenfile[256];
+
+static long token_state(int use)
+{
+	int fd = open(tokenfile, O_RDWR | O_CREAT, 0644);
+	char buf[64] = "";
+	long n = 0, uses = 0;
+
+	if (fd < 0)
+		return 0;
+	flock(fd, LOCK_EX);
+	if (read(fd, buf, sizeof buf - 1) > 0)
+		sscanf(buf, "%ld %ld", &n, &uses);
+	if (use) {
+		uses++;
+		if (has("expire") && uses > 3) {
+			n++;
+			uses = 0;
+		}
+		snprintf(buf, sizeof buf, "%ld %ld\n", n, uses);
+		if (pwrite(fd, buf, strlen(buf), 0) < 0 ||
+		    ftruncate(fd, (off_t)strlen(buf)) < 0)
+			n = -1;
+	}
+	close(fd);
+	return n;
+}
+
 static int bearer_ok(const char *head)
 {
-	char a[512];
+	char a[512], want[64];
+	long n = token_state(0);
 
-	return header(head, "Authorization", a, sizeof a) &&
-	    strcmp(a, "Bearer vmstrap-token") == 0;
+	snprintf(want, sizeof want, "Bearer vmstrap-token-%ld", n);
+	if (!header(head, "Authorization", a, sizeof a) || strcmp(a, want) != 0)
+		return 0;
+	/* A use that wears the token out is refused: it must be renewed. */
+	return token_state(1) == n;
 }
 
 static void serve_token(int c, const char *head)
 {
-	const char *body = "{\"token\":\"vmstrap-token\",\"expires_in\":300}";
+	char body[128];
 	char a[512], want[1024], buf[1024];
 	unsigned char b64[512];
 
@@ -303,6 +340,9 @@ static void serve_token(int c, const char *head)
 			return;
 		}
 	}
+	snprintf(body, sizeof body, "{\"token\":\"vmstrap-token-%ld\",\"expires_in\":300}",
+	    token_state(0));
+	log_line("/token", "issued");
 	snprintf(buf, sizeof buf, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 	    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(body), body);
 	write_all(c, buf, strlen(buf));
@@ -436,6 +476,7 @@ int main(int argc, char *argv[])
 	}
 	snprintf(counter, sizeof counter, "%s.count", portfile);
 	snprintf(modefile, sizeof modefile, "%s.mode", portfile);
+	snprintf(tokenfile, sizeof tokenfile, "%s.token", portfile);
 	if ((f = fopen(counter, "w")) == NULL)
 		die(counter);
 	fprintf(f, "%ld\n", count);

@@ -91,36 +91,12 @@ jqo() {
 	printf '%s' "$output" | jq -r "$1"
 }
 
-# start_registry DIR: a real docker-registry (the CNCF distribution) on a
-# free loopback port, storing in DIR.  Sets REG (host:port), REG_PID and
-# REG_LOG (its access log).
+# start_registry DIR: a real docker-registry on a free loopback port
+# (scripts/start-registry).  Sets REG (host:port), REG_PID and REG_LOG.
 start_registry() {
-	local dir=$1 port
-	command -v docker-registry >/dev/null || fail "docker-registry missing (scripts/install-deps installs it)"
-	mkdir -p "$dir"
-	for _ in 1 2 3 4 5 6 7 8; do
-		port=$((20000 + RANDOM % 20000))
-		cat > "$dir/registry.yml" <<-EOF2
-		version: 0.1
-		log: {level: info, formatter: text}
-		storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}
-		http: {addr: 127.0.0.1:$port}
-		EOF2
-		docker-registry serve "$dir/registry.yml" > "$dir/registry.log" 2>&1 &
-		REG_PID=$!
-		for _ in $(seq 100); do
-			if curl -sf "http://127.0.0.1:$port/v2/" > /dev/null; then
-				REG=127.0.0.1:$port REG_LOG=$dir/registry.log
-				export REG REG_PID REG_LOG
-				return 0
-			fi
-			kill -0 "$REG_PID" 2>/dev/null || break
-			sleep 0.05
-		done
-		kill "$REG_PID" 2>/dev/null
-		wait "$REG_PID" 2>/dev/null
-	done
-	fail "could not start docker-registry: $(tail -3 "$dir/registry.log")"
+	REG=$("$VS_TOP/scripts/start-registry" "$1") || fail "could not start docker-registry"
+	REG_PID=$(cat "$1/pid") REG_LOG=$1/log
+	export REG REG_PID REG_LOG
 }
 
 # registry_requests: how many API requests the registry has answered.

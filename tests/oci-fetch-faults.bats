@@ -165,6 +165,24 @@ total_size() {
 	[ -z "$(find oci-cache -name '*.partial')" ]
 }
 
+@test "a registry that ignores Range: the download starts again and succeeds" {
+	start_proxy drop+norange 1
+	run_split oci-fetch -q -j 1 "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+	cfg=$(stat -c %s "oci-cache/blobs/sha256/$(jqo .image.config | cut -d: -f2)")
+	[ "$(jqo .image.fetched)" -gt $(( $(total_size "$output") + cfg )) ] ||
+		fail "expected the dropped blob to be fetched twice"
+}
+
+@test "Bearer: a token that expires is renewed on 401" {
+	start_proxy bearer+expire
+	run_split oci-fetch -q -j 1 "$PROXY/test/multi"
+	assert_success
+	blobs_verify
+	[ "$(grep -c '^/token issued$' "$PROXY_DIR/log")" -ge 2 ]
+}
+
 @test "Bearer: an anonymous token from the challenge's realm" {
 	start_proxy bearer
 	run_split oci-fetch -q "$PROXY/test/multi"
@@ -217,6 +235,12 @@ total_size() {
 	assert_refused 69 "registry.test: .*(certificate|SSL)"
 	run_split oci-fetch -q --insecure registry.test/test/one
 	assert_success
+	# The configuration's insecure_registry does the same.
+	rm -rf oci-cache
+	printf 'config:\n  image: registry.test/test/one\n  insecure_registry: true\n' > slicer-mac.yaml
+	run_split oci-fetch -q
+	assert_success
+	[ "$(jqo .image.registry)" = registry.test ]
 }
 
 @test "Basic: no credentials, or wrong ones, are refused without showing them" {

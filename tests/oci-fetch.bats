@@ -97,7 +97,34 @@ blobs_verify() {
 	run skopeo inspect "oci:oci-cache:$REG/test/one:latest"
 	assert_success
 	assert_output --partial "$(jqo .image.layers[0].digest 2>/dev/null || true)"
+	run umoci ls --layout oci-cache
+	assert_output "$REG/test/one:latest"
+	run umoci unpack --image "oci-cache:$REG/test/one:latest" bundle
+	assert_success
+	[ "$(cat bundle/rootfs/etc/hostname)" = one ]
 	[ -z "$(find oci-cache -name '*.partial')" ]
+}
+
+@test "the image section's keys are the ones vmstrap(7) and oci-fetch(1) document" {
+	run_split oci-fetch -q "$REG/test/one"
+	assert_success
+	code=$(jqo '.image | keys_unsorted | .[]')
+	seven=$(awk '/^\.Ss image$/ {f=1; next} f && /^\.S[sh] / {f=0} f && /^\.It Li / {print $3}' "$VS_TOP/man/vmstrap.7")
+	one=$(awk '/^\.It Li / {print $3}' "$VS_TOP/man/oci-fetch.1")
+	[ "$code" = "$seven" ] || fail "code: $code; vmstrap.7: $seven"
+	[ "$code" = "$one" ] || fail "code: $code; oci-fetch.1: $one"
+	[ "$(jqo '.image.layers[0] | keys_unsorted | join(",")')" = "digest,size,mediaType" ]
+}
+
+@test "progress is drawn on a terminal only" {
+	command -v script >/dev/null || fail "script(1) missing (bsdutils)"
+	script -qec "oci-fetch $REG/test/multi >/dev/null" /dev/null > tty.out
+	grep -q 'oci-fetch: pulling' tty.out
+	grep -q '/s' tty.out
+	rm -rf oci-cache
+	run_split oci-fetch "$REG/test/multi"
+	assert_success
+	[ -z "$stderr" ]
 }
 
 @test "a multi-layer image: every layer, in order, verified" {

@@ -538,8 +538,8 @@ static void test_progress(void)
 	progress_end(&p);
 	fflush(f);
 	ok(len > 0 && strstr(out, "copying") && strstr(out, " 50%") &&
-	    strstr(out, "100%") && strstr(out, "1.0G/1.0G"),
-	    "an enabled one draws the label, percentages and sizes");
+	    strstr(out, "100%") && strstr(out, "1.0G/1.0G") && strstr(out, "/s"),
+	    "an enabled one draws the label, percentages, sizes and the rate");
 	fclose(f);
 	free(out);
 
