@@ -663,14 +663,8 @@ int main(int argc, char *argv[])
 			return fe_finish(0);
 		case OPT_INSECURE: o.insecure = true; break;
 		case OPT_OFFLINE: o.offline = true; break;
-		case ':':
-			return fe_usage_error(SYNOPSIS, "option %s needs a value",
-			    argv[optind - 1]);
 		default:
-			if (optopt)
-				return fe_usage_error(SYNOPSIS,
-				    "unknown option '-%c'", optopt);
-			return fe_usage_error(SYNOPSIS, "unknown option '%s'",
+			return fe_bad_option(SYNOPSIS, c, optopt,
 			    argv[optind - 1]);
 		}
 	}

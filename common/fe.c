@@ -75,6 +75,15 @@ int fe_usage_error(const char *synopsis, const char *fmt, ...)
 	return EX_USAGE;
 }
 
+int fe_bad_option(const char *synopsis, int c, int opt, const char *arg)
+{
+	if (c == ':')
+		return fe_usage_error(synopsis, "option %s needs a value", arg);
+	if (opt)
+		return fe_usage_error(synopsis, "unknown option '-%c'", opt);
+	return fe_usage_error(synopsis, "unknown option '%s'", arg);
+}
+
 int fe_version(void)
 {
 	printf("%s (vmstrap) %s\n", progname, VS_VERSION);

@@ -25,6 +25,11 @@ int fe_fail(const struct vs_err *e);
 int fe_usage_error(const char *synopsis, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Report what getopt_long refused: a missing value (getopt returned ':',
+ * with optstring starting with ':') or an unknown option.  Returns EX_USAGE.
+ * Call as fe_bad_option(SYNOPSIS, c, optopt, argv[optind - 1]). */
+int fe_bad_option(const char *synopsis, int c, int opt, const char *arg);
+
 /* "prog (vmstrap) VERSION" on stdout; returns 0. */
 int fe_version(void);
 

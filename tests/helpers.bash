@@ -153,3 +153,12 @@ ext4_dir() {
 		skip "needs root for a loop-mounted ext4, and $T is on $(stat -f -c %T "$T")"
 	fi
 }
+
+# blobs_verify: every blob in ./oci-cache has the digest it is named by.
+blobs_verify() {
+	local f
+	for f in oci-cache/blobs/sha256/*; do
+		[ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$(basename "$f")" ] ||
+			fail "blob $f does not match its name"
+	done
+}

@@ -70,14 +70,6 @@ teardown() {
 	kill_started
 }
 
-blobs_verify() {
-	local f
-	for f in oci-cache/blobs/sha256/*; do
-		[ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$(basename "$f")" ] ||
-			fail "blob $f does not match its name"
-	done
-}
-
 # login HOST USER:PASS: a docker config.json with credentials for HOST.
 login() {
 	mkdir -p "$DOCKER_CONFIG"

@@ -35,15 +35,6 @@ fixture_digest() {
 	jq -r --arg r "$1" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest' "$FIX/index.json"
 }
 
-# blobs_verify: every blob in ./oci-cache has the digest it is named by.
-blobs_verify() {
-	local f
-	for f in oci-cache/blobs/sha256/*; do
-		[ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$(basename "$f")" ] ||
-			fail "blob $f does not match its name"
-	done
-}
-
 @test "-h, -V and bad options" {
 	run_split oci-fetch -h
 	assert_success
