@@ -76,7 +76,8 @@ struct copier {
 	bool flush;		/* start writeback as we go */
 	uint64_t copied;
 	uint64_t scanned, total;
-	uint64_t flushed;	/* writeback was started up to here */
+	uint64_t pending;	/* bytes written since writeback last started */
+	uint64_t pending_from;	/* where the first of them is */
 	clone_progress_fn progress;
 	void *arg;
 	struct vs_err *e;
@@ -131,12 +132,17 @@ static int write_slot(struct copier *c, struct slot *s, struct vs_err *e)
 		i = j;
 	}
 #ifdef SYNC_FILE_RANGE_WRITE
-	/* Have the kernel start writing what we wrote, so that the final
-	 * fsync does not wait for all of it at once. */
-	if (c->flush && s->off + s->len - c->flushed >= FLUSH_EVERY) {
-		sync_file_range(c->dst, (off64_t)c->flushed,
-		    (off64_t)(s->off + s->len - c->flushed), SYNC_FILE_RANGE_WRITE);
-		c->flushed = s->off + s->len;
+	/* Have the kernel start writing what we wrote, every FLUSH_EVERY
+	 * bytes of data (not of offsets: the data may be far apart), so that
+	 * the final fsync does not wait for all of it at once. */
+	if (c->pending == 0)
+		c->pending_from = s->off;
+	c->pending += s->len;
+	if (c->flush && c->pending >= FLUSH_EVERY) {
+		sync_file_range(c->dst, (off64_t)c->pending_from,
+		    (off64_t)(s->off + s->len - c->pending_from),
+		    SYNC_FILE_RANGE_WRITE);
+		c->pending = 0;
 	}
 #endif
 	return 0;

@@ -897,8 +897,14 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 			    "%s: %s: the body ended after %llu of %lld bytes (after %d tries)",
 			    x->r->ref.registry, what, (unsigned long long)x->off,
 			    (long long)x->job->size, x->attempts);
-		status_error(x->r, &x->rs, what, e);
-		return vs_error_prefix(e, "after %d tries", x->attempts);
+		{
+			char says[512];
+			registry_says(&x->rs, says, sizeof says);
+			return vs_error(e, EX_UNAVAILABLE, 0,
+			    "%s: %s: HTTP %ld%s%s (after %d tries)",
+			    x->r->ref.registry, what, st, says[0] ? ": " : "", says,
+			    x->attempts);
+		}
 	}
 	x->not_before = now() + backoff(x->attempts, x->rs.retry_after);
 	return 0;

@@ -107,6 +107,14 @@ total_size() {
 	blobs_verify
 }
 
+@test "500s that do not stop: a bounded number of tries, then the registry's status" {
+	start_proxy 500
+	run_split oci-fetch -q -j 1 "$PROXY/test/one"
+	assert_refused 69 "^oci-fetch: $PROXY: blob sha256:[0-9a-f]+: HTTP 500 \(after 6 tries\)$"
+	assert_one_line
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+}
+
 @test "429 with Retry-After is honoured, then success" {
 	start_proxy 429 1
 	start=$SECONDS
