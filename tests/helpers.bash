@@ -162,3 +162,13 @@ blobs_verify() {
 			fail "blob $f does not match its name"
 	done
 }
+
+# fixture_registry DIR: the fixture images of scripts/mkoci in $FIX, and a
+# registry (start_registry) with test/one and test/multi pushed to it.
+fixture_registry() {
+	export FIX=$1/fix
+	"$VS_TOP/scripts/mkoci" "$FIX" 4 > /dev/null || fail "mkoci failed"
+	start_registry "$1/registry"
+	push "$FIX:one" test/one:latest
+	push "$FIX:multi" test/multi:latest
+}

@@ -6,11 +6,7 @@
 load helpers
 
 setup_file() {
-	export FIX=$BATS_FILE_TMPDIR/fix
-	"$VS_TOP/scripts/mkoci" "$FIX" 4 > /dev/null || fail "mkoci failed"
-	start_registry "$BATS_FILE_TMPDIR/registry"
-	push "$FIX:one" test/one:latest
-	push "$FIX:multi" test/multi:latest
+	fixture_registry "$BATS_FILE_TMPDIR"
 	export PLAIN_REG=$REG PLAIN_PID=$REG_PID
 
 	# A second registry with TLS (a certificate for registry.test from a

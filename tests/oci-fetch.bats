@@ -5,11 +5,7 @@
 load helpers
 
 setup_file() {
-	export FIX=$BATS_FILE_TMPDIR/fix
-	"$VS_TOP/scripts/mkoci" "$FIX" 4 > /dev/null || fail "mkoci failed"
-	start_registry "$BATS_FILE_TMPDIR/registry"
-	push "$FIX:one" test/one:latest
-	push "$FIX:multi" test/multi:latest
+	fixture_registry "$BATS_FILE_TMPDIR"
 	push "$FIX:index" test/index:latest --all
 	push "$FIX:one" test/docker:latest --format v2s2
 	push "$FIX:amd64" test/amd64:latest
