@@ -438,6 +438,14 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 			return vs_error(e, EX_NOINPUT, 0,
 			    "%s: blobs of %s are missing (fetch it without --offline)",
 			    s->layout.root, s->ref.name);
+		pl = json_object_get(cached, "platform");
+		if (pl && !platform_matches(pl, &s->want)) {
+			char name[96];
+			platform_name(&s->want, name, sizeof name);
+			return vs_error(e, EX_NOINPUT, 0,
+			    "%s: the cache has %s for %s, not for %s (choose with -p, or fetch without --offline)",
+			    s->layout.root, s->ref.name, s->platform, name);
+		}
 		s->was_reused = true;
 		return 0;
 	}
@@ -459,7 +467,7 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 		}
 		if (registry_manifest(s->reg, reference, true, &m, e) < 0)
 			return -1;
-		if (strcmp(m.digest, source) == 0) {
+		if (m.digest[0] && strcmp(m.digest, source) == 0) {
 			s->was_reused = true;
 			return 0;
 		}
@@ -537,7 +545,8 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 	rc = -1;
 	for (size_t i = 0; i < n; i++) {
 		s->fetched += jobs[i].fetched;
-		s->reused += (uint64_t)jobs[i].size - jobs[i].fetched;
+		s->reused += jobs[i].present ? (uint64_t)jobs[i].size :
+		    jobs[i].resumed;
 	}
 	if (strcmp(mt, MT_DOCKER_MANIFEST) == 0) {
 		size_t len = 0;
@@ -711,8 +720,14 @@ int main(int argc, char *argv[])
 		    "no image: give REF, or set config.image in %s", CONFIG_FILE);
 	}
 	rc = ref_parse(refstr, &s.ref, &e);
-	if (rc == 0 && cfg.insecure_registry)
-		o.insecure = true;
+	if (rc == 0 && cfg.insecure_registry && cfg.image) {
+		/* It names the configuration's registry, and no other. */
+		struct oci_ref cref;
+		struct vs_err ignore;
+		if (ref_parse(cfg.image, &cref, &ignore) == 0 &&
+		    strcmp(cref.registry, s.ref.registry) == 0)
+			o.insecure = true;
+	}
 	config_free(&cfg);
 	if (rc < 0)
 		return fe_fail(&e);

@@ -54,7 +54,8 @@ static int write_new(const char *root, const char *name, const char *text,
 int layout_open(struct oci_layout *l, const char *root, bool create,
     struct vs_err *e)
 {
-	cleanup_free char *blobs = NULL, *sha = NULL, *layout = NULL;
+	cleanup_free char *blobs = NULL, *sha = NULL, *sha512 = NULL;
+	cleanup_free char *layout = NULL;
 	struct stat st;
 
 	l->root = NULL;
@@ -66,7 +67,8 @@ int layout_open(struct oci_layout *l, const char *root, bool create,
 	layout = path_join(l->root, "oci-layout");
 	blobs = path_join(l->root, "blobs");
 	sha = path_join(l->root, "blobs/sha256");
-	if (!layout || !blobs || !sha) {
+	sha512 = path_join(l->root, "blobs/sha512");
+	if (!layout || !blobs || !sha || !sha512) {
 		layout_close(l);
 		return vs_error(e, EX_OSERR, ENOMEM, "%s", root);
 	}
@@ -80,6 +82,7 @@ int layout_open(struct oci_layout *l, const char *root, bool create,
 		return 0;
 	}
 	if (mkdir_p1(blobs, e) < 0 || mkdir_p1(sha, e) < 0 ||
+	    mkdir_p1(sha512, e) < 0 ||
 	    write_new(l->root, "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}\n", e) < 0 ||
 	    write_new(l->root, "index.json",
 	    "{\"schemaVersion\":2,\"manifests\":[]}\n", e) < 0) {
@@ -204,10 +207,14 @@ static json_t *read_index(const struct oci_layout *l, struct vs_err *e)
 {
 	cleanup_free char *p = path_join(l->root, "index.json");
 	json_error_t jerr;
+	struct stat st;
 	json_t *idx;
 
 	if (p == NULL)
 		return vs_error(e, EX_OSERR, ENOMEM, "index.json"), NULL;
+	if (stat(p, &st) == 0 && st.st_size > INDEX_MAX)
+		return vs_error(e, EX_DATAERR, 0, "%s: larger than %u bytes", p,
+		    INDEX_MAX), NULL;
 	idx = json_load_file(p, JSON_REJECT_DUPLICATES, &jerr);
 	if (idx == NULL)
 		return vs_error(e, EX_DATAERR, 0, "%s:%d:%d: %s", p, jerr.line,

@@ -54,6 +54,7 @@ struct resp {
 	char digest[DIGEST_MAX];
 	char location[2048];
 	char www_auth[1024];
+	char range[128];	/* Content-Range */
 	long retry_after;	/* seconds, or -1 */
 	CURLcode cc;		/* how the transfer ended */
 	char errbuf[CURL_ERROR_SIZE];
@@ -192,7 +193,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg)
 	if (strncmp(line, "HTTP/", 5) == 0) {
 		/* A new response (after a 100 Continue, say). */
 		rs->ctype[0] = rs->digest[0] = rs->location[0] = '\0';
-		rs->www_auth[0] = '\0';
+		rs->www_auth[0] = rs->range[0] = '\0';
 		rs->retry_after = -1;
 		return len;
 	}
@@ -211,6 +212,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg)
 		snprintf(rs->location, sizeof rs->location, "%s", v);
 	else if (strcasecmp(line, "WWW-Authenticate") == 0)
 		snprintf(rs->www_auth, sizeof rs->www_auth, "%s", v);
+	else if (strcasecmp(line, "Content-Range") == 0)
+		snprintf(rs->range, sizeof rs->range, "%s", v);
 	else if (strcasecmp(line, "Retry-After") == 0 && isdigit((unsigned char)*v))
 		rs->retry_after = strtol(v, NULL, 10);
 	return len;
@@ -242,17 +245,13 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* Whether url is on the registry's own host, where credentials may go. */
+/* Whether url is the registry's own, by scheme and host: the only place
+ * its credentials and tokens go. */
 static bool own_host(const struct registry *r, const char *url)
 {
 	size_t n = strlen(r->base);
 
-	if (strncmp(url, r->base, n) == 0 && (url[n] == '/' || url[n] == '\0'))
-		return true;
-	/* The same host by the other scheme is still the registry. */
-	const char *p = strstr(url, "://");
-	return p && strncmp(p + 3, r->host, strlen(r->host)) == 0 &&
-	    (p[3 + strlen(r->host)] == '/' || p[3 + strlen(r->host)] == '\0');
+	return strncmp(url, r->base, n) == 0 && (url[n] == '/' || url[n] == '\0');
 }
 
 /* Options every request of ours has. */
@@ -430,6 +429,13 @@ static int authenticate(struct registry *r, const char *challenge,
 		return vs_error(e, EX_UNAVAILABLE, 0,
 		    "%s: the token realm is not an http(s) URL", r->ref.registry);
 	}
+	/* A password goes over TLS only, unless the registry is on this
+	 * machine or was named insecure. */
+	if (userpass && strncmp(url, "http://", 7) == 0 &&
+	    !ref_is_loopback(&r->ref) && !r->insecure)
+		return vs_error(e, EX_UNAVAILABLE, 0,
+		    "%s: its token service is plain HTTP; credentials are not sent over it",
+		    r->ref.registry);
 	if (request(r, url, false, NULL, userpass, &rs, e) < 0)
 		goto out;
 	if (rs.status == 401 || rs.status == 403) {
@@ -493,7 +499,8 @@ static int authed_request(struct registry *r, const char *path, bool head,
 			nap(backoff(attempt, -1));
 			continue;
 		}
-		if (rs->status == 401 && !authed && rs->www_auth[0]) {
+		if (rs->status == 401 && !authed && rs->www_auth[0] &&
+		    own_host(r, url)) {
 			authed = true;
 			if (authenticate(r, rs->www_auth, e) < 0)
 				return -1;
@@ -586,9 +593,7 @@ int registry_manifest(struct registry *r, const char *reference, bool head,
 		m->len = rs.len;
 		rs.body = NULL;
 	} else if (!digest_valid(m->digest)) {
-		vs_error(e, EX_UNAVAILABLE, 0,
-		    "%s: no Docker-Content-Digest for %s", r->ref.registry, what);
-		goto out;
+		m->digest[0] = '\0';	/* the caller asks with GET instead */
 	}
 	rc = 0;
 out:
@@ -598,7 +603,11 @@ out:
 
 /* ---- blobs, in parallel ---- */
 
-enum xstate { X_QUEUED, X_RUNNING, X_WAITING, X_DONE };
+/* A blob's download.  Its partial file (blobs/sha256/.<hex>.partial) is
+ * opened and locked only while the download runs, never waited for: a blob
+ * another process is downloading is tried again a little later, so that two
+ * processes can never wait for each other. */
+enum xstate { X_QUEUED, X_RUNNING, X_DONE };
 
 struct xfer {
 	struct registry *r;
@@ -606,19 +615,19 @@ struct xfer {
 	enum xstate state;
 	CURL *easy;
 	struct curl_slist *hdrs;
-	int fd;			/* the partial file, locked */
+	int fd;			/* the partial file, locked; -1 between runs */
 	char *partial, *final;
 	struct digester d;
 	bool hashing;
-	uint64_t off;		/* bytes received and hashed */
+	uint64_t off;		/* bytes in the file and hashed */
 	uint64_t flushed;	/* writeback was started up to here */
 	unsigned char *wbuf;	/* received, not yet written: [off - wlen, off) */
 	size_t wlen;
-	bool write_failed;
-	uint64_t start;		/* where this request started */
+	int write_errno;	/* a failed write's errno, or 0 */
 	bool checked;		/* the status was looked at */
 	bool writing;		/* this response's body goes to the file */
 	bool oversize;
+	bool bad_range;		/* a 206 for another range than ours */
 	int attempts;
 	bool authed;
 	int redirects;
@@ -638,7 +647,7 @@ static int wbuf_flush(struct xfer *x)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0) {
-			x->write_failed = true;
+			x->write_errno = errno;
 			return -1;
 		}
 		done += (size_t)w;
@@ -656,6 +665,31 @@ static int wbuf_flush(struct xfer *x)
 	return 0;
 }
 
+/* Start the file and the digest again from nothing. */
+static int xfer_restart(struct xfer *x, struct vs_err *e)
+{
+	if (ftruncate(x->fd, 0) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
+	if (x->hashing)
+		digester_free(&x->d);
+	x->hashing = false;
+	if (digester_init(&x->d, x->job->digest, e) < 0)
+		return -1;
+	x->hashing = true;
+	x->off = x->flushed = 0;
+	x->wlen = 0;
+	x->job->resumed = 0;
+	return 0;
+}
+
+/* "bytes START-END/TOTAL": START, or -1. */
+static long long range_start(const char *cr)
+{
+	const char *p = strstr(cr, "bytes ");
+
+	return p && isdigit((unsigned char)p[6]) ? strtoll(p + 6, NULL, 10) : -1;
+}
+
 static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
@@ -665,17 +699,13 @@ static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
 		x->checked = true;
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->rs.status);
 		x->writing = x->rs.status == 200 || x->rs.status == 206;
-		if (x->rs.status == 200 && x->off > 0) {
-			/* The registry ignored our Range: start again. */
-			if (ftruncate(x->fd, 0) < 0)
-				return 0;
-			digester_free(&x->d);
-			if (digester_init(&x->d, x->job->digest, NULL) < 0)
-				return 0;
-			x->off = x->flushed = 0;
-			x->wlen = 0;
-			x->job->resumed = 0;
+		if (x->rs.status == 206 &&
+		    range_start(x->rs.range) != (long long)x->off) {
+			x->bad_range = true;
+			return 0;
 		}
+		if (x->rs.status == 200 && x->off > 0 && xfer_restart(x, NULL) < 0)
+			return 0;	/* the registry ignored our Range */
 	}
 	if (!x->writing) {
 		/* An error's body: keep the start, for its message. */
@@ -699,105 +729,46 @@ static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* Lock and open the partial file; pick up what an earlier run left. */
-static int xfer_prepare(struct xfer *x, const struct oci_layout *l,
-    struct vs_err *e)
+/* End a run of the download: write what is gathered, release the lock and
+ * the buffer.  A partial file that holds nothing is removed. */
+static void xfer_release(struct xfer *x)
 {
-	x->final = layout_blob_path(l, x->job->digest);
-	if (x->final == NULL)
-		return vs_error(e, EX_DATAERR, 0, "invalid blob digest '%.80s'",
-		    x->job->digest);
-	if (asprintf(&x->partial, "%s/blobs/%.6s/.%s.partial", l->root,
-	    x->job->digest, x->job->digest + 7) < 0) {
-		x->partial = NULL;
-		return vs_error(e, EX_OSERR, ENOMEM, "blob");
+	if (x->fd >= 0) {
+		if (x->wlen > 0)
+			wbuf_flush(x);
+		if (x->off == 0 && x->state != X_DONE)
+			unlink(x->partial);
+		close(x->fd);
+		x->fd = -1;
 	}
-	x->wbuf = malloc(WBUF);
-	if (x->wbuf == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "blob buffer");
-	x->fd = open(x->partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (x->fd < 0)
-		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
-		    "%s", x->partial);
-	if (flock(x->fd, LOCK_EX | LOCK_NB) < 0) {
-		/* Another fetch is downloading it: wait for it at the end. */
-		x->state = X_WAITING;
-		return 0;
-	}
-	return 0;
+	if (x->hashing)
+		digester_free(&x->d);
+	x->hashing = false;
+	free(x->wbuf);
+	x->wbuf = NULL;
 }
 
-/* Having the lock: is it done already, or how much is there? */
-static int xfer_resume(struct xfer *x, const struct oci_layout *l,
-    struct vs_err *e)
+/* Whether a blob in the layout is whole: its size, then its digest. */
+static bool blob_checks(const struct oci_layout *l, const struct blob_job *j)
 {
+	cleanup_free char *p = layout_blob_path(l, j->digest);
+	cleanup_fd int fd = -1;
+	struct digester d;
+	char got[DIGEST_MAX];
 	struct stat st;
 
-	if (layout_has_blob(l, x->job->digest, x->job->size)) {
-		unlink(x->partial);
-		x->state = X_DONE;
-		return 0;
+	if (!p || (fd = open(p, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0 ||
+	    st.st_size != j->size || digester_init(&d, j->digest, NULL) < 0)
+		return false;
+	if (digester_feed_fd(&d, fd, (uint64_t)st.st_size, NULL) < 0) {
+		digester_free(&d);
+		return false;
 	}
-	if (fstat(x->fd, &st) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
-	if ((uint64_t)st.st_size > (uint64_t)x->job->size &&
-	    ftruncate(x->fd, 0) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
-	if (fstat(x->fd, &st) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
-	if (digester_init(&x->d, x->job->digest, e) < 0)
-		return -1;
-	x->hashing = true;
-	if (st.st_size > 0 && digester_feed_fd(&x->d, x->fd,
-	    (uint64_t)st.st_size, e) < 0)
-		return -1;
-	x->off = x->flushed = (uint64_t)st.st_size;
-	x->job->resumed = x->off;
-	snprintf(x->url, sizeof x->url, "%s/v2/%s/blobs/%s", x->r->base,
-	    x->r->ref.repository, x->job->digest);
-	x->state = X_QUEUED;
-	return 0;
+	digester_final(&d, got);
+	return strcmp(got, j->digest) == 0;
 }
 
-static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
-{
-	char range[64];
-
-	if (x->easy == NULL && (x->easy = curl_easy_init()) == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "curl");
-	curl_easy_reset(x->easy);
-	free(x->rs.body);
-	memset(&x->rs, 0, sizeof x->rs);
-	x->rs.retry_after = -1;
-	x->rs.max = ERRBODY_MAX;
-	x->checked = x->writing = x->oversize = false;
-	x->start = x->off;
-	common_options(x->r, x->easy, x->url, x->rs.errbuf);
-	curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->rs);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, blob_body);
-	/* Fewer receive calls; curl still hands over 16 KB at a time. */
-	curl_easy_setopt(x->easy, CURLOPT_BUFFERSIZE, 128L * 1024);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
-	curl_slist_free_all(x->hdrs);
-	x->hdrs = NULL;
-	if (x->off > 0) {
-		snprintf(range, sizeof range, "Range: bytes=%llu-",
-		    (unsigned long long)x->off);
-		x->hdrs = curl_slist_append(x->hdrs, range);
-	}
-	if (x->r->authz && own_host(x->r, x->url))
-		x->hdrs = curl_slist_append(x->hdrs, x->r->authz);
-	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
-	x->r->requests++;
-	if (curl_multi_add_handle(multi, x->easy) != CURLM_OK)
-		return vs_error(e, EX_OSERR, 0, "curl_multi_add_handle");
-	x->state = X_RUNNING;
-	return 0;
-}
-
-/* The blob is whole: check it and move it into place. */
+/* The blob is whole in the partial file: check it and move it into place. */
 static int xfer_finish(struct xfer *x, struct vs_err *e)
 {
 	char got[DIGEST_MAX];
@@ -817,8 +788,98 @@ static int xfer_finish(struct xfer *x, struct vs_err *e)
 	return 0;
 }
 
-/* A transfer ended: decide what comes next.  Returns -1 on a failure that
- * retrying will not mend. */
+/* Take the partial file for this process.  1: taken, resumed from what is
+ * there; 0: another process has it (try later); 2: the blob is there now;
+ * -1: an error. */
+static int xfer_claim(struct xfer *x, const struct oci_layout *l,
+    struct vs_err *e)
+{
+	struct stat st, pst;
+
+	for (;;) {
+		if (layout_has_blob(l, x->job->digest, x->job->size))
+			return 2;
+		x->fd = open(x->partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (x->fd < 0)
+			return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT),
+			    errno, "%s", x->partial);
+		if (flock(x->fd, LOCK_EX | LOCK_NB) < 0) {
+			close(x->fd);
+			x->fd = -1;
+			return 0;
+		}
+		/* The file may have been finished or removed by its owner
+		 * after we opened it: hold the one that is under the name. */
+		if (fstat(x->fd, &st) == 0 && stat(x->partial, &pst) == 0 &&
+		    st.st_ino == pst.st_ino && st.st_dev == pst.st_dev)
+			break;
+		close(x->fd);
+		x->fd = -1;
+	}
+	if (layout_has_blob(l, x->job->digest, x->job->size)) {
+		unlink(x->partial);
+		close(x->fd);
+		x->fd = -1;
+		return 2;
+	}
+	if ((uint64_t)st.st_size > (uint64_t)x->job->size &&
+	    ftruncate(x->fd, 0) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
+	if (fstat(x->fd, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", x->partial);
+	if (digester_init(&x->d, x->job->digest, e) < 0)
+		return -1;
+	x->hashing = true;
+	if (st.st_size > 0 && digester_feed_fd(&x->d, x->fd,
+	    (uint64_t)st.st_size, e) < 0)
+		return -1;
+	x->off = x->flushed = (uint64_t)st.st_size;
+	x->job->resumed = x->off;
+	x->wbuf = malloc(WBUF);
+	if (x->wbuf == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "blob buffer");
+	return 1;
+}
+
+static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
+{
+	char range[64];
+
+	if (x->easy == NULL && (x->easy = curl_easy_init()) == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "curl");
+	curl_easy_reset(x->easy);
+	free(x->rs.body);
+	memset(&x->rs, 0, sizeof x->rs);
+	x->rs.retry_after = -1;
+	x->rs.max = ERRBODY_MAX;
+	x->checked = x->writing = x->oversize = x->bad_range = false;
+	common_options(x->r, x->easy, x->url, x->rs.errbuf);
+	curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->rs);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, blob_body);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+	/* Fewer receive calls; curl still hands over 16 KB at a time. */
+	curl_easy_setopt(x->easy, CURLOPT_BUFFERSIZE, 128L * 1024);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	curl_slist_free_all(x->hdrs);
+	x->hdrs = NULL;
+	if (x->off > 0) {
+		snprintf(range, sizeof range, "Range: bytes=%llu-",
+		    (unsigned long long)x->off);
+		x->hdrs = curl_slist_append(x->hdrs, range);
+	}
+	if (x->r->authz && own_host(x->r, x->url))
+		x->hdrs = curl_slist_append(x->hdrs, x->r->authz);
+	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+	x->r->requests++;
+	if (curl_multi_add_handle(multi, x->easy) != CURLM_OK)
+		return vs_error(e, EX_OSERR, 0, "curl_multi_add_handle");
+	x->state = X_RUNNING;
+	return 0;
+}
+
+/* A transfer ended: decide what comes next (state X_DONE, or X_QUEUED to
+ * go again).  Returns -1 on a failure that trying again will not mend. */
 static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 {
 	long st = 0;
@@ -828,19 +889,30 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 	x->rs.status = st;
 	snprintf(what, sizeof what, "blob %s", x->job->digest);
 	x->state = X_QUEUED;
-	if ((x->wlen > 0 && wbuf_flush(x) < 0) || x->write_failed)
-		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
-		    "%s", x->partial);
+	x->not_before = 0;
+	if (x->wlen > 0 && wbuf_flush(x) < 0)
+		return vs_error(e, vs_code_for_errno(x->write_errno, EX_IOERR),
+		    x->write_errno, "%s", x->partial);
+	if (x->write_errno)
+		return vs_error(e, vs_code_for_errno(x->write_errno, EX_IOERR),
+		    x->write_errno, "%s", x->partial);
 	if (x->oversize) {
 		unlink(x->partial);
 		return vs_error(e, EX_DATAERR, 0,
 		    "%s: %s: the registry sent more than its %lld bytes; refused",
 		    x->r->ref.registry, what, (long long)x->job->size);
 	}
-	if (cc == CURLE_OK && (st == 200 || st == 206) &&
-	    x->off == (uint64_t)x->job->size)
+	if ((cc == CURLE_OK || cc == CURLE_PARTIAL_FILE) && st == 416) {
+		/* Our partial file is no prefix of it: start again. */
+		if (xfer_restart(x, e) < 0)
+			return -1;
+	} else if (x->bad_range) {
+		if (xfer_restart(x, e) < 0)
+			return -1;
+	} else if (cc == CURLE_OK && (st == 200 || st == 206) &&
+	    x->off == (uint64_t)x->job->size) {
 		return xfer_finish(x, e);
-	if (cc == CURLE_OK && st >= 300 && st < 400 && x->rs.location[0] &&
+	} else if (cc == CURLE_OK && st >= 300 && st < 400 && x->rs.location[0] &&
 	    x->redirects++ < 5) {
 		char *u = NULL;
 		CURLU *h = curl_url();
@@ -850,27 +922,13 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 			snprintf(x->url, sizeof x->url, "%s", u);
 		curl_free(u);
 		curl_url_cleanup(h);
-		x->not_before = 0;
 		return 0;
-	}
-	if (cc == CURLE_OK && st == 401 && !x->authed && x->rs.www_auth[0]) {
+	} else if (cc == CURLE_OK && st == 401 && own_host(x->r, x->url) &&
+	    !x->authed && x->rs.www_auth[0]) {
+		/* Only the registry itself is answered with credentials. */
 		x->authed = true;
-		if (authenticate(x->r, x->rs.www_auth, e) < 0)
-			return -1;
-		x->not_before = 0;
-		return 0;
-	}
-	if (cc == CURLE_OK && st == 416) {
-		/* Our partial file is no prefix of it: start again. */
-		if (ftruncate(x->fd, 0) < 0)
-			return vs_error(e, EX_IOERR, errno, "%s", x->partial);
-		digester_free(&x->d);
-		if (digester_init(&x->d, x->job->digest, e) < 0)
-			return -1;
-		x->off = x->flushed = 0;
-		x->wlen = 0;
-	}
-	if (cc == CURLE_OK && st != 416 && st != 429 && st < 500 &&
+		return authenticate(x->r, x->rs.www_auth, e) < 0 ? -1 : 0;
+	} else if (cc == CURLE_OK && st != 429 && st < 500 &&
 	    !(st == 200 || st == 206)) {
 		if (st == 404) {
 			char says[512];
@@ -879,14 +937,16 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 			    x->r->ref.registry, what, says[0] ? ": " : "", says);
 		}
 		return status_error(x->r, &x->rs, what, e);
-	}
-	/* 5xx, 429, a dropped connection or a short body: try again, from
-	 * where we are. */
-	if (cc != CURLE_OK && !transient(cc))
+	} else if (cc != CURLE_OK && !transient(cc)) {
 		return vs_error(e, EX_UNAVAILABLE, 0, "%s: %s: %s",
 		    x->r->ref.registry, what,
 		    x->rs.errbuf[0] ? x->rs.errbuf : curl_easy_strerror(cc));
+	}
+	/* 5xx, 429, a dropped connection, a short body or a range to start
+	 * again: try again, from where we are. */
 	if (++x->attempts >= ATTEMPTS) {
+		char says[512];
+
 		if (cc != CURLE_OK)
 			return vs_error(e, EX_UNAVAILABLE, 0,
 			    "%s: %s: %s (after %d tries)", x->r->ref.registry, what,
@@ -897,14 +957,10 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 			    "%s: %s: the body ended after %llu of %lld bytes (after %d tries)",
 			    x->r->ref.registry, what, (unsigned long long)x->off,
 			    (long long)x->job->size, x->attempts);
-		{
-			char says[512];
-			registry_says(&x->rs, says, sizeof says);
-			return vs_error(e, EX_UNAVAILABLE, 0,
-			    "%s: %s: HTTP %ld%s%s (after %d tries)",
-			    x->r->ref.registry, what, st, says[0] ? ": " : "", says,
-			    x->attempts);
-		}
+		registry_says(&x->rs, says, sizeof says);
+		return vs_error(e, EX_UNAVAILABLE, 0,
+		    "%s: %s: HTTP %ld%s%s (after %d tries)", x->r->ref.registry,
+		    what, st, says[0] ? ": " : "", says, x->attempts);
 	}
 	x->not_before = now() + backoff(x->attempts, x->rs.retry_after);
 	return 0;
@@ -918,16 +974,8 @@ static void xfer_free(struct xfer *x, CURLM *multi)
 		curl_easy_cleanup(x->easy);
 	}
 	curl_slist_free_all(x->hdrs);
-	if (x->hashing)
-		digester_free(&x->d);
-	/* A partial file that got nothing is no use to a later run. */
-	if (x->fd >= 0 && x->state != X_WAITING && x->state != X_DONE &&
-	    x->off == 0 && x->partial)
-		unlink(x->partial);
-	if (x->fd >= 0)
-		close(x->fd);
+	xfer_release(x);
 	free(x->rs.body);
-	free(x->wbuf);
 	free(x->partial);
 	free(x->final);
 }
@@ -940,7 +988,6 @@ int registry_fetch_blobs(struct registry *r, const struct oci_layout *l,
 	CURLM *multi;
 	uint64_t total = 0;
 	int rc = -1, running = 0;
-	bool waited = false;
 
 	xs = calloc(n ? n : 1, sizeof *xs);
 	multi = curl_multi_init();
@@ -951,61 +998,91 @@ int registry_fetch_blobs(struct registry *r, const struct oci_layout *l,
 		return vs_error(e, EX_OSERR, ENOMEM, "blobs");
 	}
 	for (size_t i = 0; i < n; i++) {
-		xs[i].r = r;
-		xs[i].job = &jobs[i];
-		xs[i].fd = -1;
+		struct xfer *x = &xs[i];
+
+		x->r = r;
+		x->job = &jobs[i];
+		x->fd = -1;
 		jobs[i].fetched = jobs[i].resumed = 0;
-		if (layout_has_blob(l, jobs[i].digest, jobs[i].size)) {
-			xs[i].state = X_DONE;
+		jobs[i].present = false;
+		/* A digest listed twice is one download. */
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(jobs[k].digest, jobs[i].digest) == 0) {
+				x->state = X_DONE;
+				jobs[i].present = true;
+				break;
+			}
+		if (x->state == X_DONE)
+			continue;
+		/* What the cache has is taken when its digest checks. */
+		if (blob_checks(l, &jobs[i])) {
+			x->state = X_DONE;
+			jobs[i].present = true;
 			continue;
 		}
-		total += (uint64_t)jobs[i].size;
-		if (xfer_prepare(&xs[i], l, e) < 0 ||
-		    (xs[i].state != X_WAITING && xfer_resume(&xs[i], l, e) < 0))
+		x->final = layout_blob_path(l, jobs[i].digest);
+		if (x->final == NULL || asprintf(&x->partial,
+		    "%s/blobs/%.6s/.%s.partial", l->root, jobs[i].digest,
+		    jobs[i].digest + 7) < 0) {
+			x->partial = NULL;
+			vs_error(e, EX_DATAERR, 0, "invalid blob digest '%.80s'",
+			    jobs[i].digest);
 			goto out;
+		}
+		/* A blob of the wrong content under its name is replaced. */
+		unlink(x->final);
+		snprintf(x->url, sizeof x->url, "%s/v2/%s/blobs/%s", r->base,
+		    r->ref.repository, jobs[i].digest);
+		total += (uint64_t)jobs[i].size;
+		x->state = X_QUEUED;
 	}
 
 	for (;;) {
-		bool pending = false, waiting = false;
+		bool pending = false;
 		double soonest = 1e9, t = now();
 		uint64_t done = 0;
 
 		for (size_t i = 0; i < n; i++) {
 			struct xfer *x = &xs[i];
-			if (x->state == X_QUEUED) {
-				pending = true;
-				if (running < parallel && x->not_before <= t) {
+
+			if (x->state == X_QUEUED && running < parallel &&
+			    x->not_before <= t) {
+				int c = x->fd >= 0 ? 1 : xfer_claim(x, l, e);
+				if (c < 0)
+					goto out;
+				if (c == 2) {
+					x->state = X_DONE;
+					x->job->present = x->job->resumed == 0 &&
+					    x->job->fetched == 0;
+				} else if (c == 0) {
+					/* Another process is on it. */
+					x->not_before = t + 0.1;
+				} else if (x->off == (uint64_t)x->job->size) {
+					/* All there from an earlier run. */
+					if (xfer_finish(x, e) < 0)
+						goto out;
+					xfer_release(x);
+				} else {
 					if (xfer_start(x, multi, e) < 0)
 						goto out;
 					running++;
-				} else if (x->not_before > t && x->not_before < soonest) {
-					soonest = x->not_before;
 				}
+			}
+			if (x->state == X_QUEUED) {
+				pending = true;
+				if (x->not_before > t && x->not_before < soonest)
+					soonest = x->not_before;
 			} else if (x->state == X_RUNNING) {
 				pending = true;
-			} else if (x->state == X_WAITING) {
-				waiting = true;
 			}
-			done += x->off;
+			if (x->partial)
+				done += x->state == X_DONE ? (uint64_t)x->job->size
+				    : x->off;
 		}
 		if (progress)
 			progress(arg, done, total);
-		if (!pending) {
-			if (!waiting || waited)
-				break;
-			/* Wait for the other fetches' blobs, then take over
-			 * what they did not finish. */
-			waited = true;
-			for (size_t i = 0; i < n; i++) {
-				if (xs[i].state != X_WAITING)
-					continue;
-				while (flock(xs[i].fd, LOCK_EX) < 0 && errno == EINTR)
-					;
-				if (xfer_resume(&xs[i], l, e) < 0)
-					goto out;
-			}
-			continue;
-		}
+		if (!pending)
+			break;
 		int still = 0;
 		curl_multi_perform(multi, &still);
 		CURLMsg *msg;
@@ -1021,6 +1098,9 @@ int registry_fetch_blobs(struct registry *r, const struct oci_layout *l,
 			running--;
 			if (xfer_done(x, msg->data.result, e) < 0)
 				goto out;
+			/* Between tries, and when done, the lock is let go. */
+			if (x->state == X_DONE || x->not_before > 0)
+				xfer_release(x);
 		}
 		if (running > 0) {
 			int timeout = 1000;

@@ -44,7 +44,8 @@ struct manifest {
 
 /* GET (or HEAD) the manifest at reference (a tag or a digest) of the
  * repository.  A GET's body is checked against the digest the registry
- * gives, or the one asked for.  Unknown: EX_UNAVAILABLE. */
+ * gives, or the one asked for.  A HEAD's digest is empty when the registry
+ * gives none.  Unknown: EX_UNAVAILABLE. */
 int registry_manifest(struct registry *r, const char *reference, bool head,
     struct manifest *m, struct vs_err *e);
 void manifest_free(struct manifest *m);
@@ -54,6 +55,7 @@ struct blob_job {
 	int64_t size;
 	uint64_t fetched;	/* out: bytes downloaded */
 	uint64_t resumed;	/* out: bytes found from an interrupted run */
+	bool present;		/* out: it was in the cache, whole */
 };
 
 typedef void (*blob_progress_fn)(void *arg, uint64_t done, uint64_t total);

@@ -27,6 +27,9 @@
  *   expire    with bearer: a token is good for three requests, then a new
  *             one is needed
  *   norange   Range headers are not passed on: downloads restart from 0
+ *   redirect401  with redirect: /objects/ answers 401 with a Bearer challenge
+ *             whose realm is /evil-token; /evil-token requests are logged
+ *             with whether they carried an Authorization
  *
  * Modes combine with '+' (bearer+redirect).  When PORTFILE.mode exists, its
  * first line replaces MODE for the requests that follow.
@@ -379,6 +382,22 @@ static void serve(int c)
 	}
 	if (strcmp(path, "/token") == 0 || strncmp(path, "/token?", 7) == 0) {
 		serve_token(c, head);
+		return;
+	}
+	if (strncmp(path, "/evil-token", 11) == 0) {
+		log_line("/evil-token", header(head, "Authorization", a, sizeof a) ?
+		    "with-authorization" : "without-authorization");
+		reply(c, "200 OK", NULL);
+		return;
+	}
+	if (strncmp(path, "/objects/", 9) == 0 && has("redirect401")) {
+		char ch[512];
+		log_line(path, header(head, "Authorization", a, sizeof a) ?
+		    "with-authorization" : "without-authorization");
+		snprintf(ch, sizeof ch,
+		    "WWW-Authenticate: Bearer realm=\"http://localhost:%d/evil-token\",service=\"evil\"\r\n",
+		    my_port);
+		reply(c, "401 Unauthorized", ch);
 		return;
 	}
 	if (strncmp(path, "/objects/", 9) == 0) {

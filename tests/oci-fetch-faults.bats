@@ -137,6 +137,33 @@ total_size() {
 	[ "$(jqo .image.fetched)" -eq $(( $(total_size "$output") + cfg )) ]
 }
 
+@test "two slow fetches of one image at once neither wait for each other nor fail" {
+	start_proxy slow -1 -r 4194304
+	timeout 60 oci-fetch -q "$PROXY/test/multi" > a.json 2> a.err & a=$!
+	sleep 0.3
+	timeout 60 oci-fetch -q -j 1 "$PROXY/test/multi" > b.json 2> b.err & b=$!
+	wait "$a" || fail "first: $(cat a.err)"
+	wait "$b" || fail "second: $(cat b.err)"
+	blobs_verify
+	[ "$(jq -r .image.digest a.json)" = "$(jq -r .image.digest b.json)" ]
+	[ -z "$(find oci-cache -name '*.partial')" ]
+}
+
+@test "a partial file that is already whole is checked and kept" {
+	run_split oci-fetch -q "$REG/test/one"
+	assert_success
+	layer=$(jqo '.image.layers[0].digest' | cut -d: -f2)
+	mv "oci-cache/blobs/sha256/$layer" "oci-cache/blobs/sha256/.$layer.partial"
+	rm oci-cache/index.json
+	echo '{"schemaVersion":2,"manifests":[]}' > oci-cache/index.json
+	before=$(registry_requests)
+	run_split oci-fetch -q "$REG/test/one"
+	assert_success
+	blobs_verify
+	[ "$(jqo .image.reused)" -ge "$(jqo '.image.layers[0].size')" ]
+	[ -z "$(find oci-cache -name '*.partial')" ]
+}
+
 @test "kill -9 in mid-download, then a rerun fetches only what is missing" {
 	start_proxy slow -1 -r 1048576
 	oci-fetch -q -j 1 "$PROXY/test/multi" > /dev/null 2>&1 &
@@ -169,6 +196,7 @@ total_size() {
 	cfg=$(stat -c %s "oci-cache/blobs/sha256/$(jqo .image.config | cut -d: -f2)")
 	[ "$(jqo .image.fetched)" -gt $(( $(total_size "$output") + cfg )) ] ||
 		fail "expected the dropped blob to be fetched twice"
+	[ "$(jqo .image.reused)" -eq 0 ]
 }
 
 @test "Bearer: a token that expires is renewed on 401" {
@@ -207,6 +235,17 @@ total_size() {
 	assert_output 0
 }
 
+@test "a redirect target that asks for credentials gets none" {
+	start_proxy bearer+redirect+redirect401 -1 -a 'alice:wonder land'
+	login "$PROXY" 'alice:wonder land'
+	run_split oci-fetch -q -j 1 "$PROXY/test/one"
+	assert_refused 77 "HTTP 401"
+	run grep -c 'with-authorization$' "$PROXY_DIR/log"
+	assert_output 0
+	run grep -c '^/evil-token' "$PROXY_DIR/log"
+	assert_output 0
+}
+
 @test "TLS verified with a CA from SSL_CERT_FILE, and HTTP Basic from config.json" {
 	# The proxy tunnels CONNECT to the TLS registry, whatever the name.
 	REG=127.0.0.1:$TLS_PORT start_proxy pass -1
@@ -231,12 +270,17 @@ total_size() {
 	assert_refused 69 "registry.test: .*(certificate|SSL)"
 	run_split oci-fetch -q --insecure registry.test/test/one
 	assert_success
-	# The configuration's insecure_registry does the same.
+	# The configuration's insecure_registry does the same, for the
+	# registry of its config.image and no other.
 	rm -rf oci-cache
 	printf 'config:\n  image: registry.test/test/one\n  insecure_registry: true\n' > slicer-mac.yaml
 	run_split oci-fetch -q
 	assert_success
 	[ "$(jqo .image.registry)" = registry.test ]
+	rm -rf oci-cache
+	printf 'config:\n  image: other.test/x\n  insecure_registry: true\n' > slicer-mac.yaml
+	run_split oci-fetch -q registry.test/test/one
+	assert_refused 69 "registry.test: .*(certificate|SSL)"
 }
 
 @test "Basic: no credentials, or wrong ones, are refused without showing them" {

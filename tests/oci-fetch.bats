@@ -81,9 +81,10 @@ fixture_digest() {
 	[ "$(jqo .image.fetched)" -eq $((total + cfg)) ]
 	[ "$(jq -r .imageLayoutVersion oci-cache/oci-layout)" = 1.0.0 ]
 	blobs_verify
+	layer=$(jqo '.image.layers[0].digest')
 	run skopeo inspect "oci:oci-cache:$REG/test/one:latest"
 	assert_success
-	assert_output --partial "$(jqo .image.layers[0].digest 2>/dev/null || true)"
+	assert_output --partial "$layer"
 	run umoci ls --layout oci-cache
 	assert_output "$REG/test/one:latest"
 	run umoci unpack --image "oci-cache:$REG/test/one:latest" bundle
@@ -197,6 +198,26 @@ fixture_digest() {
 	rm -f oci-cache/blobs/sha256/"$(jq -r '.image.layers[0].digest' <<< "$first" | cut -d: -f2)"
 	run_split oci-fetch --offline "$REG/test/one"
 	assert_refused 66 "blobs of .* are missing"
+}
+
+@test "--offline checks the platform too" {
+	run_split oci-fetch -q -p linux/arm64 "$REG/test/index"
+	assert_success
+	run_split oci-fetch --offline -p linux/arm64 "$REG/test/index"
+	assert_success
+	[ "$(jqo .image.platform)" = linux/arm64/v8 ]
+	run_split oci-fetch --offline -p linux/amd64 "$REG/test/index"
+	assert_refused 66 "the cache has .* for linux/arm64/v8, not for linux/amd64"
+}
+
+@test "a manifest that lists one layer twice" {
+	m=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/one:latest" | jq -c '.layers += .layers')
+	curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+		--data-binary "$m" "http://$REG/v2/test/one/manifests/twice" > /dev/null
+	run_split timeout 30 oci-fetch -q "$REG/test/one:twice"
+	assert_success
+	[ "$(jqo '.image.layers | length')" -eq 2 ]
+	blobs_verify
 }
 
 @test "an unknown tag or repository is EX_UNAVAILABLE with the registry's words" {
