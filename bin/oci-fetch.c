@@ -194,7 +194,7 @@ static json_t *pick_platform(const json_t *index, const struct platform *want,
 }
 
 /* What a manifest says: its config and layers, checked. */
-static json_t *parse_manifest(const char *body, size_t len, const char *mt,
+static json_t *parse_manifest(const char *body, size_t len,
     const char *refname, struct vs_err *e)
 {
 	json_error_t jerr;
@@ -218,7 +218,6 @@ static json_t *parse_manifest(const char *body, size_t len, const char *mt,
 	for (size_t i = 0; i < json_array_size(layers); i++)
 		if (check_descriptor(json_array_get(layers, i), "a layer", e) < 0)
 			goto bad;
-	(void)mt;
 	return m;
 bad:
 	json_decref(m);
@@ -302,27 +301,8 @@ struct state {
 	bool was_reused;
 };
 
-/* The platform an image's config declares: "os/arch[/variant]". */
-static void config_platform(struct state *s, struct vs_err *e)
-{
-	const char *dg = json_string_value(json_object_get(json_object_get(
-	    s->manifest, "config"), "digest"));
-	cleanup_free char *body = NULL;
-	cleanup_json json_t *c = NULL;
-	const char *os, *arch, *var;
-	size_t len;
-
-	s->platform[0] = '\0';
-	body = dg ? layout_read_blob(&s->layout, dg, MANIFEST_MAX, &len, e) : NULL;
-	c = body ? json_loadb(body, len, 0, NULL) : NULL;
-	os = json_string_value(json_object_get(c, "os"));
-	arch = json_string_value(json_object_get(c, "architecture"));
-	var = json_string_value(json_object_get(c, "variant"));
-	if (os && arch)
-		snprintf(s->platform, sizeof s->platform, "%s/%s%s%s", os, arch,
-		    var && *var ? "/" : "", var && *var ? var : "");
-}
-
+/* "os/arch[/variant]" from an object with those keys: an index entry's
+ * platform, or an image's config. */
 static void descriptor_platform(const json_t *pl, char *out, size_t len)
 {
 	const char *os = json_string_value(json_object_get(pl, "os"));
@@ -333,6 +313,20 @@ static void descriptor_platform(const json_t *pl, char *out, size_t len)
 	if (os && arch)
 		snprintf(out, len, "%s/%s%s%s", os, arch, var && *var ? "/" : "",
 		    var && *var ? var : "");
+}
+
+/* The platform an image's config declares. */
+static void config_platform(struct state *s, struct vs_err *e)
+{
+	const char *dg = json_string_value(json_object_get(json_object_get(
+	    s->manifest, "config"), "digest"));
+	cleanup_free char *body = NULL;
+	cleanup_json json_t *c = NULL;
+	size_t len;
+
+	body = dg ? layout_read_blob(&s->layout, dg, MANIFEST_MAX, &len, e) : NULL;
+	c = body ? json_loadb(body, len, 0, NULL) : NULL;
+	descriptor_platform(c, s->platform, sizeof s->platform);
 }
 
 /* Blobs of the manifest: config first, then the layers. */
@@ -387,7 +381,7 @@ static int from_cache(struct state *s, json_t **desc, struct vs_err *e)
 	body = layout_read_blob(&s->layout, dg, MANIFEST_MAX, &len, e);
 	if (body == NULL)
 		return -1;
-	s->manifest = parse_manifest(body, len, mt, s->ref.name, e);
+	s->manifest = parse_manifest(body, len, s->ref.name, e);
 	if (s->manifest == NULL)
 		return -1;
 	snprintf(s->manifest_digest, sizeof s->manifest_digest, "%s", dg);
@@ -523,7 +517,7 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 		goto out;
 	}
 
-	s->manifest = parse_manifest(pm.body, pm.len, mt, s->ref.name, e);
+	s->manifest = parse_manifest(pm.body, pm.len, s->ref.name, e);
 	if (s->manifest == NULL)
 		goto out;
 	snprintf(s->manifest_digest, sizeof s->manifest_digest, "%s", pm.digest);
@@ -562,7 +556,7 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 		pm.len = len;
 		if (digest_buffer(oci, len, "sha256", pm.digest, e) < 0)
 			goto out;
-		parsed = parse_manifest(oci, len, MT_OCI_MANIFEST, s->ref.name, e);
+		parsed = parse_manifest(oci, len, s->ref.name, e);
 		if (parsed == NULL)
 			goto out;
 		json_decref(s->manifest);

@@ -33,11 +33,4 @@ static inline void *steal_pointer(void *pp)
 	return v;
 }
 
-static inline int steal_fd(int *fd)
-{
-	int v = *fd;
-	*fd = -1;
-	return v;
-}
-
 #endif

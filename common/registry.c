@@ -40,7 +40,6 @@ struct registry {
 	bool creds_looked;
 	char *authz;		/* "Authorization: …" header, or NULL */
 	CURL *curl;
-	unsigned requests;
 	char cainfo[1024];
 };
 
@@ -167,11 +166,6 @@ void registry_close(struct registry *r)
 	free(r);
 }
 
-unsigned registry_requests(const struct registry *r)
-{
-	return r->requests;
-}
-
 void manifest_free(struct manifest *m)
 {
 	free(m->body);
@@ -254,6 +248,22 @@ static bool own_host(const struct registry *r, const char *url)
 	return strncmp(url, r->base, n) == 0 && (url[n] == '/' || url[n] == '\0');
 }
 
+/* Replace url with where a Location header sends it (maybe relative). */
+static void follow(char *url, size_t len, const char *location)
+{
+	char *u = NULL;
+	CURLU *h = curl_url();
+
+	if (h == NULL)
+		return;
+	curl_url_set(h, CURLUPART_URL, url, 0);
+	if (curl_url_set(h, CURLUPART_URL, location, 0) == CURLUE_OK &&
+	    curl_url_get(h, CURLUPART_URL, &u, 0) == CURLUE_OK)
+		snprintf(url, len, "%s", u);
+	curl_free(u);
+	curl_url_cleanup(h);
+}
+
 /* Options every request of ours has. */
 static void common_options(const struct registry *r, CURL *c, const char *url,
     char *errbuf)
@@ -331,7 +341,6 @@ static int request(struct registry *r, const char *url, bool head,
 		h = curl_slist_append(h, r->authz);
 	}
 	curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, h);
-	r->requests++;
 	cc = curl_easy_perform(r->curl);
 	rs->cc = cc;
 	curl_slist_free_all(h);
@@ -509,14 +518,7 @@ static int authed_request(struct registry *r, const char *path, bool head,
 		}
 		if (rs->status >= 300 && rs->status < 400 && rs->location[0] &&
 		    redirects++ < 5) {
-			char *u = NULL;
-			CURLU *h = curl_url();
-			curl_url_set(h, CURLUPART_URL, url, 0);
-			if (curl_url_set(h, CURLUPART_URL, rs->location, 0) == CURLUE_OK &&
-			    curl_url_get(h, CURLUPART_URL, &u, 0) == CURLUE_OK)
-				snprintf(url, sizeof url, "%s", u);
-			curl_free(u);
-			curl_url_cleanup(h);
+			follow(url, sizeof url, rs->location);
 			attempt--;
 			continue;
 		}
@@ -871,7 +873,6 @@ static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
 	if (x->r->authz && own_host(x->r, x->url))
 		x->hdrs = curl_slist_append(x->hdrs, x->r->authz);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
-	x->r->requests++;
 	if (curl_multi_add_handle(multi, x->easy) != CURLM_OK)
 		return vs_error(e, EX_OSERR, 0, "curl_multi_add_handle");
 	x->state = X_RUNNING;
@@ -914,14 +915,7 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 		return xfer_finish(x, e);
 	} else if (cc == CURLE_OK && st >= 300 && st < 400 && x->rs.location[0] &&
 	    x->redirects++ < 5) {
-		char *u = NULL;
-		CURLU *h = curl_url();
-		curl_url_set(h, CURLUPART_URL, x->url, 0);
-		if (curl_url_set(h, CURLUPART_URL, x->rs.location, 0) == CURLUE_OK &&
-		    curl_url_get(h, CURLUPART_URL, &u, 0) == CURLUE_OK)
-			snprintf(x->url, sizeof x->url, "%s", u);
-		curl_free(u);
-		curl_url_cleanup(h);
+		follow(x->url, sizeof x->url, x->rs.location);
 		return 0;
 	} else if (cc == CURLE_OK && st == 401 && own_host(x->r, x->url) &&
 	    !x->authed && x->rs.www_auth[0]) {

@@ -32,9 +32,6 @@ struct registry *registry_open(const struct oci_ref *ref, bool insecure,
     struct vs_err *e);
 void registry_close(struct registry *r);
 
-/* How many HTTP requests were made so far. */
-unsigned registry_requests(const struct registry *r);
-
 struct manifest {
 	char *body;		/* NULL after a HEAD */
 	size_t len;
