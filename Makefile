@@ -45,7 +45,7 @@ TOOLS := cowclone oci-fetch
 cowclone_COMMON := atomic clone doc err fe lock path progress run size
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
-oci-fetch_COMMON := atomic config creds digest doc err fe layout lock path \
+oci-fetch_COMMON := atomic config creds digest doc err fe image layout lock path \
 	progress ref registry size
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)

@@ -17,6 +17,7 @@
 #include "doc.h"
 #include "err.h"
 #include "fe.h"
+#include "image.h"
 #include "layout.h"
 #include "progress.h"
 #include "ref.h"
@@ -25,10 +26,6 @@
 #define SYNOPSIS "oci-fetch [-qV] [-C DIR] [-c FILE] [-g GROUP] [-p OS/ARCH[/VARIANT]] [-j N] [--insecure] [--offline] [REF]"
 #define CACHE "oci-cache"
 
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
-#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1"
 
 struct opts {
@@ -142,22 +139,6 @@ static bool platform_matches(const json_t *pl, const struct platform *want)
 	return !want->variant[0] || strcmp(var, want->variant) == 0;
 }
 
-/* Check a descriptor's shape: mediaType, digest, size. */
-static int check_descriptor(const json_t *d, const char *what,
-    struct vs_err *e)
-{
-	const char *dg = json_string_value(json_object_get(d, "digest"));
-	json_t *sz = json_object_get(d, "size");
-
-	if (!json_is_object(d) || !dg || !digest_valid(dg) ||
-	    !json_is_integer(sz) || json_integer_value(sz) < 0 ||
-	    !json_is_string(json_object_get(d, "mediaType")))
-		return vs_error(e, EX_DATAERR, 0,
-		    "invalid manifest: %s is not a descriptor with mediaType, digest and size",
-		    what);
-	return 0;
-}
-
 /* Pick the manifest for want out of an index or a manifest list. */
 static json_t *pick_platform(const json_t *index, const struct platform *want,
     const char *refname, struct vs_err *e)
@@ -172,7 +153,7 @@ static json_t *pick_platform(const json_t *index, const struct platform *want,
 	for (size_t i = 0; i < json_array_size(list); i++) {
 		json_t *d = json_array_get(list, i);
 		if (platform_matches(json_object_get(d, "platform"), want)) {
-			if (check_descriptor(d, "an index entry", e) < 0)
+			if (image_check_descriptor(d, "an index entry", e) < 0)
 				return NULL;
 			return d;
 		}
@@ -191,37 +172,6 @@ static json_t *pick_platform(const json_t *index, const struct platform *want,
 	return vs_error(e, EX_UNAVAILABLE, 0,
 	    "%s has no image for %s; it has: %s (choose with -p)", refname, name,
 	    len ? have : "none"), NULL;
-}
-
-/* What a manifest says: its config and layers, checked. */
-static json_t *parse_manifest(const char *body, size_t len,
-    const char *refname, struct vs_err *e)
-{
-	json_error_t jerr;
-	json_t *m = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	json_t *layers;
-
-	if (m == NULL || !json_is_object(m)) {
-		json_decref(m);
-		return vs_error(e, EX_DATAERR, 0,
-		    "invalid manifest for %s at byte %d: %s", refname, jerr.position,
-		    jerr.text), NULL;
-	}
-	if (check_descriptor(json_object_get(m, "config"), "config", e) < 0)
-		goto bad;
-	layers = json_object_get(m, "layers");
-	if (!json_is_array(layers)) {
-		vs_error(e, EX_DATAERR, 0, "invalid manifest for %s: no layers array",
-		    refname);
-		goto bad;
-	}
-	for (size_t i = 0; i < json_array_size(layers); i++)
-		if (check_descriptor(json_array_get(layers, i), "a layer", e) < 0)
-			goto bad;
-	return m;
-bad:
-	json_decref(m);
-	return NULL;
 }
 
 /* A Docker schema 2 manifest as the OCI manifest it corresponds to: the
@@ -381,7 +331,7 @@ static int from_cache(struct state *s, json_t **desc, struct vs_err *e)
 	body = layout_read_blob(&s->layout, dg, MANIFEST_MAX, &len, e);
 	if (body == NULL)
 		return -1;
-	s->manifest = parse_manifest(body, len, s->ref.name, e);
+	s->manifest = image_parse_manifest(body, len, s->ref.name, e);
 	if (s->manifest == NULL)
 		return -1;
 	snprintf(s->manifest_digest, sizeof s->manifest_digest, "%s", dg);
@@ -517,7 +467,7 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 		goto out;
 	}
 
-	s->manifest = parse_manifest(pm.body, pm.len, s->ref.name, e);
+	s->manifest = image_parse_manifest(pm.body, pm.len, s->ref.name, e);
 	if (s->manifest == NULL)
 		goto out;
 	snprintf(s->manifest_digest, sizeof s->manifest_digest, "%s", pm.digest);
@@ -556,7 +506,7 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 		pm.len = len;
 		if (digest_buffer(oci, len, "sha256", pm.digest, e) < 0)
 			goto out;
-		parsed = parse_manifest(oci, len, s->ref.name, e);
+		parsed = image_parse_manifest(oci, len, s->ref.name, e);
 		if (parsed == NULL)
 			goto out;
 		json_decref(s->manifest);
