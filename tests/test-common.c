@@ -24,13 +24,17 @@
 #include "doc.h"
 #include "err.h"
 #include "fe.h"
+#include "image.h"
 #include "layout.h"
 #include "lock.h"
 #include "path.h"
 #include "progress.h"
 #include "ref.h"
+#include "rootless.h"
 #include "run.h"
 #include "size.h"
+#include "strmap.h"
+#include "tree.h"
 
 static int tests, failures;
 static char tmpdir[PATH_MAX];
@@ -908,6 +912,154 @@ static void test_err_run(void)
 	    "run_capture gives the status and the last line");
 }
 
+
+static void test_strmap(void)
+{
+	struct strmap m = STRMAP_INIT;
+	uintptr_t *v, val;
+	const char *key;
+	size_t i = 0, n = 0;
+	char k[32];
+	int bad = 0;
+
+	ok(strmap_get(&m, "a", 1) == NULL, "strmap: an empty map has nothing");
+	ok(strmap_put(&m, "usr/lib", 7, 1) == 0 && strmap_put(&m, "usr", 3, 2) == 0,
+	    "strmap: put");
+	v = strmap_get(&m, "usr/lib/x", 3);
+	ok(v && *v == 2, "strmap: a prefix of a longer string is looked up by length");
+	strmap_put(&m, "usr", 3, 5);
+	v = strmap_get(&m, "usr", 3);
+	ok(v && *v == 5 && m.len == 2, "strmap: put again replaces the value");
+	for (int j = 0; j < 5000; j++) {
+		int l = snprintf(k, sizeof k, "dir/%d", j);
+		if (strmap_put(&m, k, (size_t)l, (uintptr_t)j + 10) < 0)
+			bad++;
+	}
+	for (int j = 0; j < 5000; j++) {
+		int l = snprintf(k, sizeof k, "dir/%d", j);
+		v = strmap_get(&m, k, (size_t)l);
+		if (v == NULL || *v != (uintptr_t)j + 10)
+			bad++;
+	}
+	ok(bad == 0 && m.len == 5002, "strmap: 5000 keys survive growing");
+	while (strmap_next(&m, &i, &key, &val))
+		n++;
+	ok(n == 5002, "strmap: iteration sees every key once (%zu)", n);
+	strmap_clear(&m);
+	ok(m.len == 0 && strmap_get(&m, "usr", 3) == NULL &&
+	    strmap_put(&m, "usr", 3, 1) == 0 && strmap_get(&m, "usr", 3),
+	    "strmap: clear empties it and it works on");
+	strmap_free(&m);
+}
+
+static void test_rootless(void)
+{
+	unsigned char b[ROOTLESS_MAX];
+	static const unsigned char umoci1000[] = { 0x08, 0xe8, 0x07, 0x10, 0xe9, 0x07 };
+	static const unsigned char umoci05[] = { 0x08, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x10, 0x05 };
+	static const unsigned char gidonly[] = { 0x10, 0x2a };
+	static const unsigned char unknown[] = { 0x1a, 0x02, 'h', 'i', 0x08, 0x07 };
+	static const unsigned char truncated[] = { 0x08, 0xe8 };
+	uint32_t uid, gid;
+	size_t n;
+	mode_t type;
+	unsigned maj, min;
+	char dev[32];
+
+	ok(rootless_encode(0, 0, b) == 0, "rootless: 0:0 needs no attribute");
+	n = rootless_encode(1000, 1001, b);
+	ok(n == sizeof umoci1000 && memcmp(b, umoci1000, n) == 0,
+	    "rootless: 1000:1001 encodes as umoci writes it");
+	n = rootless_encode(0, 5, b);
+	ok(n == sizeof umoci05 && memcmp(b, umoci05, n) == 0,
+	    "rootless: uid 0 is written as NoopID, as umoci does");
+	ok(rootless_decode(umoci1000, sizeof umoci1000, &uid, &gid) == 0 &&
+	    uid == 1000 && gid == 1001, "rootless: decode 1000:1001");
+	ok(rootless_decode(umoci05, sizeof umoci05, &uid, &gid) == 0 &&
+	    uid == 0 && gid == 5, "rootless: NoopID decodes as 0");
+	ok(rootless_decode(gidonly, sizeof gidonly, &uid, &gid) == 0 &&
+	    uid == 0 && gid == 42, "rootless: a missing field is 0");
+	ok(rootless_decode(unknown, sizeof unknown, &uid, &gid) == 0 &&
+	    uid == 7, "rootless: unknown fields are skipped");
+	ok(rootless_decode(truncated, sizeof truncated, &uid, &gid) < 0,
+	    "rootless: a truncated varint is refused");
+	n = rootless_encode(4000000000u, 65534, b);
+	ok(rootless_decode(b, n, &uid, &gid) == 0 && uid == 4000000000u &&
+	    gid == 65534, "rootless: large ids round-trip");
+	rootless_device_encode(S_IFBLK, 8, 1, dev);
+	ok(strcmp(dev, "b 8 1") == 0 &&
+	    rootless_device_decode(dev, strlen(dev), &type, &maj, &min) == 0 &&
+	    S_ISBLK(type) && maj == 8 && min == 1, "rootless: a block device round-trips");
+	ok(rootless_device_decode("c 1 3", 5, &type, &maj, &min) == 0 &&
+	    S_ISCHR(type) && maj == 1 && min == 3, "rootless: a character device");
+	ok(rootless_device_decode("x 1 3", 5, &type, &maj, &min) < 0 &&
+	    rootless_device_decode("c -1 3", 6, &type, &maj, &min) < 0 &&
+	    rootless_device_decode("c 1 3 4", 7, &type, &maj, &min) < 0 &&
+	    rootless_device_decode("c 1", 3, &type, &maj, &min) < 0,
+	    "rootless: malformed devices are refused");
+}
+
+static void test_tree(void)
+{
+	char top[PATH_MAX + 16], outside[PATH_MAX + 16], p[PATH_MAX + 64];
+	struct vs_err e = { 0 };
+	struct stat st;
+
+	snprintf(top, sizeof top, "%s/tree", tmpdir);
+	snprintf(outside, sizeof outside, "%s/outside", tmpdir);
+	mkdir(outside, 0755);
+	snprintf(p, sizeof p, "%s/victim", outside);
+	close(open(p, O_CREAT | O_WRONLY, 0644));
+	mkdir(top, 0755);
+	snprintf(p, sizeof p, "%s/a", top);
+	mkdir(p, 0755);
+	snprintf(p, sizeof p, "%s/a/b", top);
+	mkdir(p, 0755);
+	snprintf(p, sizeof p, "%s/a/b/file", top);
+	close(open(p, O_CREAT | O_WRONLY, 0644));
+	snprintf(p, sizeof p, "%s/a/link", top);
+	if (symlink(outside, p) < 0)
+		diag("symlink: %s", strerror(errno));
+	snprintf(p, sizeof p, "%s/a/b", top);
+	chmod(p, 0500);	/* no write permission: removal must still work */
+	snprintf(p, sizeof p, "%s/a", top);
+	chmod(p, 0);
+	ok(tree_remove(top, &e) == 0, "tree: remove a tree (%s)", e.msg);
+	ok(lstat(top, &st) < 0 && errno == ENOENT, "tree: it is gone");
+	snprintf(p, sizeof p, "%s/victim", outside);
+	ok(stat(p, &st) == 0, "tree: a symlink's target outside is untouched");
+	ok(tree_remove(top, &e) == 0, "tree: a missing tree is no error");
+	unlink(p);
+	rmdir(outside);
+}
+
+static void test_image(void)
+{
+	struct vs_err e = { 0 };
+	json_t *m;
+	const char *idx = "{\"schemaVersion\":2,\"manifests\":[]}";
+	const char *good = "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"x\","
+	    "\"digest\":\"sha256:0000000000000000000000000000000000000000000000000000000000000000\",\"size\":2},"
+	    "\"layers\":[]}";
+
+	ok(image_layer_compression("application/vnd.oci.image.layer.v1.tar+gzip") == LAYER_GZIP &&
+	    image_layer_compression("application/vnd.oci.image.layer.v1.tar+zstd") == LAYER_ZSTD &&
+	    image_layer_compression("application/vnd.oci.image.layer.v1.tar") == LAYER_TAR &&
+	    image_layer_compression("application/vnd.docker.image.rootfs.diff.tar.gzip") == LAYER_GZIP,
+	    "image: layer media types");
+	ok(image_layer_compression("application/vnd.oci.image.layer.v1.tar+bzip2") == LAYER_UNSUPPORTED &&
+	    image_layer_compression(NULL) == LAYER_UNSUPPORTED,
+	    "image: unknown layer media types");
+	m = image_parse_manifest(idx, strlen(idx), "x", &e);
+	ok(m == NULL && e.code == EX_DATAERR && strstr(e.msg, "image index"),
+	    "image: an index is not a manifest (%s)", e.msg);
+	m = image_parse_manifest(good, strlen(good), "x", &e);
+	ok(m != NULL, "image: a manifest with no layers parses");
+	json_decref(m);
+	m = image_parse_manifest("[1]", 3, "x", &e);
+	ok(m == NULL && e.code == EX_DATAERR, "image: a non-object is refused");
+}
+
 int main(int argc, char *argv[])
 {
 	const char *t = getenv("TMPDIR");
@@ -931,6 +1083,10 @@ int main(int argc, char *argv[])
 	test_ref();
 	test_layout();
 	test_creds();
+	test_strmap();
+	test_rootless();
+	test_tree();
+	test_image();
 	if (rmdir(tmpdir) < 0)
 		diag("%s left behind: %s", tmpdir, strerror(errno));
 	printf("1..%d\n", tests);

@@ -1,0 +1,17 @@
+/* tree.h: removing directory trees without ever following a symlink, for
+ * trees that untrusted layers built. */
+#ifndef VS_TREE_H
+#define VS_TREE_H
+
+#include "err.h"
+
+/* Remove name (relative to directory fd dfd) and, when it is a directory,
+ * everything beneath it.  Symlinks are removed, never followed; directories
+ * without write permission are made writable first.  A missing name is not
+ * an error. */
+int tree_remove_at(int dfd, const char *name, struct vs_err *e);
+
+/* The same for a path. */
+int tree_remove(const char *path, struct vs_err *e);
+
+#endif
