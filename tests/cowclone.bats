@@ -25,8 +25,10 @@ qemu_hold() {
 	echo $! > "$T/qemu.pid"
 	local ino
 	ino=$(stat -c %i "$1")
+	# QEMU takes its locks one after the other: wait for the one on
+	# byte 101, the write permission, which is the last
 	for _ in $(seq 100); do
-		grep -q ":$ino " /proc/locks && return 0
+		grep -qE ":$ino 10[01] 101\$" /proc/locks && return 0
 		sleep 0.1
 	done
 	fail "QEMU did not lock $1: $(cat "$T/qemu.err")"
