@@ -38,10 +38,11 @@ YAML = $(call pkg,yaml-0.1,libyaml-dev,$(1))
 EXT2FS = $(call pkg,ext2fs com_err,libext2fs-dev,$(1))
 CURL = $(call pkg,libcurl,libcurl4-openssl-dev,$(1))
 CRYPTO = $(call pkg,libcrypto,libssl-dev,$(1))
+ARCHIVE = $(call pkg,libarchive,libarchive-dev,$(1))
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone oci-fetch
+TOOLS := cowclone oci-fetch oci-unpack
 cowclone_COMMON := atomic clone doc err fe lock path progress run size
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
@@ -50,6 +51,10 @@ oci-fetch_COMMON := atomic config creds digest doc err fe image layout lock path
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
 oci-fetch_CFLAGS = $(call CURL,cflags) $(call JANSSON,cflags)
+oci-unpack_COMMON := atomic digest doc err fe image layout lock path progress \
+	ref rootless strmap tree
+oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
+oci-unpack_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:common/%.c=$(BUILD)/common/%.o)

@@ -72,6 +72,20 @@ options_of_help() {
 	assert_line --index 1 "10G 15G 100G"
 }
 
+@test "the bash completion of oci-unpack offers the layout's references" {
+	umoci init --layout "$T/L" && umoci new --image "$T/L:alpha" && umoci new --image "$T/L:beta"
+	run bash -c '
+		source /usr/share/bash-completion/bash_completion
+		source completions/bash/oci-unpack
+		COMP_WORDS=(oci-unpack -o x "$1" ""); COMP_CWORD=4; COMP_LINE="oci-unpack -o x $1 "
+		COMP_POINT=${#COMP_LINE}; _oci_unpack; echo "${COMPREPLY[*]}"
+		COMP_WORDS=(oci-unpack "$1" b); COMP_CWORD=2; COMP_LINE="oci-unpack $1 b"
+		COMP_POINT=${#COMP_LINE}; _oci_unpack; echo "${COMPREPLY[*]}"' _ "$T/L"
+	assert_success
+	assert_line --index 0 "alpha beta"
+	assert_line --index 1 "beta"
+}
+
 @test "the zsh completion loads and is bound to every tool" {
 	command -v zsh >/dev/null || fail "zsh is not installed (scripts/install-deps installs it)"
 	zsh -n completions/zsh/_vmstrap

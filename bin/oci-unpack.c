@@ -1,0 +1,1427 @@
+/* oci-unpack: apply an image's layers, in order, into a root filesystem tree
+ * in the OCI cache, safely: nothing is ever written outside the tree. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "digest.h"
+#include "doc.h"
+#include "err.h"
+#include "fe.h"
+#include "image.h"
+#include "layout.h"
+#include "lock.h"
+#include "path.h"
+#include "progress.h"
+#include "ref.h"
+#include "rootless.h"
+#include "strmap.h"
+#include "tree.h"
+
+#define SYNOPSIS "oci-unpack [-qV] [-C DIR] [-o DIR] [LAYOUT REF]"
+#define CACHE "oci-cache"
+#define READ_BLOCK (256u << 10)
+
+struct opts {
+	const char *dir;
+	const char *out;
+	bool quiet;
+};
+
+/* What the current layer did to a path (struct unpack's layer map). */
+enum {
+	MADE = 1,	/* the layer has an entry for it */
+	HOLDS = 2,	/* the layer has an entry beneath it */
+};
+
+/* A directory's mode and times, applied when every layer is in. */
+struct dirattr {
+	mode_t mode;
+	struct timespec times[2];
+};
+
+struct unpack {
+	int root;		/* the tree being built */
+	bool rootless;		/* not root: record what cannot be applied */
+	struct strmap layer;	/* paths the current layer made: MADE, HOLDS */
+	struct strmap dirs;	/* directory → index + 1 in attrs */
+	struct dirattr *attrs;
+	size_t nattrs, capattrs;
+	char *cache_path;	/* the directory open as cache_fd, or NULL */
+	int cache_fd;
+	size_t layer_no;	/* from 1, for messages */
+	const char *entry;	/* the entry being applied, for messages */
+	uint64_t lost_owners;	/* rootless: symlink owners not recorded */
+	uint64_t lost_xattrs;	/* rootless: symlink xattrs not recorded */
+	uint64_t entries, bytes;
+	struct strmap inodes;	/* hardlinked files counted in bytes */
+	struct progress prog;
+	uint64_t done;		/* compressed bytes of earlier layers */
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: oci-unpack [-qV] [-C DIR] [-o DIR] [LAYOUT REF]\n"
+	    "       oci-fetch REF | oci-unpack [-qV] [-C DIR] [-o DIR]\n"
+	    "Apply an image's layers, in order, into a root filesystem tree.\n"
+	    "With no LAYOUT REF, the image is the pipeline document's image section.\n"
+	    "\n"
+	    "  -C, --directory DIR  work in DIR (the workspace)\n"
+	    "  -o, --output DIR     the tree (default: LAYOUT/rootfs/<manifest hex>)\n"
+	    "  -q, --quiet          no progress\n"
+	    "  -h, --help           this help\n"
+	    "  -V, --version        version\n");
+}
+
+/* "layer N: entry 'NAME': " in front of e's message. */
+static int entry_error(struct unpack *u, struct vs_err *e)
+{
+	if (u->entry)
+		return vs_error_prefix(e, "layer %zu: entry '%s'", u->layer_no,
+		    u->entry);
+	return vs_error_prefix(e, "layer %zu", u->layer_no);
+}
+
+static int refuse(struct unpack *u, struct vs_err *e, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* An entry that is not allowed: the image is refused. */
+static int refuse(struct unpack *u, struct vs_err *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	e->code = EX_DATAERR;
+	e->errnum = 0;
+	return entry_error(u, e);
+}
+
+static int sys_error(struct unpack *u, struct vs_err *e, const char *what)
+{
+	int err = errno;
+
+	if (err == ENOSPC || err == EDQUOT)
+		vs_error(e, EX_CANTCREAT, err, "%s", what);
+	else
+		vs_error(e, err == ENOMEM ? EX_OSERR : EX_IOERR, err, "%s", what);
+	return entry_error(u, e);
+}
+
+/* Normalise a name from a layer into rel: no leading "./", no "." or empty
+ * components.  Absolute names and ".." are refused (why says which). */
+static int clean_name(const char *name, char *rel, size_t cap,
+    const char **why)
+{
+	size_t n = 0;
+	const char *p = name;
+
+	if (*p == '/') {
+		*why = "an absolute path";
+		return -1;
+	}
+	while (*p) {
+		const char *c = p;
+		size_t len = strcspn(p, "/");
+
+		p += len;
+		while (*p == '/')
+			p++;
+		if (len == 0 || (len == 1 && c[0] == '.'))
+			continue;
+		if (len == 2 && c[0] == '.' && c[1] == '.') {
+			*why = "'..' in the path";
+			return -1;
+		}
+		if (len > NAME_MAX || n + len + 2 > cap) {
+			*why = "a path too long";
+			return -1;
+		}
+		if (n)
+			rel[n++] = '/';
+		memcpy(rel + n, c, len);
+		n += len;
+	}
+	rel[n] = '\0';
+	return 0;
+}
+
+static void drop_cache(struct unpack *u)
+{
+	if (u->cache_path) {
+		close(u->cache_fd);
+		free(u->cache_path);
+		u->cache_path = NULL;
+	}
+}
+
+/* Something at path is about to go: forget the cached directory when it
+ * is path or lies beneath it. */
+static void forget(struct unpack *u, const char *path, size_t len)
+{
+	if (u->cache_path && strncmp(u->cache_path, path, len) == 0 &&
+	    (len == 0 || u->cache_path[len] == '\0' || u->cache_path[len] == '/'))
+		drop_cache(u);
+}
+
+/* Open directory dir of the tree (O_PATH), from base (the root, or an
+ * ancestor open as base_fd at base_len bytes of dir), one component at a
+ * time, never following a symlink.  With create, missing directories are
+ * made (0755, as tar does).  Returns 0 with *out, 1 when dir is missing or
+ * not a directory (without create), -1 on error. */
+static int walk(struct unpack *u, const char *dir, int base_fd,
+    size_t base_len, bool create, int *out, struct vs_err *e)
+{
+	const char *p = dir + base_len;
+	int cur = base_fd, err;
+
+	while (*p == '/')
+		p++;
+	while (*p) {
+		char comp[NAME_MAX + 1];
+		size_t len = strcspn(p, "/");
+		struct stat st;
+		int next;
+
+		memcpy(comp, p, len);
+		comp[len] = '\0';
+		next = openat(cur, comp,
+		    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0 && errno == ENOENT && create) {
+			if (mkdirat(cur, comp, 0755) < 0 && errno != EEXIST) {
+				err = errno;
+				goto fail;
+			}
+			next = openat(cur, comp,
+			    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (next < 0) {
+			int plen = (int)(p - dir + len);
+			bool link;
+
+			err = errno;
+			link = (err == ENOTDIR || err == ELOOP) &&
+			    fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISLNK(st.st_mode);
+			if (cur != base_fd)
+				close(cur);
+			if (link)
+				return refuse(u, e,
+				    "the path goes through the symlink '%.*s'",
+				    plen, dir);
+			if ((err == ENOENT || err == ENOTDIR) && !create)
+				return 1;
+			if (err == ENOTDIR)
+				return refuse(u, e, "'%.*s' is not a directory",
+				    plen, dir);
+			errno = err;
+			return sys_error(u, e, "open a directory");
+		}
+		if (cur != base_fd)
+			close(cur);
+		cur = next;
+		base_fd = -1;	/* from here on, cur is ours to close */
+		p += len;
+		while (*p == '/')
+			p++;
+	}
+	if (cur == base_fd) {
+		cur = openat(base_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (cur < 0)
+			return sys_error(u, e, "open a directory");
+	}
+	*out = cur;
+	return 0;
+fail:
+	if (cur != base_fd)
+		close(cur);
+	errno = err;
+	return sys_error(u, e, "make a directory");
+}
+
+/* The directory dir of the tree, cached (the caller does not close it). */
+static int open_dir(struct unpack *u, const char *dir, bool create, int *out,
+    struct vs_err *e)
+{
+	size_t clen = u->cache_path ? strlen(u->cache_path) : 0;
+	int fd, r;
+
+	if (*dir == '\0') {
+		*out = u->root;
+		return 0;
+	}
+	if (u->cache_path && strcmp(u->cache_path, dir) == 0) {
+		*out = u->cache_fd;
+		return 0;
+	}
+	if (u->cache_path && strncmp(dir, u->cache_path, clen) == 0 &&
+	    dir[clen] == '/')
+		r = walk(u, dir, u->cache_fd, clen, create, &fd, e);
+	else
+		r = walk(u, dir, u->root, 0, create, &fd, e);
+	if (r != 0)
+		return r;
+	drop_cache(u);
+	u->cache_path = strdup(dir);
+	if (u->cache_path == NULL) {
+		close(fd);
+		return sys_error(u, e, "open a directory");
+	}
+	u->cache_fd = fd;
+	*out = fd;
+	return 0;
+}
+
+/* Record that the layer made rel, and that its ancestors hold something
+ * it made. */
+static int mark_made(struct unpack *u, const char *rel, size_t len,
+    struct vs_err *e)
+{
+	uintptr_t *f = strmap_get(&u->layer, rel, len);
+
+	if (f)
+		*f |= MADE;
+	else if (strmap_put(&u->layer, rel, len, MADE) < 0)
+		return sys_error(u, e, "remember an entry");
+	while (len > 0) {
+		while (len > 0 && rel[len - 1] != '/')
+			len--;
+		if (len == 0)
+			break;
+		len--;
+		if (strmap_get(&u->layer, rel, len))
+			break;
+		if (strmap_put(&u->layer, rel, len, HOLDS) < 0)
+			return sys_error(u, e, "remember an entry");
+	}
+	return 0;
+}
+
+/* Remove whatever is at name in dfd (rel is its path in the tree), so
+ * that an entry can take its place. */
+static int replace(struct unpack *u, int dfd, const char *name,
+    const char *rel, struct vs_err *e)
+{
+	forget(u, rel, strlen(rel));
+	if (tree_remove_at(dfd, name, e) < 0)
+		return entry_error(u, e);
+	return 0;
+}
+
+static int remove_lower(struct unpack *u, int dfd, const char *name,
+    char *path, size_t len, struct vs_err *e);
+
+/* Remove what lower layers put inside directory name of dfd (path, len:
+ * its path in the tree), keeping what the current layer made. */
+static int clear_lower(struct unpack *u, int dfd, const char *name,
+    char *path, size_t len, struct vs_err *e)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, rc = 0;
+
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? 0 :
+		    sys_error(u, e, "open a directory");
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return sys_error(u, e, "open a directory");
+	}
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name), l = len;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (l + n + 2 > PATH_MAX) {
+			rc = refuse(u, e, "a path too long");
+			break;
+		}
+		if (l)
+			path[l++] = '/';
+		memcpy(path + l, de->d_name, n + 1);
+		rc = remove_lower(u, dirfd(d), de->d_name, path, l + n, e);
+		path[len] = '\0';
+	}
+	closedir(d);
+	return rc;
+}
+
+static int remove_lower(struct unpack *u, int dfd, const char *name,
+    char *path, size_t len, struct vs_err *e)
+{
+	struct stat st;
+
+	if (strmap_get(&u->layer, path, len) == NULL) {
+		forget(u, path, len);
+		if (tree_remove_at(dfd, name, e) < 0)
+			return entry_error(u, e);
+		return 0;
+	}
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISDIR(st.st_mode))
+		return 0;
+	return clear_lower(u, dfd, name, path, len, e);
+}
+
+/* A whiteout: ".wh.NAME" removes NAME of lower layers from dir; the
+ * opaque marker ".wh..wh..opq" removes all of dir's lower content. */
+static int whiteout(struct unpack *u, const char *dir, const char *base,
+    struct vs_err *e)
+{
+	char path[PATH_MAX];
+	const char *name = base + 4;
+	size_t len = strlen(dir);
+	int dfd, r;
+
+	if (strncmp(name, ".wh.", 4) == 0 && strcmp(name, ".wh..opq") != 0)
+		return 0;	/* other AUFS metadata: not part of the tree */
+	if (strcmp(name, ".wh..opq") != 0 && (*name == '\0' ||
+	    strcmp(name, ".") == 0 || strcmp(name, "..") == 0))
+		return refuse(u, e, "a whiteout of '%s'", name);
+	r = open_dir(u, dir, false, &dfd, e);
+	if (r != 0)
+		return r < 0 ? -1 : 0;	/* nothing there to white out */
+	memcpy(path, dir, len + 1);
+	if (strcmp(name, ".wh..opq") == 0)
+		return clear_lower(u, dfd, ".", path, len, e);
+	if (len + strlen(name) + 2 > PATH_MAX)
+		return refuse(u, e, "a path too long");
+	if (len)
+		path[len++] = '/';
+	strcpy(path + len, name);
+	return remove_lower(u, dfd, name, path, strlen(path), e);
+}
+
+/* Set an extended attribute on the entry: through fd when there is one,
+ * else through dfd's /proc name, which does not follow a final symlink. */
+static int set_xattr(int fd, int dfd, const char *name, const char *key,
+    const void *val, size_t size)
+{
+	char p[64 + NAME_MAX];
+
+	if (fd >= 0)
+		return fsetxattr(fd, key, val, size, 0);
+	snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
+	return lsetxattr(p, key, val, size, 0);
+}
+
+static int remove_xattr(int fd, const char *key)
+{
+	if (fremovexattr(fd, key) < 0 && errno != ENODATA)
+		return -1;
+	return 0;
+}
+
+/* uid and gid: applied as root, recorded when rootless. */
+static int set_owner(struct unpack *u, struct archive_entry *ae, int fd,
+    int dfd, const char *name, struct vs_err *e)
+{
+	uid_t uid = (uid_t)archive_entry_uid(ae);
+	gid_t gid = (gid_t)archive_entry_gid(ae);
+	unsigned char rec[ROOTLESS_MAX];
+	size_t n;
+	int r;
+
+	if (!u->rootless) {
+		r = fd >= 0 ? fchown(fd, uid, gid) :
+		    fchownat(dfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
+		return r < 0 ? sys_error(u, e, "set the owner") : 0;
+	}
+	n = rootless_encode(uid, gid, rec);
+	if (archive_entry_filetype(ae) == AE_IFLNK) {
+		/* Linux allows no user.* attributes on symlinks */
+		if (n)
+			u->lost_owners++;
+		return 0;
+	}
+	if (n)
+		r = set_xattr(fd, dfd, name, ROOTLESS_XATTR, rec, n);
+	else
+		r = fd >= 0 ? remove_xattr(fd, ROOTLESS_XATTR) : 0;
+	if (r < 0 && (errno == ENOTSUP || errno == EPERM))
+		return vs_error(e, EX_CANTCREAT, errno,
+		    "cannot record ownership as user.rootlesscontainers: the tree's filesystem does not take user.* attributes (unpack as root, or elsewhere)");
+	return r < 0 ? sys_error(u, e, "record the owner") : 0;
+}
+
+static bool ours(const char *key)
+{
+	return strcmp(key, ROOTLESS_XATTR) == 0 ||
+	    strncmp(key, "user.vmstrap.", 13) == 0;
+}
+
+/* The entry's extended attributes.  Rootless, those only root may set are
+ * recorded under user.vmstrap.xattr.; attributes in our own namespace that
+ * a layer carries are dropped, so that they cannot pass for records. */
+static int set_xattrs(struct unpack *u, struct archive_entry *ae, int fd,
+    int dfd, const char *name, struct vs_err *e)
+{
+	const char *key;
+	const void *val;
+	size_t size;
+
+	if (archive_entry_xattr_reset(ae) == 0)
+		return 0;
+	while (archive_entry_xattr_next(ae, &key, &val, &size) == ARCHIVE_OK) {
+		char alt[256];
+
+		if (u->rootless && ours(key))
+			continue;
+		if (set_xattr(fd, dfd, name, key, val, size) == 0)
+			continue;
+		if (u->rootless && (errno == EPERM || errno == ENOTSUP) &&
+		    strncmp(key, "user.", 5) != 0) {
+			if (archive_entry_filetype(ae) == AE_IFLNK) {
+				u->lost_xattrs++;
+				continue;
+			}
+			snprintf(alt, sizeof alt, "%s%s", ROOTLESS_XATTR_PREFIX,
+			    key);
+			if (set_xattr(fd, dfd, name, alt, val, size) == 0)
+				continue;
+		}
+		{
+			char what[300];
+			snprintf(what, sizeof what, "set the attribute %s", key);
+			return sys_error(u, e, what);
+		}
+	}
+	return 0;
+}
+
+static void entry_times(struct archive_entry *ae, struct timespec ts[2])
+{
+	ts[1].tv_sec = archive_entry_mtime(ae);
+	ts[1].tv_nsec = archive_entry_mtime_nsec(ae);
+	if (archive_entry_atime_is_set(ae)) {
+		ts[0].tv_sec = archive_entry_atime(ae);
+		ts[0].tv_nsec = archive_entry_atime_nsec(ae);
+	} else {
+		ts[0] = ts[1];
+	}
+}
+
+/* Owner, mode, attributes and times of a non-directory just made. */
+static int finish_entry(struct unpack *u, struct archive_entry *ae, int fd,
+    int dfd, const char *name, struct vs_err *e)
+{
+	mode_t mode = archive_entry_perm(ae) & 07777;
+	struct timespec ts[2];
+	bool link = archive_entry_filetype(ae) == AE_IFLNK;
+
+	if (set_owner(u, ae, fd, dfd, name, e) < 0)
+		return -1;
+	if (!link && (fd >= 0 ? fchmod(fd, mode) :
+	    fchmodat(dfd, name, mode, 0)) < 0)
+		return sys_error(u, e, "set the mode");
+	if (set_xattrs(u, ae, fd, dfd, name, e) < 0)
+		return -1;
+	entry_times(ae, ts);
+	if ((fd >= 0 ? futimens(fd, ts) :
+	    utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW)) < 0)
+		return sys_error(u, e, "set the times");
+	return 0;
+}
+
+static int write_all_at(int fd, const char *p, size_t n, off_t off)
+{
+	while (n > 0) {
+		ssize_t w = pwrite(fd, p, n, off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+		off += w;
+	}
+	return 0;
+}
+
+static int layer_data_error(struct unpack *u, struct archive *a,
+    struct vs_err *e)
+{
+	const char *msg = archive_error_string(a);
+
+	vs_error(e, EX_DATAERR, 0, "%s", msg ? msg : "unreadable data");
+	return entry_error(u, e);
+}
+
+static int make_file(struct unpack *u, struct archive *a,
+    struct archive_entry *ae, int dfd, const char *name, const char *rel,
+    struct vs_err *e)
+{
+	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	cleanup_fd int fd = openat(dfd, name, flags, 0600);
+	int64_t size = archive_entry_size(ae), end = 0;
+
+	if (fd < 0 && errno == EEXIST) {
+		if (replace(u, dfd, name, rel, e) < 0)
+			return -1;
+		fd = openat(dfd, name, flags, 0600);
+	}
+	if (fd < 0)
+		return sys_error(u, e, "create");
+	for (;;) {
+		const void *p;
+		size_t n;
+		la_int64_t off;
+		int r = archive_read_data_block(a, &p, &n, &off);
+
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r < ARCHIVE_WARN)
+			return layer_data_error(u, a, e);
+		if (stop_signal)
+			return vs_error(e, EX_TEMPFAIL, 0, "interrupted");
+		if (write_all_at(fd, p, n, off) < 0)
+			return sys_error(u, e, "write");
+		if (off + (int64_t)n > end)
+			end = off + (int64_t)n;
+	}
+	if (size > end && ftruncate(fd, size) < 0)
+		return sys_error(u, e, "write");
+	return finish_entry(u, ae, fd, dfd, name, e);
+}
+
+static int make_dir(struct unpack *u, struct archive_entry *ae, int dfd,
+    const char *name, const char *rel, struct vs_err *e)
+{
+	cleanup_fd int fd = -1;
+	struct dirattr *da;
+	struct stat st;
+	uintptr_t *slot;
+
+	if (mkdirat(dfd, name, 0700) < 0) {
+		if (errno != EEXIST)
+			return sys_error(u, e, "make the directory");
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return sys_error(u, e, "make the directory");
+		if (!S_ISDIR(st.st_mode) && (replace(u, dfd, name, rel, e) < 0 ||
+		    mkdirat(dfd, name, 0700) < 0))
+			return e->code ? -1 : sys_error(u, e, "make the directory");
+	}
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return sys_error(u, e, "open the directory");
+	if (set_owner(u, ae, fd, dfd, name, e) < 0 ||
+	    set_xattrs(u, ae, fd, dfd, name, e) < 0)
+		return -1;
+	/* Mode and times wait for the end: a directory without write
+	 * permission must still take the entries that follow. */
+	slot = strmap_get(&u->dirs, rel, strlen(rel));
+	if (slot == NULL) {
+		if (u->nattrs == u->capattrs) {
+			size_t cap = u->capattrs ? u->capattrs * 2 : 256;
+			struct dirattr *n = realloc(u->attrs, cap * sizeof *n);
+			if (n == NULL)
+				return sys_error(u, e, "remember a directory");
+			u->attrs = n;
+			u->capattrs = cap;
+		}
+		if (strmap_put(&u->dirs, rel, strlen(rel), ++u->nattrs) < 0)
+			return sys_error(u, e, "remember a directory");
+		da = &u->attrs[u->nattrs - 1];
+	} else {
+		da = &u->attrs[*slot - 1];
+	}
+	da->mode = archive_entry_perm(ae) & 07777;
+	entry_times(ae, da->times);
+	return 0;
+}
+
+static int make_symlink(struct unpack *u, struct archive_entry *ae, int dfd,
+    const char *name, const char *rel, struct vs_err *e)
+{
+	const char *target = archive_entry_symlink(ae);
+
+	if (target == NULL)
+		return refuse(u, e, "a symlink without a target");
+	if (symlinkat(target, dfd, name) < 0) {
+		if (errno != EEXIST || replace(u, dfd, name, rel, e) < 0 ||
+		    symlinkat(target, dfd, name) < 0)
+			return e->code ? -1 : sys_error(u, e, "make the symlink");
+	}
+	return finish_entry(u, ae, -1, dfd, name, e);
+}
+
+/* Character and block devices, fifos.  Rootless, a device is an empty
+ * file that records what it stands for. */
+static int make_node(struct unpack *u, struct archive_entry *ae, int dfd,
+    const char *name, const char *rel, struct vs_err *e)
+{
+	mode_t type = archive_entry_filetype(ae) == AE_IFIFO ? S_IFIFO :
+	    archive_entry_filetype(ae) == AE_IFBLK ? S_IFBLK : S_IFCHR;
+	unsigned maj = (unsigned)archive_entry_rdevmajor(ae);
+	unsigned min = (unsigned)archive_entry_rdevminor(ae);
+	dev_t dev = type == S_IFIFO ? 0 : makedev(maj, min);
+	cleanup_fd int fd = -1;
+	int r;
+
+	r = mknodat(dfd, name, type | 0600, dev);
+	if (r < 0 && errno == EEXIST) {
+		if (replace(u, dfd, name, rel, e) < 0)
+			return -1;
+		r = mknodat(dfd, name, type | 0600, dev);
+	}
+	if (r < 0 && errno == EPERM && u->rootless && type != S_IFIFO) {
+		char rec[32];
+
+		fd = openat(dfd, name,
+		    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return sys_error(u, e, "create");
+		rootless_device_encode(type, maj, min, rec);
+		if (fsetxattr(fd, ROOTLESS_DEVICE_XATTR, rec, strlen(rec), 0) < 0)
+			return sys_error(u, e, "record the device");
+		r = 0;
+	}
+	if (r < 0)
+		return sys_error(u, e, "make the node");
+	return finish_entry(u, ae, fd, dfd, name, e);
+}
+
+static int make_hardlink(struct unpack *u, struct archive_entry *ae,
+    const char *target, int dfd, const char *name, const char *rel,
+    struct vs_err *e)
+{
+	char trel[PATH_MAX], tdir[PATH_MAX];
+	const char *why, *tname, *slash;
+	cleanup_fd int tfd = -1;
+	struct stat a, b;
+	int r;
+
+	(void)ae;
+	if (clean_name(target, trel, sizeof trel, &why) < 0)
+		return refuse(u, e, "a hardlink to '%s', %s", target, why);
+	if (*trel == '\0')
+		return refuse(u, e, "a hardlink to the root");
+	slash = strrchr(trel, '/');
+	tname = slash ? slash + 1 : trel;
+	snprintf(tdir, sizeof tdir, "%.*s", slash ? (int)(slash - trel) : 0,
+	    trel);
+	r = walk(u, tdir, u->root, 0, false, &tfd, e);
+	if (r < 0)
+		return -1;
+	if (r > 0 || fstatat(tfd, tname, &a, AT_SYMLINK_NOFOLLOW) < 0)
+		return refuse(u, e, "a hardlink to '%s', which is not in the tree",
+		    target);
+	if (S_ISDIR(a.st_mode))
+		return refuse(u, e, "a hardlink to the directory '%s'", target);
+	if (linkat(tfd, tname, dfd, name, 0) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return sys_error(u, e, "make the hardlink");
+	if (fstatat(dfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+		return 0;
+	if (replace(u, dfd, name, rel, e) < 0)
+		return -1;
+	if (linkat(tfd, tname, dfd, name, 0) < 0)
+		return sys_error(u, e, "make the hardlink");
+	return 0;
+}
+
+/* The root directory's own entry ("./"). */
+static int root_entry(struct unpack *u, struct archive_entry *ae,
+    struct vs_err *e)
+{
+	if (archive_entry_filetype(ae) != AE_IFDIR)
+		return refuse(u, e, "the root is not a directory");
+	return make_dir(u, ae, u->root, ".", "", e);
+}
+
+static int apply_entry(struct unpack *u, struct archive *a,
+    struct archive_entry *ae, struct vs_err *e)
+{
+	char rel[PATH_MAX], dir[PATH_MAX];
+	const char *name = archive_entry_pathname(ae), *base, *slash, *why;
+	const char *hardlink = archive_entry_hardlink(ae);
+	int dfd, r;
+
+	u->entry = name;
+	if (name == NULL)
+		return refuse(u, e, "an entry without a name");
+	if (clean_name(name, rel, sizeof rel, &why) < 0)
+		return refuse(u, e, "%s", why);
+	if (*rel == '\0')
+		return hardlink ? refuse(u, e, "a hardlink as the root") :
+		    root_entry(u, ae, e);
+	slash = strrchr(rel, '/');
+	base = slash ? slash + 1 : rel;
+	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - rel) : 0, rel);
+	if (strncmp(base, ".wh.", 4) == 0)
+		return whiteout(u, dir, base, e);
+	if (open_dir(u, dir, true, &dfd, e) != 0)
+		return -1;
+	if (hardlink) {
+		r = make_hardlink(u, ae, hardlink, dfd, base, rel, e);
+	} else {
+		switch (archive_entry_filetype(ae)) {
+		case AE_IFREG:
+			r = make_file(u, a, ae, dfd, base, rel, e);
+			break;
+		case AE_IFDIR:
+			r = make_dir(u, ae, dfd, base, rel, e);
+			break;
+		case AE_IFLNK:
+			r = make_symlink(u, ae, dfd, base, rel, e);
+			break;
+		case AE_IFCHR:
+		case AE_IFBLK:
+		case AE_IFIFO:
+			r = make_node(u, ae, dfd, base, rel, e);
+			break;
+		case AE_IFSOCK:
+			return 0;	/* a socket is not content */
+		default:
+			return refuse(u, e, "an entry of unknown type");
+		}
+	}
+	if (r < 0)
+		return -1;
+	return mark_made(u, rel, strlen(rel), e);
+}
+
+/* A layer's bytes as its tar reader takes them: decompressed (or not),
+ * hashed on the way for the diff_id. */
+struct source {
+	struct unpack *u;
+	int fd;
+	struct archive *raw;	/* the decompressor, or NULL for a plain tar */
+	struct digester dg;
+	char *buf;
+	uint64_t plain;		/* bytes read from a plain tar */
+	struct vs_err err;	/* a failure to read the blob itself */
+};
+
+static la_ssize_t source_read(struct archive *a, void *arg, const void **out)
+{
+	struct source *s = arg;
+	const void *p;
+	size_t n;
+	uint64_t done;
+
+	if (s->raw) {
+		la_int64_t off;
+		int r = archive_read_data_block(s->raw, &p, &n, &off);
+		if (r == ARCHIVE_EOF)
+			return 0;
+		if (r < ARCHIVE_WARN) {
+			const char *msg = archive_error_string(s->raw);
+			archive_set_error(a, EINVAL, "%s",
+			    msg ? msg : "cannot decompress");
+			return -1;
+		}
+		done = (uint64_t)archive_filter_bytes(s->raw, -1);
+	} else {
+		ssize_t r;
+		do
+			r = read(s->fd, s->buf, READ_BLOCK);
+		while (r < 0 && errno == EINTR);
+		if (r < 0) {
+			vs_error(&s->err, EX_IOERR, errno, "read");
+			archive_set_error(a, errno, "read: %s", strerror(errno));
+			return -1;
+		}
+		p = s->buf;
+		n = (size_t)r;
+		done = s->plain += n;
+	}
+	digester_update(&s->dg, p, n);
+	progress_update(&s->u->prog, s->u->done + done);
+	*out = p;
+	return (la_ssize_t)n;
+}
+
+static int source_open(struct source *s, const struct oci_layout *l,
+    const struct image_layer *ly, struct vs_err *e)
+{
+	cleanup_free char *path = layout_blob_path(l, ly->digest);
+	struct archive_entry *ae;
+
+	s->fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (s->fd < 0)
+		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR,
+		    errno, "%s", path ? path : ly->digest);
+	(void)posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (digester_init(&s->dg, ly->diff_id, e) < 0)
+		return -1;
+	if (ly->compression == LAYER_TAR) {
+		s->buf = malloc(READ_BLOCK);
+		if (s->buf == NULL)
+			return vs_error(e, EX_OSERR, ENOMEM, "read");
+		return 0;
+	}
+	s->raw = archive_read_new();
+	if (s->raw == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "libarchive");
+	if (ly->compression == LAYER_GZIP)
+		archive_read_support_filter_gzip(s->raw);
+	else
+		archive_read_support_filter_zstd(s->raw);
+	archive_read_support_format_raw(s->raw);
+	if (archive_read_open_fd(s->raw, s->fd, READ_BLOCK) != ARCHIVE_OK ||
+	    archive_read_next_header(s->raw, &ae) != ARCHIVE_OK)
+		return vs_error(e, EX_DATAERR, 0, "%s",
+		    archive_error_string(s->raw));
+	return 0;
+}
+
+static void source_close(struct source *s)
+{
+	if (s->raw)
+		archive_read_free(s->raw);
+	if (s->fd >= 0)
+		close(s->fd);
+	digester_free(&s->dg);
+	free(s->buf);
+}
+
+/* Apply layer number i (from 0), then check its diff_id. */
+static int apply_layer(struct unpack *u, const struct oci_layout *l,
+    const struct image_layer *ly, struct vs_err *e)
+{
+	struct source s = { .u = u, .fd = -1 };
+	struct archive *tar = NULL;
+	struct archive_entry *ae;
+	char got[DIGEST_MAX];
+	const void *p;
+	int rc = -1, r;
+
+	u->entry = NULL;
+	strmap_clear(&u->layer);
+	if (source_open(&s, l, ly, e) < 0) {
+		vs_error_prefix(e, "layer %zu (%s)", u->layer_no, ly->digest);
+		goto out;
+	}
+	tar = archive_read_new();
+	if (tar == NULL) {
+		vs_error(e, EX_OSERR, ENOMEM, "libarchive");
+		goto out;
+	}
+	archive_read_support_format_tar(tar);
+	if (archive_read_open(tar, &s, NULL, source_read, NULL) != ARCHIVE_OK)
+		goto bad_tar;
+	for (;;) {
+		r = archive_read_next_header(tar, &ae);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r < ARCHIVE_WARN)
+			goto bad_tar;
+		if (stop_signal) {
+			vs_error(e, EX_TEMPFAIL, 0, "interrupted");
+			goto out;
+		}
+		if (apply_entry(u, tar, ae, e) < 0)
+			goto out;
+	}
+	u->entry = NULL;
+	/* What follows the end of the archive counts in the diff_id too. */
+	while ((r = (int)source_read(tar, &s, &p)) > 0)
+		;
+	if (r < 0)
+		goto bad_tar;
+	digester_final(&s.dg, got);
+	if (strcmp(got, ly->diff_id) != 0) {
+		vs_error(e, EX_DATAERR, 0,
+		    "layer %zu (%s): its content has the digest %s, but the image config says %s",
+		    u->layer_no, ly->digest, got, ly->diff_id);
+		goto out;
+	}
+	u->done += (uint64_t)ly->size;
+	rc = 0;
+	goto out;
+bad_tar:
+	if (s.err.code)
+		*e = s.err;
+	else
+		vs_error(e, EX_DATAERR, 0, "%s", archive_error_string(tar) ?
+		    archive_error_string(tar) : "not a tar archive");
+	vs_error_prefix(e, "layer %zu (%s)", u->layer_no, ly->digest);
+out:
+	if (tar)
+		archive_read_free(tar);
+	source_close(&s);
+	return rc;
+}
+
+/* Walk the finished tree: count it, and give each directory (deepest
+ * first) the mode and times its entry asked for. */
+static int finish_tree(struct unpack *u, int fd, char *path, size_t len,
+    struct vs_err *e)
+{
+	struct dirent *de;
+	uintptr_t *slot;
+	DIR *d;
+	int dup_fd, rc = 0;
+
+	dup_fd = dup(fd);
+	d = dup_fd < 0 ? NULL : fdopendir(dup_fd);
+	if (d == NULL) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return vs_error(e, EX_IOERR, errno, "read the tree");
+	}
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name), l = len;
+		struct stat st;
+		unsigned char type = de->d_type;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		u->entries++;
+		if (l + n + 2 > PATH_MAX)
+			return closedir(d), vs_error(e, EX_DATAERR, 0,
+			    "a path in the tree is too long");
+		if (l)
+			path[l++] = '/';
+		memcpy(path + l, de->d_name, n + 1);
+		if (type == DT_UNKNOWN || type == DT_REG) {
+			if (fstatat(dirfd(d), de->d_name, &st,
+			    AT_SYMLINK_NOFOLLOW) < 0) {
+				rc = vs_error(e, EX_IOERR, errno, "%s", path);
+				break;
+			}
+			type = S_ISDIR(st.st_mode) ? DT_DIR :
+			    S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+		}
+		if (type == DT_REG) {
+			char key[48];
+			int k = snprintf(key, sizeof key, "%llx:%llx",
+			    (unsigned long long)st.st_dev,
+			    (unsigned long long)st.st_ino);
+			if (st.st_nlink < 2 || !strmap_get(&u->inodes, key, (size_t)k))
+				u->bytes += (uint64_t)st.st_size;
+			if (st.st_nlink > 1 &&
+			    strmap_put(&u->inodes, key, (size_t)k, 1) < 0)
+				rc = vs_error(e, EX_OSERR, ENOMEM, "count");
+		} else if (type == DT_DIR) {
+			int cfd = openat(dirfd(d), de->d_name,
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (cfd < 0)
+				rc = vs_error(e, EX_IOERR, errno, "%s", path);
+			else {
+				rc = finish_tree(u, cfd, path, l + n, e);
+				close(cfd);
+			}
+		}
+		path[len] = '\0';
+	}
+	closedir(d);
+	if (rc < 0)
+		return -1;
+	slot = strmap_get(&u->dirs, path, len);
+	if (slot) {
+		struct dirattr *da = &u->attrs[*slot - 1];
+		if (fchmod(fd, da->mode) < 0 || futimens(fd, da->times) < 0)
+			return vs_error(e, EX_IOERR, errno, "%s",
+			    len ? path : ".");
+	}
+	return 0;
+}
+
+static void unpack_free(struct unpack *u)
+{
+	drop_cache(u);
+	strmap_free(&u->layer);
+	strmap_free(&u->dirs);
+	strmap_free(&u->inodes);
+	free(u->attrs);
+	if (u->root >= 0)
+		close(u->root);
+}
+
+/* Build the tree of img in the (empty) directory tmp. */
+static int build(const struct oci_layout *l, const struct image *img,
+    const char *tmp, bool quiet, struct unpack *u, struct vs_err *e)
+{
+	char path[PATH_MAX] = "";
+	uint64_t total = 0;
+	int rc = 0;
+
+	u->root = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (u->root < 0)
+		return vs_error(e, EX_CANTCREAT, errno, "%s", tmp);
+	if (fchmod(u->root, 0755) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", tmp);
+	for (size_t i = 0; i < img->nlayers; i++)
+		total += (uint64_t)img->layers[i].size;
+	progress_start(&u->prog, stderr, "unpack", total,
+	    progress_wanted(stderr, quiet));
+	for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
+		u->layer_no = i + 1;
+		rc = apply_layer(u, l, &img->layers[i], e);
+	}
+	progress_end(&u->prog);
+	drop_cache(u);
+	if (rc == 0)
+		rc = finish_tree(u, u->root, path, 0, e);
+	return rc;
+}
+
+/* What a finished tree was built from, kept beside it (.NAME.json) and
+ * tied to the tree's directory by its inode. */
+struct stamp {
+	char digest[DIGEST_MAX];
+	uint64_t entries, bytes;
+	bool rootless;
+};
+
+static char *stamp_path(const char *tree)
+{
+	cleanup_free char *dir = NULL, *base = NULL;
+	char *p;
+
+	if (path_split(tree, &dir, &base) < 0 ||
+	    asprintf(&p, "%s/.%s.json", dir, base) < 0)
+		return NULL;
+	return p;
+}
+
+static int read_stamp(const char *tree, const struct stat *st,
+    struct stamp *s)
+{
+	cleanup_free char *p = stamp_path(tree);
+	cleanup_json json_t *j = NULL;
+	const char *dg;
+
+	j = p ? json_load_file(p, 0, NULL) : NULL;
+	dg = json_string_value(json_object_get(j, "digest"));
+	if (!dg || !digest_valid(dg) ||
+	    json_integer_value(json_object_get(j, "ino")) != (json_int_t)st->st_ino ||
+	    json_integer_value(json_object_get(j, "dev")) != (json_int_t)st->st_dev)
+		return -1;
+	snprintf(s->digest, sizeof s->digest, "%s", dg);
+	s->entries = (uint64_t)json_integer_value(json_object_get(j, "entries"));
+	s->bytes = (uint64_t)json_integer_value(json_object_get(j, "bytes"));
+	s->rootless = json_is_true(json_object_get(j, "rootless"));
+	return 0;
+}
+
+static int write_stamp(const char *tree, const char *tmp,
+    const struct stamp *s, struct vs_err *e)
+{
+	cleanup_free char *p = stamp_path(tree);
+	cleanup_free char *text = NULL;
+	cleanup_json json_t *j = NULL;
+	struct atomic_file af;
+	struct stat st;
+	size_t len;
+
+	if (p == NULL || stat(tmp, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", tmp);
+	j = json_pack("{s:s, s:I, s:I, s:b, s:I, s:I}", "digest", s->digest,
+	    "entries", (json_int_t)s->entries, "bytes", (json_int_t)s->bytes,
+	    "rootless", s->rootless, "ino", (json_int_t)st.st_ino,
+	    "dev", (json_int_t)st.st_dev);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	if (text == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", p);
+	len = strlen(text);
+	text[len++] = '\n';	/* json_dumps leaves room for the NUL */
+	if (atomic_open(&af, p, 0644, e) < 0)
+		return -1;
+	if (write(af.fd, text, len) != (ssize_t)len) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
+		atomic_abort(&af);
+		return -1;
+	}
+	return atomic_commit(&af, ATOMIC_REPLACE, e);
+}
+
+/* Remove temporary trees that an interrupted run left (the caller holds
+ * the tree's lock, so no other run is writing them). */
+static void remove_stale(const char *dir, const char *base)
+{
+	cleanup_fd int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char prefix[NAME_MAX + 2];
+	struct dirent *de;
+	struct vs_err ignored;
+	DIR *d;
+	int n = snprintf(prefix, sizeof prefix, ".%s.tmp-", base);
+
+	if (dfd < 0 || (d = fdopendir(dup(dfd))) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, prefix, (size_t)n) == 0)
+			(void)tree_remove_at(dfd, de->d_name, &ignored);
+	closedir(d);
+}
+
+static bool dir_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	bool empty = true;
+
+	if (d == NULL)
+		return false;
+	while (empty && (de = readdir(d)) != NULL)
+		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+	closedir(d);
+	return empty;
+}
+
+static json_t *rootfs_section(const char *tree, const struct stamp *s,
+    bool reused)
+{
+	return json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}", "path", tree,
+	    "digest", s->digest, "entries", (json_int_t)s->entries,
+	    "bytes", (json_int_t)s->bytes, "rootless", s->rootless,
+	    "reused", reused);
+}
+
+/* Unpack img into tree (absolute), or reuse what is there. */
+static json_t *unpack(const struct oci_layout *l, const struct image *img,
+    const char *tree, bool chosen, bool quiet, struct vs_err *e)
+{
+	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL, *tmp = NULL;
+	cleanup_fd int lock = -1;
+	struct unpack u = { .root = -1 };
+	struct stamp s = { 0 };
+	struct stat st;
+	bool exists;
+	int rc;
+
+	if (path_split(tree, &dir, &base) < 0 ||
+	    asprintf(&lockp, "%s/.%s.lock", dir, base) < 0)
+		return vs_error(e, EX_OSERR, errno, "%s", tree), NULL;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+		    "%s", dir), NULL;
+	lock = lock_path(lockp, true, true, e);
+	if (lock < 0)
+		return NULL;
+	exists = lstat(tree, &st) == 0;
+	if (exists && read_stamp(tree, &st, &s) == 0 &&
+	    strcmp(s.digest, img->manifest) == 0)
+		return rootfs_section(tree, &s, true);
+	if (exists && !S_ISDIR(st.st_mode))
+		return vs_error(e, EX_CANTCREAT, 0,
+		    "%s exists and is not a directory", tree), NULL;
+	if (exists && chosen && !dir_empty(tree) && read_stamp(tree, &st, &s) < 0)
+		return vs_error(e, EX_CANTCREAT, 0,
+		    "%s exists and is not a tree oci-unpack made: remove it, or choose another -o",
+		    tree), NULL;
+	remove_stale(dir, base);
+
+	if (asprintf(&tmp, "%s/.%s.tmp-XXXXXX", dir, base) < 0 ||
+	    mkdtemp(tmp) == NULL)
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+		    "%s", dir), NULL;
+	u.rootless = geteuid() != 0;
+	rc = build(l, img, tmp, quiet, &u, e);
+	snprintf(s.digest, sizeof s.digest, "%s", img->manifest);
+	s.entries = u.entries;
+	s.bytes = u.bytes;
+	s.rootless = u.rootless;
+	if (u.lost_owners || u.lost_xattrs)
+		fe_warn("rootless: the owners of %llu symlink(s) and the attributes of %llu could not be recorded (Linux keeps no user.* attributes on symlinks)",
+		    (unsigned long long)u.lost_owners,
+		    (unsigned long long)u.lost_xattrs);
+	/* On disk before it gets its name, so that a power cut cannot leave
+	 * a tree with empty files to be reused: one syncfs costs far less
+	 * than an fsync per file. */
+	if (rc == 0 && stop_signal)
+		rc = vs_error(e, EX_TEMPFAIL, 0, "interrupted");
+	if (rc == 0 && syncfs(u.root) < 0)
+		rc = vs_error(e, EX_IOERR, errno, "flush %s", tmp);
+	unpack_free(&u);
+	if (rc == 0)
+		rc = write_stamp(tree, tmp, &s, e);
+	if (rc == 0) {
+		if (exists)
+			rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, tree,
+			    RENAME_EXCHANGE);
+		else
+			rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, tree,
+			    RENAME_NOREPLACE);
+		if (rc < 0)
+			vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+			    "rename %s to %s", tmp, tree);
+	}
+	{
+		struct vs_err ignored;
+		/* the failed tree, or the old one swapped out */
+		if (tree_remove(tmp, &ignored) < 0 && rc == 0)
+			fe_warn("could not remove the old tree, now %s: %s", tmp,
+			    ignored.msg);
+	}
+	if (rc < 0)
+		return NULL;
+	{
+		cleanup_fd int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0)
+			(void)fsync(dfd);
+	}
+	return rootfs_section(tree, &s, false);
+}
+
+/* The layout and manifest digest named by the arguments or the document. */
+static int image_of(json_t *doc, int argc, char **argv,
+    struct oci_layout *l, char digest[DIGEST_MAX], struct vs_err *e)
+{
+	const char *root, *dg;
+
+	if (argc == 2) {
+		if (layout_open(l, argv[0], false, e) < 0)
+			return -1;
+		return image_resolve(l, argv[1], digest, e);
+	}
+	root = doc_need_str(doc, "image", "layout",
+	    "give LAYOUT REF, or pipe oci-fetch's output into oci-unpack", e);
+	if (root == NULL)
+		return -1;
+	dg = doc_need_str(doc, "image", "digest",
+	    "give LAYOUT REF, or pipe oci-fetch's output into oci-unpack", e);
+	if (dg == NULL)
+		return -1;
+	if (!digest_valid(dg))
+		return vs_error(e, EX_DATAERR, 0,
+		    "image.digest in the document is not a digest: %s", dg);
+	if (layout_open(l, root, false, e) < 0)
+		return -1;
+	snprintf(digest, DIGEST_MAX, "%s", dg);
+	return 0;
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "directory", required_argument, NULL, 'C' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { 0 };
+	struct vs_err e = { 0 };
+	struct oci_layout l = { 0 };
+	struct image img = { 0 };
+	cleanup_json json_t *doc = NULL;
+	cleanup_free char *tree = NULL;
+	char digest[DIGEST_MAX];
+	struct sigaction sa;
+	json_t *sec = NULL;
+	int c;
+
+	fe_init(argv[0]);
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":C:ho:qV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'C':
+			o.dir = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return fe_finish(0);
+		case 'o':
+			o.out = optarg;
+			break;
+		case 'q':
+			o.quiet = true;
+			break;
+		case 'V':
+			fe_version();
+			return fe_finish(0);
+		default:
+			return fe_bad_option(SYNOPSIS, c, optopt,
+			    argv[optind - 1]);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 1 || argc > 2)
+		return fe_usage_error(SYNOPSIS, argc == 1 ?
+		    "give both LAYOUT and REF, or neither (to read the document)" :
+		    "too many operands");
+	if (o.out && *o.out == '\0')
+		return fe_usage_error(SYNOPSIS, "-o needs a directory");
+	if (o.dir && chdir(o.dir) < 0) {
+		vs_error(&e, EX_NOINPUT, errno, "%s", o.dir);
+		return fe_fail(&e);
+	}
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (argc == 2) {
+		doc = json_object();
+		if (doc == NULL) {
+			vs_error(&e, EX_OSERR, ENOMEM, "oci-unpack");
+			return fe_fail(&e);
+		}
+	} else {
+		bool present;
+		doc = doc_read_stdin(&present, &e);
+		if (doc == NULL)
+			return fe_fail(&e);
+		if (!present)
+			return fe_usage_error(SYNOPSIS,
+			    "no pipeline document on stdin: give LAYOUT REF, or pipe oci-fetch's output into oci-unpack");
+	}
+	if (image_of(doc, argc, argv, &l, digest, &e) < 0 ||
+	    image_load(&l, digest, &img, &e) < 0)
+		goto fail;
+	if (o.out)
+		tree = path_abs(o.out, &e);
+	else if (asprintf(&tree, "%s/rootfs/%s", l.root,
+	    strchr(digest, ':') + 1) < 0)
+		tree = NULL, vs_error(&e, EX_OSERR, ENOMEM, "oci-unpack");
+	if (tree == NULL)
+		goto fail;
+	sec = unpack(&l, &img, tree, o.out != NULL, o.quiet, &e);
+	if (sec == NULL)
+		goto fail;
+	if (doc_set(doc, "rootfs", sec, &e) < 0 || doc_write(stdout, doc, &e) < 0)
+		goto fail;
+	image_free(&img);
+	layout_close(&l);
+	return fe_finish(0);
+fail:
+	image_free(&img);
+	layout_close(&l);
+	c = fe_finish(fe_fail(&e));
+	if (stop_signal) {
+		signal(stop_signal, SIG_DFL);
+		raise(stop_signal);
+	}
+	return c;
+}
