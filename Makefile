@@ -53,7 +53,8 @@ oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 oci-fetch_CFLAGS = $(call CURL,cflags) $(call JANSSON,cflags)
 oci-unpack_COMMON := atomic digest doc err fe image layout lock path progress \
 	ref rootless strmap tree
-oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
+oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
+	-pthread
 oci-unpack_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
 
 COMMON_SRC := $(wildcard common/*.c)

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <jansson.h>
+#include <linux/openat2.h>
 
 #include "atomic.h"
 #include "cleanup.h"
@@ -38,7 +41,6 @@
 
 #define SYNOPSIS "oci-unpack [-qV] [-C DIR] [-o DIR] [LAYOUT REF]"
 #define CACHE "oci-cache"
-#define READ_BLOCK (256u << 10)
 
 struct opts {
 	const char *dir;
@@ -61,6 +63,8 @@ struct dirattr {
 struct unpack {
 	int root;		/* the tree being built */
 	bool rootless;		/* not root: record what cannot be applied */
+	uid_t uid;		/* ours, which what we make has */
+	gid_t gid;
 	struct strmap layer;	/* paths the current layer made: MADE, HOLDS */
 	struct strmap dirs;	/* directory → index + 1 in attrs */
 	struct dirattr *attrs;
@@ -191,6 +195,35 @@ static void forget(struct unpack *u, const char *path, size_t len)
 		drop_cache(u);
 }
 
+#ifdef SYS_openat2
+static bool no_openat2;
+#endif
+
+/* openat2(2) of directory path beneath dfd, refusing symlinks and "..":
+ * an fd, or -1 (also where the kernel has no openat2). */
+static int open_beneath(int dfd, const char *path)
+{
+#ifdef SYS_openat2
+	struct open_how how = {
+		.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+		    RESOLVE_BENEATH,
+	};
+	long fd;
+
+	if (no_openat2)
+		return -1;
+	fd = syscall(SYS_openat2, dfd, path, &how, sizeof how);
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
+		no_openat2 = true;	/* EPERM: a seccomp filter */
+	return (int)fd;
+#else
+	(void)dfd;
+	(void)path;
+	return -1;
+#endif
+}
+
 /* Open directory dir of the tree (O_PATH), from base (the root, or an
  * ancestor open as base_fd at base_len bytes of dir), one component at a
  * time, never following a symlink.  With create, missing directories are
@@ -204,6 +237,15 @@ static int walk(struct unpack *u, const char *dir, int base_fd,
 
 	while (*p == '/')
 		p++;
+	if (*p) {
+		/* One call when the path is there and holds no symlink; the
+		 * walk below makes what is missing and names what is wrong. */
+		int fd = open_beneath(base_fd, p);
+		if (fd >= 0) {
+			*out = fd;
+			return 0;
+		}
+	}
 	while (*p) {
 		char comp[NAME_MAX + 1];
 		size_t len = strcspn(p, "/");
@@ -441,9 +483,11 @@ static int remove_xattr(int fd, const char *key)
 	return 0;
 }
 
-/* uid and gid: applied as root, recorded when rootless. */
+/* uid and gid: applied as root, recorded when rootless.  A new entry
+ * (fresh) already has our owner and no record; *changed says whether a
+ * chown happened, which clears set-user-ID and set-group-ID bits. */
 static int set_owner(struct unpack *u, struct archive_entry *ae, int fd,
-    int dfd, const char *name, struct vs_err *e)
+    int dfd, const char *name, bool fresh, bool *changed, struct vs_err *e)
 {
 	uid_t uid = (uid_t)archive_entry_uid(ae);
 	gid_t gid = (gid_t)archive_entry_gid(ae);
@@ -451,7 +495,13 @@ static int set_owner(struct unpack *u, struct archive_entry *ae, int fd,
 	size_t n;
 	int r;
 
+	*changed = false;
 	if (!u->rootless) {
+		/* Directories get their modes at the end, so none is setgid
+		 * yet: what we make is ours, uid and gid. */
+		if (fresh && uid == u->uid && gid == u->gid)
+			return 0;
+		*changed = true;
 		r = fd >= 0 ? fchown(fd, uid, gid) :
 		    fchownat(dfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
 		return r < 0 ? sys_error(u, e, "set the owner") : 0;
@@ -466,11 +516,24 @@ static int set_owner(struct unpack *u, struct archive_entry *ae, int fd,
 	if (n)
 		r = set_xattr(fd, dfd, name, ROOTLESS_XATTR, rec, n);
 	else
-		r = fd >= 0 ? remove_xattr(fd, ROOTLESS_XATTR) : 0;
+		r = fresh || fd < 0 ? 0 : remove_xattr(fd, ROOTLESS_XATTR);
 	if (r < 0 && (errno == ENOTSUP || errno == EPERM))
 		return vs_error(e, EX_CANTCREAT, errno,
 		    "cannot record ownership as user.rootlesscontainers: the tree's filesystem does not take user.* attributes (unpack as root, or elsewhere)");
 	return r < 0 ? sys_error(u, e, "record the owner") : 0;
+}
+
+/* The mode to create a non-directory with (the umask is 0): its own, so
+ * that no chmod is needed, unless rootless and it leaves the owner unable
+ * to write (user.* attributes need write permission) or has set-ID bits
+ * (writing clears them). */
+static mode_t create_mode(const struct unpack *u, struct archive_entry *ae)
+{
+	mode_t mode = archive_entry_perm(ae) & 07777;
+
+	if (u->rootless && (!(mode & 0200) || (mode & 06000)))
+		return 0600;
+	return mode;
 }
 
 static bool ours(const char *key)
@@ -530,21 +593,21 @@ static void entry_times(struct archive_entry *ae, struct timespec ts[2])
 	}
 }
 
-/* Owner, mode, attributes and times of a non-directory just made. */
+/* Owner, attributes, mode and times of a non-directory just made with
+ * mode made (create_mode). */
 static int finish_entry(struct unpack *u, struct archive_entry *ae, int fd,
-    int dfd, const char *name, struct vs_err *e)
+    int dfd, const char *name, mode_t made, struct vs_err *e)
 {
 	mode_t mode = archive_entry_perm(ae) & 07777;
 	struct timespec ts[2];
-	bool link = archive_entry_filetype(ae) == AE_IFLNK;
+	bool link = archive_entry_filetype(ae) == AE_IFLNK, chowned;
 
-	if (set_owner(u, ae, fd, dfd, name, e) < 0)
+	if (set_owner(u, ae, fd, dfd, name, true, &chowned, e) < 0 ||
+	    set_xattrs(u, ae, fd, dfd, name, e) < 0)
 		return -1;
-	if (!link && (fd >= 0 ? fchmod(fd, mode) :
-	    fchmodat(dfd, name, mode, 0)) < 0)
+	if (!link && (mode != made || (chowned && (mode & 06000))) &&
+	    (fd >= 0 ? fchmod(fd, mode) : fchmodat(dfd, name, mode, 0)) < 0)
 		return sys_error(u, e, "set the mode");
-	if (set_xattrs(u, ae, fd, dfd, name, e) < 0)
-		return -1;
 	entry_times(ae, ts);
 	if ((fd >= 0 ? futimens(fd, ts) :
 	    utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW)) < 0)
@@ -582,13 +645,14 @@ static int make_file(struct unpack *u, struct archive *a,
     struct vs_err *e)
 {
 	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-	cleanup_fd int fd = openat(dfd, name, flags, 0600);
+	mode_t made = create_mode(u, ae);
+	cleanup_fd int fd = openat(dfd, name, flags, made);
 	int64_t size = archive_entry_size(ae), end = 0;
 
 	if (fd < 0 && errno == EEXIST) {
 		if (replace(u, dfd, name, rel, e) < 0)
 			return -1;
-		fd = openat(dfd, name, flags, 0600);
+		fd = openat(dfd, name, flags, made);
 	}
 	if (fd < 0)
 		return sys_error(u, e, "create");
@@ -611,7 +675,7 @@ static int make_file(struct unpack *u, struct archive *a,
 	}
 	if (size > end && ftruncate(fd, size) < 0)
 		return sys_error(u, e, "write");
-	return finish_entry(u, ae, fd, dfd, name, e);
+	return finish_entry(u, ae, fd, dfd, name, made, e);
 }
 
 static int make_dir(struct unpack *u, struct archive_entry *ae, int dfd,
@@ -621,8 +685,10 @@ static int make_dir(struct unpack *u, struct archive_entry *ae, int dfd,
 	struct dirattr *da;
 	struct stat st;
 	uintptr_t *slot;
+	bool fresh = true, chowned;
 
 	if (mkdirat(dfd, name, 0700) < 0) {
+		fresh = false;
 		if (errno != EEXIST)
 			return sys_error(u, e, "make the directory");
 		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -634,7 +700,7 @@ static int make_dir(struct unpack *u, struct archive_entry *ae, int dfd,
 	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return sys_error(u, e, "open the directory");
-	if (set_owner(u, ae, fd, dfd, name, e) < 0 ||
+	if (set_owner(u, ae, fd, dfd, name, fresh, &chowned, e) < 0 ||
 	    set_xattrs(u, ae, fd, dfd, name, e) < 0)
 		return -1;
 	/* Mode and times wait for the end: a directory without write
@@ -672,7 +738,7 @@ static int make_symlink(struct unpack *u, struct archive_entry *ae, int dfd,
 		    symlinkat(target, dfd, name) < 0)
 			return e->code ? -1 : sys_error(u, e, "make the symlink");
 	}
-	return finish_entry(u, ae, -1, dfd, name, e);
+	return finish_entry(u, ae, -1, dfd, name, 0, e);
 }
 
 /* Character and block devices, fifos.  Rootless, a device is an empty
@@ -685,14 +751,15 @@ static int make_node(struct unpack *u, struct archive_entry *ae, int dfd,
 	unsigned maj = (unsigned)archive_entry_rdevmajor(ae);
 	unsigned min = (unsigned)archive_entry_rdevminor(ae);
 	dev_t dev = type == S_IFIFO ? 0 : makedev(maj, min);
+	mode_t made = create_mode(u, ae);
 	cleanup_fd int fd = -1;
 	int r;
 
-	r = mknodat(dfd, name, type | 0600, dev);
+	r = mknodat(dfd, name, type | made, dev);
 	if (r < 0 && errno == EEXIST) {
 		if (replace(u, dfd, name, rel, e) < 0)
 			return -1;
-		r = mknodat(dfd, name, type | 0600, dev);
+		r = mknodat(dfd, name, type | made, dev);
 	}
 	if (r < 0 && errno == EPERM && u->rootless && type != S_IFIFO) {
 		char rec[32];
@@ -701,6 +768,7 @@ static int make_node(struct unpack *u, struct archive_entry *ae, int dfd,
 		    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return sys_error(u, e, "create");
+		made = 0600;
 		rootless_device_encode(type, maj, min, rec);
 		if (fsetxattr(fd, ROOTLESS_DEVICE_XATTR, rec, strlen(rec), 0) < 0)
 			return sys_error(u, e, "record the device");
@@ -708,7 +776,7 @@ static int make_node(struct unpack *u, struct archive_entry *ae, int dfd,
 	}
 	if (r < 0)
 		return sys_error(u, e, "make the node");
-	return finish_entry(u, ae, fd, dfd, name, e);
+	return finish_entry(u, ae, fd, dfd, name, made, e);
 }
 
 static int make_hardlink(struct unpack *u, struct archive_entry *ae,
@@ -813,55 +881,174 @@ static int apply_entry(struct unpack *u, struct archive *a,
 	return mark_made(u, rel, strlen(rel), e);
 }
 
-/* A layer's bytes as its tar reader takes them: decompressed (or not),
- * hashed on the way for the diff_id. */
+/* A layer's bytes as its tar reader takes them: read and decompressed (or
+ * not) by a second thread, which runs ahead by up to SLOTS blocks, so that
+ * decompressing overlaps with making the files; hashed for the diff_id as
+ * the tar reader takes them. */
+#define SLOTS 8
+#define SLOT_SIZE (256u << 10)
+
+struct slot {
+	char *data;
+	size_t len;
+	uint64_t done;		/* compressed bytes read when it was filled */
+};
+
 struct source {
 	struct unpack *u;
 	int fd;
 	struct archive *raw;	/* the decompressor, or NULL for a plain tar */
 	struct digester dg;
-	char *buf;
-	uint64_t plain;		/* bytes read from a plain tar */
-	struct vs_err err;	/* a failure to read the blob itself */
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct slot slots[SLOTS];
+	size_t filled;		/* slots filled by the reader, ever */
+	size_t taken;		/* slots handed to the tar reader, ever */
+	bool eof;		/* the reader is done: no more slots */
+	bool stop;		/* the tar reader wants no more */
+	bool holding;		/* the tar reader has slot (taken - 1) */
+	bool closed;
+	struct vs_err err;	/* why the reader stopped early */
+	char digest[DIGEST_MAX];	/* of everything taken, at the end */
 };
+
+/* Wait for a free slot; false when told to stop. */
+static bool source_wait_free(struct source *s)
+{
+	bool go;
+
+	pthread_mutex_lock(&s->mu);
+	while (!s->stop && s->filled - s->taken + (s->holding ? 1 : 0) >= SLOTS)
+		pthread_cond_wait(&s->cv, &s->mu);
+	go = !s->stop;
+	pthread_mutex_unlock(&s->mu);
+	return go;
+}
+
+static void source_publish(struct source *s, bool eof)
+{
+	pthread_mutex_lock(&s->mu);
+	if (eof)
+		s->eof = true;
+	else
+		s->filled++;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The next block of decompressed data: *p, *n; 0, 1 at the end, -1. */
+static int source_next(struct source *s, const void **p, size_t *n,
+    uint64_t *done)
+{
+	if (s->raw) {
+		la_int64_t off;
+		int r = archive_read_data_block(s->raw, p, n, &off);
+		if (r == ARCHIVE_EOF)
+			return 1;
+		if (r < ARCHIVE_WARN) {
+			const char *msg = archive_error_string(s->raw);
+			return vs_error(&s->err, EX_DATAERR, 0, "%s",
+			    msg ? msg : "cannot decompress");
+		}
+		*done = (uint64_t)archive_filter_bytes(s->raw, -1);
+		return 0;
+	}
+	return 0;
+}
+
+static void *source_reader(void *arg)
+{
+	struct source *s = arg;
+	uint64_t plain = 0;
+	sigset_t all;
+
+	/* signals are for the main thread, which cleans up */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+	for (;;) {
+		struct slot *sl;
+		const void *p;
+		size_t n;
+		uint64_t done = 0;
+		int r;
+
+		if (!source_wait_free(s))
+			break;
+		sl = &s->slots[s->filled % SLOTS];
+		if (s->raw) {
+			r = source_next(s, &p, &n, &done);
+			if (r != 0)
+				break;
+			/* a decompressed block may be larger than a slot */
+			while (n > SLOT_SIZE) {
+				memcpy(sl->data, p, SLOT_SIZE);
+				sl->len = SLOT_SIZE;
+				sl->done = done;
+				source_publish(s, false);
+				p = (const char *)p + SLOT_SIZE;
+				n -= SLOT_SIZE;
+				if (!source_wait_free(s))
+					goto out;
+				sl = &s->slots[s->filled % SLOTS];
+			}
+			memcpy(sl->data, p, n);
+		} else {
+			ssize_t got;
+			do
+				got = read(s->fd, sl->data, SLOT_SIZE);
+			while (got < 0 && errno == EINTR);
+			if (got < 0) {
+				vs_error(&s->err, EX_IOERR, errno, "read");
+				break;
+			}
+			if (got == 0)
+				break;
+			n = (size_t)got;
+			done = plain += n;
+		}
+		sl->len = n;
+		sl->done = done;
+		source_publish(s, false);
+	}
+out:
+	source_publish(s, true);
+	return NULL;
+}
 
 static la_ssize_t source_read(struct archive *a, void *arg, const void **out)
 {
 	struct source *s = arg;
-	const void *p;
-	size_t n;
-	uint64_t done;
+	struct slot *sl;
 
-	if (s->raw) {
-		la_int64_t off;
-		int r = archive_read_data_block(s->raw, &p, &n, &off);
-		if (r == ARCHIVE_EOF)
-			return 0;
-		if (r < ARCHIVE_WARN) {
-			const char *msg = archive_error_string(s->raw);
-			archive_set_error(a, EINVAL, "%s",
-			    msg ? msg : "cannot decompress");
-			return -1;
-		}
-		done = (uint64_t)archive_filter_bytes(s->raw, -1);
-	} else {
-		ssize_t r;
-		do
-			r = read(s->fd, s->buf, READ_BLOCK);
-		while (r < 0 && errno == EINTR);
-		if (r < 0) {
-			vs_error(&s->err, EX_IOERR, errno, "read");
-			archive_set_error(a, errno, "read: %s", strerror(errno));
-			return -1;
-		}
-		p = s->buf;
-		n = (size_t)r;
-		done = s->plain += n;
+	pthread_mutex_lock(&s->mu);
+	if (s->holding) {	/* the block handed out last time is free */
+		s->holding = false;
+		pthread_cond_broadcast(&s->cv);
 	}
-	digester_update(&s->dg, p, n);
-	progress_update(&s->u->prog, s->u->done + done);
-	*out = p;
-	return (la_ssize_t)n;
+	while (s->taken == s->filled && !s->eof)
+		pthread_cond_wait(&s->cv, &s->mu);
+	if (s->taken == s->filled) {
+		pthread_mutex_unlock(&s->mu);
+		if (s->err.code) {
+			archive_set_error(a, EINVAL, "%s", s->err.msg);
+			return -1;
+		}
+		if (!s->digest[0])
+			digester_final(&s->dg, s->digest);
+		return 0;
+	}
+	sl = &s->slots[s->taken % SLOTS];
+	s->taken++;
+	s->holding = true;
+	pthread_mutex_unlock(&s->mu);
+	/* hashed here, so that the two threads share the work evenly */
+	digester_update(&s->dg, sl->data, sl->len);
+	progress_update(&s->u->prog, s->u->done + sl->done);
+	*out = sl->data;
+	return (la_ssize_t)sl->len;
 }
 
 static int source_open(struct source *s, const struct oci_layout *l,
@@ -870,6 +1057,13 @@ static int source_open(struct source *s, const struct oci_layout *l,
 	cleanup_free char *path = layout_blob_path(l, ly->digest);
 	struct archive_entry *ae;
 
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	for (size_t i = 0; i < SLOTS; i++) {
+		s->slots[i].data = malloc(SLOT_SIZE);
+		if (s->slots[i].data == NULL)
+			return vs_error(e, EX_OSERR, ENOMEM, "read");
+	}
 	s->fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
 	if (s->fd < 0)
 		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR,
@@ -877,35 +1071,48 @@ static int source_open(struct source *s, const struct oci_layout *l,
 	(void)posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (digester_init(&s->dg, ly->diff_id, e) < 0)
 		return -1;
-	if (ly->compression == LAYER_TAR) {
-		s->buf = malloc(READ_BLOCK);
-		if (s->buf == NULL)
-			return vs_error(e, EX_OSERR, ENOMEM, "read");
-		return 0;
+	if (ly->compression != LAYER_TAR) {
+		s->raw = archive_read_new();
+		if (s->raw == NULL)
+			return vs_error(e, EX_OSERR, ENOMEM, "libarchive");
+		if (ly->compression == LAYER_GZIP)
+			archive_read_support_filter_gzip(s->raw);
+		else
+			archive_read_support_filter_zstd(s->raw);
+		archive_read_support_format_raw(s->raw);
+		if (archive_read_open_fd(s->raw, s->fd, SLOT_SIZE) != ARCHIVE_OK ||
+		    archive_read_next_header(s->raw, &ae) != ARCHIVE_OK)
+			return vs_error(e, EX_DATAERR, 0, "%s",
+			    archive_error_string(s->raw));
 	}
-	s->raw = archive_read_new();
-	if (s->raw == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "libarchive");
-	if (ly->compression == LAYER_GZIP)
-		archive_read_support_filter_gzip(s->raw);
-	else
-		archive_read_support_filter_zstd(s->raw);
-	archive_read_support_format_raw(s->raw);
-	if (archive_read_open_fd(s->raw, s->fd, READ_BLOCK) != ARCHIVE_OK ||
-	    archive_read_next_header(s->raw, &ae) != ARCHIVE_OK)
-		return vs_error(e, EX_DATAERR, 0, "%s",
-		    archive_error_string(s->raw));
+	if ((errno = pthread_create(&s->thread, NULL, source_reader, s)) != 0)
+		return vs_error(e, EX_OSERR, errno, "start a thread");
+	s->started = true;
 	return 0;
 }
 
+/* Stop the reader (if it still runs) and free everything. */
 static void source_close(struct source *s)
 {
+	if (s->closed)
+		return;
+	s->closed = true;
+	if (s->started) {
+		pthread_mutex_lock(&s->mu);
+		s->stop = true;
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+		pthread_join(s->thread, NULL);
+	}
 	if (s->raw)
 		archive_read_free(s->raw);
 	if (s->fd >= 0)
 		close(s->fd);
 	digester_free(&s->dg);
-	free(s->buf);
+	for (size_t i = 0; i < SLOTS; i++)
+		free(s->slots[i].data);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
 }
 
 /* Apply layer number i (from 0), then check its diff_id. */
@@ -915,7 +1122,6 @@ static int apply_layer(struct unpack *u, const struct oci_layout *l,
 	struct source s = { .u = u, .fd = -1 };
 	struct archive *tar = NULL;
 	struct archive_entry *ae;
-	char got[DIGEST_MAX];
 	const void *p;
 	int rc = -1, r;
 
@@ -952,17 +1158,17 @@ static int apply_layer(struct unpack *u, const struct oci_layout *l,
 		;
 	if (r < 0)
 		goto bad_tar;
-	digester_final(&s.dg, got);
-	if (strcmp(got, ly->diff_id) != 0) {
+	if (strcmp(s.digest, ly->diff_id) != 0) {
 		vs_error(e, EX_DATAERR, 0,
 		    "layer %zu (%s): its content has the digest %s, but the image config says %s",
-		    u->layer_no, ly->digest, got, ly->diff_id);
+		    u->layer_no, ly->digest, s.digest, ly->diff_id);
 		goto out;
 	}
 	u->done += (uint64_t)ly->size;
 	rc = 0;
 	goto out;
 bad_tar:
+	source_close(&s);	/* the reader's error is ours to read once it ends */
 	if (s.err.code)
 		*e = s.err;
 	else
@@ -1241,6 +1447,8 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
 		    "%s", dir), NULL;
 	u.rootless = geteuid() != 0;
+	u.uid = geteuid();
+	u.gid = getegid();
 	rc = build(l, img, tmp, quiet, &u, e);
 	snprintf(s.digest, sizeof s.digest, "%s", img->manifest);
 	s.entries = u.entries;
@@ -1338,6 +1546,7 @@ int main(int argc, char *argv[])
 	int c;
 
 	fe_init(argv[0]);
+	umask(0);	/* the image says what the modes are */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":C:ho:qV", longopts, NULL)) != -1) {
 		switch (c) {

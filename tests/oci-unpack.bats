@@ -89,6 +89,8 @@ manifest_of() {
 	grep -q '^dev/sda b 0660 0 6 ' ours
 	grep -q '^dev/initctl p ' ours
 	grep -q '^bin/su - 4755 ' ours
+	grep -q '^bin/sg - 2755 0 5 ' ours
+	grep -q '^etc/readonly - 0444 .*user.note=' ours
 	grep -q '^tmp d 1777 ' ours
 	grep -q '^srv/sgid d 2775 0 50 ' ours
 	grep -q '^etc/owned - 0644 1000 1001 .*user.comment=' ours
@@ -372,11 +374,16 @@ teardown() {
 	getfattr -n user.vmstrap.xattr.security.capability bin/ping > /dev/null
 	getfattr -n user.vmstrap.xattr.trusted.vmstrap bin/su > /dev/null
 	[ "$(stat -c %a srv)" = 700 ] && [ "$(stat -c %a tmp)" = 1777 ]
+	[ "$(stat -c %a bin/su)" = 4755 ] && [ "$(stat -c %a bin/sg)" = 2755 ]
+	[ "$(stat -c %a etc/readonly)" = 444 ] && [ "$(getfattr --only-values -n user.note etc/readonly)" = ro ]
 	cd "$R"
-	# what umoci's rootless mode records, we record the same way
+	# what umoci's rootless mode records, we record the same way; we
+	# add our own records, and keep the attribute of a read-only file,
+	# which umoci drops (user.* attributes need write permission)
 	runuser -u nobody -- umoci unpack --rootless --image rich:rich out/u > /dev/null 2>&1
 	diff <("$VS_TOP/tests/treelist" -d out/u/rootfs) \
-		<("$VS_TOP/tests/treelist" -d out/t | sed -E 's/,?user\.vmstrap\.[a-z.]+=[0-9a-f]+//g; s/\[,/[/')
+		<("$VS_TOP/tests/treelist" -d out/t | sed -E 's/,?user\.vmstrap\.[a-z.]+=[0-9a-f]+//g; s/\[,/[/
+			/^etc\/readonly /s/\[user.note=726f\]/[]/')
 	[ "$(stat -c %a out/t/ro)" = 555 ] && [ "$(stat -c %a out/t/ro/sub)" = 555 ]
 	run_split runuser -u nobody -- "$VS_BIN/oci-unpack" -o "$R/out/t" rich rich
 	assert_success
