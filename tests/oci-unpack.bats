@@ -287,10 +287,13 @@ manifest_of() {
 	[ "$(jqo .rootfs.reused)" = true ]
 	[ "$(stat -c %i oci-cache/rootfs/$hex/srv/text)" = "$ino" ] || fail "the tree was rebuilt"
 	[ "$(jqo .rootfs.entries)" -eq "$(find oci-cache/rootfs/$hex -mindepth 1 | wc -l)" ]
-	# LAYOUT REF works on the same cache, as the reference was fetched
-	run_split oci-unpack oci-cache "$REG/test/multi"
+	# LAYOUT REF works on the same cache, as the reference was fetched,
+	# and -C names the workspace
+	cd "$T"
+	run_split oci-unpack -C ws oci-cache "$REG/test/multi"
 	assert_success
 	[ "$(jqo .rootfs.reused)" = true ]
+	[ "$(jqo .rootfs.path)" = "$T/ws/oci-cache/rootfs/$hex" ]
 	kill "$REG_PID"
 }
 
