@@ -42,10 +42,15 @@ ARCHIVE = $(call pkg,libarchive,libarchive-dev,$(1))
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone oci-fetch oci-unpack
+TOOLS := cowclone mkbase oci-fetch oci-unpack
 cowclone_COMMON := atomic clone doc err fe lock path progress run size
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
+mkbase_COMMON := atomic config digest doc err fe lock path progress ref \
+	rootless run size strmap
+mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
+	$(call CRYPTO,libs)
+mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags)
 oci-fetch_COMMON := atomic config creds digest doc err fe image layout lock path \
 	progress ref registry size
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \

@@ -1,0 +1,1167 @@
+/* mkbase: the host group's sparse ext4 base image, built from a root
+ * filesystem tree without root, without mounting, without a loop device:
+ * mke2fs makes the empty filesystem, libext2fs fills it. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ext2fs/ext2fs.h>
+#include <jansson.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "config.h"
+#include "digest.h"
+#include "doc.h"
+#include "err.h"
+#include "fe.h"
+#include "lock.h"
+#include "path.h"
+#include "progress.h"
+#include "ref.h"
+#include "rootless.h"
+#include "run.h"
+#include "size.h"
+#include "strmap.h"
+
+#define SYNOPSIS "mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]"
+#define DEFAULT_GROUP "slicer"
+#define CHUNK (4u << 20)
+
+struct opts {
+	const char *dir, *config, *group, *size, *out;
+	bool force, quiet;
+};
+
+/* What the base is built from. */
+struct source {
+	char *tree;		/* absolute */
+	char digest[DIGEST_MAX];	/* the rootfs digest, or "" when unknown */
+	bool rootless;
+};
+
+struct build {
+	ext2_filsys fs;
+	int img;		/* the image, for file data */
+	bool rootless;
+	bool reproducible;
+	time_t now;		/* ctime and crtime of every inode */
+	struct strmap links;	/* "dev:ino" of a hardlinked file → its inode */
+	char *buf;		/* CHUNK bytes */
+	char path[PATH_MAX];	/* the entry being copied, for messages */
+	struct progress prog;
+	uint64_t done, total;
+	struct vs_err *e;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]\n"
+	    "       oci-unpack | mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG]\n"
+	    "Build the host group's sparse ext4 base image from a root filesystem tree.\n"
+	    "With no ROOTFS, the tree is the pipeline document's rootfs section.\n"
+	    "\n"
+	    "  -C, --directory DIR  work in DIR (the workspace)\n"
+	    "  -c, --config FILE    the configuration (default: slicer-mac.yaml)\n"
+	    "  -f, --force          rebuild even when the base is up to date\n"
+	    "  -g, --group GROUP    the host group (default: slicer)\n"
+	    "  -o, --output IMG     the image (default: GROUP-base.img)\n"
+	    "  -q, --quiet          no progress\n"
+	    "  -s, --size SIZE      logical size, like 15G (default: storage_size)\n"
+	    "  -h, --help           this help\n"
+	    "  -V, --version        version\n");
+}
+
+static int ext2_error(struct build *b, errcode_t err, const char *what)
+{
+	vs_error(b->e, err == ENOSPC || err == EXT2_ET_BLOCK_ALLOC_FAIL ||
+	    err == EXT2_ET_INODE_ALLOC_FAIL || err == EXT2_ET_DIR_NO_SPACE_FOR_CSUM ?
+	    EX_CANTCREAT : EX_IOERR, 0, "%s %s: %s", what,
+	    b->path[0] ? b->path : "/", error_message(err));
+	return -1;
+}
+
+static int src_error(struct build *b, const char *what)
+{
+	return vs_error(b->e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
+	    "%s %s", what, b->path[0] ? b->path : "/");
+}
+
+/* --- the tree: what it needs ---------------------------------------- */
+
+struct need {
+	uint64_t blocks, inodes, bytes;
+};
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void free_names(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Names in directory fd, sorted (so that the image does not depend on the
+ * order readdir gives), malloc'd; *n gets their number. */
+static char **sorted_names(int fd, size_t *n)
+{
+	DIR *d;
+	struct dirent *de;
+	char **v = NULL;
+	size_t cap = 0;
+	int dup_fd = dup(fd);
+
+	*n = 0;
+	d = dup_fd < 0 ? NULL : fdopendir(dup_fd);
+	if (d == NULL) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return NULL;
+	}
+	rewinddir(d);	/* the offset is shared with fd, which may have read */
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (*n == cap) {
+			char **nv = realloc(v, (cap = cap ? cap * 2 : 32) * sizeof *v);
+			if (nv == NULL)
+				goto fail;
+			v = nv;
+		}
+		if ((v[*n] = strdup(de->d_name)) == NULL)
+			goto fail;
+		(*n)++;
+	}
+	if (errno)
+		goto fail;
+	closedir(d);
+	if (*n)
+		qsort(v, *n, sizeof *v, cmp_names);
+	if (v == NULL)
+		v = calloc(1, sizeof *v);
+	return v;
+fail:
+	while (*n)
+		free(v[--*n]);
+	free(v);
+	closedir(d);
+	return NULL;
+}
+
+/* Hardlinked files are counted once: "dev:ino" keys. */
+static int link_key(const struct stat *st, char key[48])
+{
+	return snprintf(key, 48, "%llx:%llx", (unsigned long long)st->st_dev,
+	    (unsigned long long)st->st_ino);
+}
+
+/* Blocks and inodes the tree beneath directory fd will take (an upper
+ * bound: blocks of zeros are counted, though they take none). */
+static int measure(int fd, struct need *nd, struct strmap *seen,
+    unsigned bs, struct vs_err *e)
+{
+	size_t n, dirbytes = 0;
+	char **names = sorted_names(fd, &n);
+	int rc = 0;
+
+	if (names == NULL)
+		return vs_error(e, EX_IOERR, errno, "read the tree");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct stat st;
+		char key[48];
+		int k;
+
+		dirbytes += 8 + ((strlen(names[i]) + 3) & ~(size_t)3);
+		if (fstatat(fd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			rc = vs_error(e, EX_IOERR, errno, "%s", names[i]);
+			break;
+		}
+		if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+			k = link_key(&st, key);
+			if (strmap_get(seen, key, (size_t)k))
+				continue;
+			if (strmap_put(seen, key, (size_t)k, 0) < 0) {
+				rc = vs_error(e, EX_OSERR, ENOMEM, "measure");
+				break;
+			}
+		}
+		nd->inodes++;
+		if (S_ISREG(st.st_mode)) {
+			nd->blocks += ((uint64_t)st.st_size + bs - 1) / bs;
+			nd->bytes += (uint64_t)st.st_size;
+		} else if (S_ISLNK(st.st_mode) && st.st_size >= 60) {
+			nd->blocks++;
+		} else if (S_ISDIR(st.st_mode)) {
+			int cfd = openat(fd, names[i],
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (cfd < 0) {
+				rc = vs_error(e, EX_IOERR, errno, "%s", names[i]);
+				break;
+			}
+			rc = measure(cfd, nd, seen, bs, e);
+			close(cfd);
+		}
+	}
+	nd->blocks += 1 + dirbytes / bs;
+	free_names(names, n);
+	return rc;
+}
+
+/* --- filling the filesystem ------------------------------------------ */
+
+static void set_time(uint32_t *t, uint32_t *extra, time_t sec, long nsec)
+{
+	*t = (uint32_t)sec;
+	*extra = ((uint32_t)nsec << 2) |
+	    (uint32_t)(((int64_t)sec - (int32_t)(uint32_t)sec) >> 32 & 3);
+}
+
+/* Owner, mode and times from the tree; rootless, the owner recorded by
+ * oci-unpack (none: root). */
+static int apply_stat(struct build *b, int dfd, const char *name,
+    const struct stat *st, struct ext2_inode_large *in)
+{
+	uid_t uid = st->st_uid;
+	gid_t gid = st->st_gid;
+
+	if (b->rootless) {
+		unsigned char rec[64];
+		ssize_t n;
+		char p[64 + NAME_MAX];
+		uint32_t u = 0, g = 0;
+
+		snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
+		n = S_ISLNK(st->st_mode) ? -1 :
+		    lgetxattr(p, ROOTLESS_XATTR, rec, sizeof rec);
+		if (n >= 0 && rootless_decode(rec, (size_t)n, &u, &g) < 0)
+			return vs_error(b->e, EX_DATAERR, 0,
+			    "%s: a malformed %s attribute", b->path, ROOTLESS_XATTR);
+		uid = u;
+		gid = g;
+	}
+	in->i_mode = (uint16_t)((in->i_mode & LINUX_S_IFMT) |
+	    (st->st_mode & 07777));
+	in->i_uid = (uint16_t)uid;
+	ext2fs_set_i_uid_high(*in, uid >> 16);
+	in->i_gid = (uint16_t)gid;
+	ext2fs_set_i_gid_high(*in, gid >> 16);
+	if (in->i_extra_isize < 24)
+		in->i_extra_isize = sizeof(struct ext2_inode_large) -
+		    EXT2_GOOD_OLD_INODE_SIZE;
+	set_time(&in->i_mtime, &in->i_mtime_extra, st->st_mtim.tv_sec,
+	    st->st_mtim.tv_nsec);
+	set_time(&in->i_atime, &in->i_atime_extra, st->st_mtim.tv_sec,
+	    st->st_mtim.tv_nsec);
+	set_time(&in->i_ctime, &in->i_ctime_extra, b->now, 0);
+	set_time(&in->i_crtime, &in->i_crtime_extra, b->now, 0);
+	return 0;
+}
+
+/* Extended attributes from the tree.  Rootless, oci-unpack's records are
+ * not copied, and user.vmstrap.xattr.NAME becomes NAME again. */
+static int copy_xattrs(struct build *b, int dfd, const char *name,
+    ext2_ino_t ino)
+{
+	char p[64 + NAME_MAX], list[8192], val[65536];
+	struct ext2_xattr_handle *h = NULL;
+	ssize_t len;
+	errcode_t err;
+	int rc = 0;
+
+	snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
+	len = llistxattr(p, list, sizeof list);
+	if (len < 0)
+		return errno == ENOTSUP ? 0 : src_error(b, "list the attributes of");
+	if (len == 0)
+		return 0;
+	if ((err = ext2fs_xattrs_open(b->fs, ino, &h)) != 0 ||
+	    (err = ext2fs_xattrs_read(h)) != 0)
+		goto fail;
+	for (char *k = list; k < list + len; k += strlen(k) + 1) {
+		const char *key = k;
+		ssize_t n;
+
+		if (b->rootless) {
+			size_t pl = strlen(ROOTLESS_XATTR_PREFIX);
+			if (strncmp(k, ROOTLESS_XATTR_PREFIX, pl) == 0)
+				key = k + pl;
+			else if (strcmp(k, ROOTLESS_XATTR) == 0 ||
+			    strncmp(k, "user.vmstrap.", 13) == 0)
+				continue;
+		}
+		n = lgetxattr(p, k, val, sizeof val);
+		if (n < 0) {
+			rc = src_error(b, "read the attributes of");
+			break;
+		}
+		if ((err = ext2fs_xattr_set(h, key, val, (size_t)n)) != 0)
+			goto fail;
+	}
+	if ((err = ext2fs_xattrs_close(&h)) != 0)
+		return ext2_error(b, err, "write the attributes of");
+	return rc;
+fail:
+	if (h)
+		ext2fs_xattrs_close(&h);
+	return ext2_error(b, err, "set the attributes of");
+}
+
+/* The directory entry's file type for an inode mode. */
+static int file_type(unsigned mode)
+{
+	switch (mode & LINUX_S_IFMT) {
+	case LINUX_S_IFREG: return EXT2_FT_REG_FILE;
+	case LINUX_S_IFDIR: return EXT2_FT_DIR;
+	case LINUX_S_IFCHR: return EXT2_FT_CHRDEV;
+	case LINUX_S_IFBLK: return EXT2_FT_BLKDEV;
+	case LINUX_S_IFIFO: return EXT2_FT_FIFO;
+	case LINUX_S_IFSOCK: return EXT2_FT_SOCK;
+	case LINUX_S_IFLNK: return EXT2_FT_SYMLINK;
+	}
+	return EXT2_FT_UNKNOWN;
+}
+
+/* Link ino into dir as name, making room in dir when it is full. */
+static errcode_t link_in(ext2_filsys fs, ext2_ino_t dir, const char *name,
+    ext2_ino_t ino, int ftype)
+{
+	errcode_t err = ext2fs_link(fs, dir, name, ino, ftype);
+
+	if (err == EXT2_ET_DIR_NO_SPACE) {
+		err = ext2fs_expand_dir(fs, dir);
+		if (err == 0)
+			err = ext2fs_link(fs, dir, name, ino, ftype);
+	}
+	return err;
+}
+
+/* Allocate logical blocks [lblk, lblk + count) of ino and write them from
+ * data, straight to the image. */
+static int write_run(struct build *b, ext2_ino_t ino, blk64_t lblk,
+    blk64_t count, const char *data, blk64_t *goal)
+{
+	unsigned bs = b->fs->blocksize;
+	ext2_extent_handle_t h = NULL;
+	struct ext2fs_extent ext;
+	blk64_t end = lblk + count;
+	errcode_t err;
+
+	err = ext2fs_fallocate(b->fs, EXT2_FALLOCATE_FORCE_INIT, ino, NULL,
+	    *goal, lblk, count);
+	if (err == 0)
+		err = ext2fs_extent_open2(b->fs, ino, NULL, &h);
+	if (err == 0)
+		err = ext2fs_extent_goto(h, lblk);
+	if (err == 0)
+		err = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ext);
+	while (err == 0 && ext.e_lblk < end) {
+		blk64_t from = ext.e_lblk > lblk ? ext.e_lblk : lblk;
+		blk64_t to = ext.e_lblk + ext.e_len < end ?
+		    ext.e_lblk + ext.e_len : end;
+
+		if (to > from) {
+			const char *p = data + (from - lblk) * bs;
+			size_t n = (size_t)(to - from) * bs;
+			off_t at = (off_t)(ext.e_pblk + (from - ext.e_lblk)) * bs;
+			while (n > 0) {
+				ssize_t w = pwrite(b->img, p, n, at);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w < 0) {
+					ext2fs_extent_free(h);
+					return vs_error(b->e, vs_code_for_errno(errno,
+					    EX_IOERR), errno, "write the image");
+				}
+				p += w;
+				n -= (size_t)w;
+				at += w;
+			}
+			*goal = ext.e_pblk + (to - ext.e_lblk);
+		}
+		if (to >= end)
+			break;
+		err = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ext);
+	}
+	if (h)
+		ext2fs_extent_free(h);
+	if (err && err != EXT2_ET_EXTENT_NO_NEXT)
+		return ext2_error(b, err, "write");
+	return 0;
+}
+
+static bool is_zero(const char *p, size_t n)
+{
+	return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0;
+}
+
+/* A regular file's data: holes and blocks of zeros are left out. */
+static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
+{
+	unsigned bs = b->fs->blocksize;
+	blk64_t goal = ext2fs_find_inode_goal(b->fs, ino, NULL, 0);
+	off_t off = 0;
+
+	while (off < size) {
+		off_t data = lseek(src, off, SEEK_DATA), hole;
+		if (data < 0) {
+			if (errno == ENXIO)
+				break;
+			return src_error(b, "read");
+		}
+		hole = lseek(src, data, SEEK_HOLE);
+		if (hole < 0)
+			return src_error(b, "read");
+		data -= data % bs;
+		while (data < hole) {
+			size_t want = hole - data < CHUNK ? (size_t)(hole - data) : CHUNK;
+			ssize_t got = pread(src, b->buf, want, data);
+			size_t nb, i = 0;
+
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				if (got == 0)
+					break;
+				return src_error(b, "read");
+			}
+			nb = ((size_t)got + bs - 1) / bs;
+			memset(b->buf + got, 0, nb * bs - (size_t)got);
+			while (i < nb) {
+				size_t j;
+				while (i < nb && is_zero(b->buf + i * bs, bs))
+					i++;
+				for (j = i; j < nb && !is_zero(b->buf + j * bs, bs); j++)
+					;
+				if (j > i && write_run(b, ino, (blk64_t)(data / bs + i),
+				    j - i, b->buf + i * bs, &goal) < 0)
+					return -1;
+				i = j;
+			}
+			data += got;
+			b->done += (uint64_t)got;
+			progress_update(&b->prog, b->done);
+		}
+		off = hole;
+	}
+	return 0;
+}
+
+static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen);
+
+/* Make the inode for name (in source directory dfd, image directory dir). */
+static int copy_entry(struct build *b, int dfd, const char *name,
+    ext2_ino_t dir, size_t plen)
+{
+	struct ext2_inode_large in;
+	ext2_filsys fs = b->fs;
+	ext2_ino_t ino = 0;
+	uintptr_t *known = NULL;
+	struct stat st;
+	char key[48];
+	errcode_t err;
+	int k = 0, ftype, rc = 0;
+	mode_t type;
+	bool device_record = false;
+	char dev[32];
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return src_error(b, "stat");
+	type = st.st_mode & S_IFMT;
+	if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+		k = link_key(&st, key);
+		known = strmap_get(&b->links, key, (size_t)k);
+	}
+	if (known) {	/* another name of a file already in */
+		ino = (ext2_ino_t)*known;
+		ftype = file_type(LINUX_S_IFREG);
+		if ((err = ext2fs_read_inode_full(fs, ino, (struct ext2_inode *)&in,
+		    sizeof in)) != 0)
+			return ext2_error(b, err, "read the inode of");
+		ftype = file_type(in.i_mode);
+		if ((err = link_in(fs, dir, name, ino, ftype)) != 0)
+			return ext2_error(b, err, "link");
+		in.i_links_count++;
+		if ((err = ext2fs_write_inode_full(fs, ino, (struct ext2_inode *)&in,
+		    sizeof in)) != 0)
+			return ext2_error(b, err, "write the inode of");
+		return 0;
+	}
+	if (b->rootless && S_ISREG(st.st_mode)) {
+		char p[64 + NAME_MAX];
+		ssize_t n;
+		snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
+		n = lgetxattr(p, ROOTLESS_DEVICE_XATTR, dev, sizeof dev - 1);
+		if (n >= 0) {
+			unsigned maj, min;
+			if (rootless_device_decode(dev, (size_t)n, &type, &maj,
+			    &min) < 0)
+				return vs_error(b->e, EX_DATAERR, 0,
+				    "%s: a malformed %s attribute", b->path,
+				    ROOTLESS_DEVICE_XATTR);
+			st.st_rdev = makedev(maj, min);
+			device_record = true;
+		}
+	}
+
+	if (S_ISDIR(st.st_mode)) {
+		if (dir == EXT2_ROOT_INO && strcmp(name, "lost+found") == 0 &&
+		    ext2fs_lookup(fs, dir, name, strlen(name), NULL, &ino) == 0)
+			;	/* mke2fs made it: take it over */
+		else {
+			if ((err = ext2fs_new_inode(fs, dir, LINUX_S_IFDIR, NULL,
+			    &ino)) != 0)
+				return ext2_error(b, err, "allocate an inode for");
+			err = ext2fs_mkdir(fs, dir, ino, name);
+			if (err == EXT2_ET_DIR_NO_SPACE &&
+			    (err = ext2fs_expand_dir(fs, dir)) == 0)
+				err = ext2fs_mkdir(fs, dir, ino, name);
+			if (err)
+				return ext2_error(b, err, "make the directory");
+		}
+	} else if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlinkat(dfd, name, target, sizeof target - 1);
+		if (n < 0)
+			return src_error(b, "read the symlink");
+		target[n] = '\0';
+		if ((err = ext2fs_new_inode(fs, dir, LINUX_S_IFLNK, NULL, &ino)) != 0)
+			return ext2_error(b, err, "allocate an inode for");
+		err = ext2fs_symlink(fs, dir, ino, name, target);
+		if (err == EXT2_ET_DIR_NO_SPACE &&
+		    (err = ext2fs_expand_dir(fs, dir)) == 0)
+			err = ext2fs_symlink(fs, dir, ino, name, target);
+		if (err)
+			return ext2_error(b, err, "make the symlink");
+	} else {
+		if (type == S_IFSOCK)
+			return 0;	/* not content */
+		if ((err = ext2fs_new_inode(fs, dir, type, NULL, &ino)) != 0)
+			return ext2_error(b, err, "allocate an inode for");
+		ext2fs_inode_alloc_stats2(fs, ino, +1, 0);
+		memset(&in, 0, sizeof in);
+		in.i_mode = (uint16_t)(type == S_IFREG ? LINUX_S_IFREG :
+		    type == S_IFCHR ? LINUX_S_IFCHR : type == S_IFBLK ?
+		    LINUX_S_IFBLK : LINUX_S_IFIFO);
+		in.i_links_count = 1;
+		in.i_extra_isize = sizeof in - EXT2_GOOD_OLD_INODE_SIZE;
+		if (type == S_IFCHR || type == S_IFBLK) {
+			unsigned maj = major(st.st_rdev), min = minor(st.st_rdev);
+			if (maj < 256 && min < 256) {
+				in.i_block[0] = maj * 256 + min;
+			} else {
+				in.i_block[0] = 0;
+				in.i_block[1] = (min & 0xff) | (maj << 8) |
+				    ((min & ~0xffu) << 12);
+			}
+		} else if (type == S_IFREG &&
+		    ext2fs_has_feature_extents(fs->super)) {
+			ext2_extent_handle_t h;
+			if ((err = ext2fs_extent_open2(fs, ino,
+			    (struct ext2_inode *)&in, &h)) != 0)
+				return ext2_error(b, err, "start the extents of");
+			ext2fs_extent_free(h);
+		}
+		if ((err = ext2fs_write_new_inode(fs, ino,
+		    (struct ext2_inode *)&in)) != 0)
+			return ext2_error(b, err, "write the inode of");
+		ftype = file_type(in.i_mode);
+		if ((err = link_in(fs, dir, name, ino, ftype)) != 0)
+			return ext2_error(b, err, "link");
+		if (type == S_IFREG && st.st_size > 0) {
+			cleanup_fd int src = openat(dfd, name,
+			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			if (src < 0)
+				return src_error(b, "open");
+			if (copy_data(b, src, ino, st.st_size) < 0)
+				return -1;
+		}
+	}
+	if (known == NULL && k > 0 &&
+	    strmap_put(&b->links, key, (size_t)k, ino) < 0)
+		return vs_error(b->e, EX_OSERR, ENOMEM, "hardlinks");
+
+	if ((err = ext2fs_read_inode_full(fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0)
+		return ext2_error(b, err, "read the inode of");
+	if (apply_stat(b, dfd, name, &st, &in) < 0)
+		return -1;
+	if (S_ISREG(st.st_mode) && !device_record &&
+	    (err = ext2fs_inode_size_set(fs, (struct ext2_inode *)&in,
+	    (unsigned long long)st.st_size)) != 0)
+		return ext2_error(b, err, "set the size of");
+	if ((err = ext2fs_write_inode_full(fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0)
+		return ext2_error(b, err, "write the inode of");
+	if (!S_ISLNK(st.st_mode) && copy_xattrs(b, dfd, name, ino) < 0)
+		return -1;
+	if (S_ISDIR(st.st_mode)) {
+		cleanup_fd int cfd = openat(dfd, name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (cfd < 0)
+			return src_error(b, "open");
+		rc = copy_dir(b, cfd, ino, plen);
+	}
+	return rc;
+}
+
+/* Everything in source directory fd into image directory dir; b->path
+ * holds the directory's path (plen bytes). */
+static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen)
+{
+	size_t n;
+	char **names = sorted_names(fd, &n);
+	int rc = 0;
+
+	if (names == NULL)
+		return src_error(b, "read the directory");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		size_t l = strlen(names[i]);
+		if (plen + l + 2 > sizeof b->path) {
+			rc = vs_error(b->e, EX_DATAERR, 0, "a path too long in the tree");
+			break;
+		}
+		b->path[plen] = '/';
+		memcpy(b->path + plen + 1, names[i], l + 1);
+		rc = copy_entry(b, fd, names[i], dir, plen + 1 + l);
+		b->path[plen] = '\0';
+	}
+	free_names(names, n);
+	return rc;
+}
+
+/* --- the image ------------------------------------------------------- */
+
+static void uuid_text(const unsigned char *u, char out[37])
+{
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+	    "%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5],
+	    u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+/* A UUID from a digest's bytes (version 4 and variant bits set, as a
+ * random one has them). */
+static void uuid_from(const unsigned char *d, char out[37])
+{
+	unsigned char u[16];
+
+	memcpy(u, d, 16);
+	u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
+	u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
+	uuid_text(u, out);
+}
+
+static int hexval(char c)
+{
+	return c >= 'a' ? c - 'a' + 10 : c - '0';
+}
+
+/* Fixed UUID and hash seed for a reproducible build, from the source and
+ * the size. */
+static int fixed_ids(const struct source *src, uint64_t size,
+    char uuid[37], char seed[37], struct vs_err *e)
+{
+	char text[DIGEST_MAX + 64], dg[DIGEST_MAX];
+	unsigned char raw[32];
+	const char *hex;
+
+	snprintf(text, sizeof text, "vmstrap-base\n%s\n%llu\n",
+	    src->digest[0] ? src->digest : src->tree, (unsigned long long)size);
+	if (digest_buffer(text, strlen(text), "sha256:", dg, e) < 0)
+		return -1;
+	hex = strchr(dg, ':') + 1;
+	for (int i = 0; i < 32; i++)
+		raw[i] = (unsigned char)(hexval(hex[2 * i]) << 4 |
+		    hexval(hex[2 * i + 1]));
+	uuid_from(raw, uuid);
+	uuid_from(raw + 16, seed);
+	return 0;
+}
+
+/* mke2fs: the empty filesystem, sparse (inode tables and journal are not
+ * written: a hole reads as zeros), root owned by root. */
+static int make_fs(const char *tmp, bool repro, const char *uuid,
+    const char *seed, struct vs_err *e)
+{
+	cleanup_free char *mke2fs = run_find("mke2fs", "e2fsprogs", e);
+	char ext[256], last[512] = "";
+	const char *argv[16];
+	int n = 0, status;
+
+	if (mke2fs == NULL)
+		return -1;
+	snprintf(ext, sizeof ext,
+	    "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0%s%s",
+	    repro ? ",hash_seed=" : "", repro ? seed : "");
+	argv[n++] = mke2fs;
+	argv[n++] = "-q";
+	argv[n++] = "-F";
+	argv[n++] = "-t";
+	argv[n++] = "ext4";
+	argv[n++] = "-b";
+	argv[n++] = "4096";
+	argv[n++] = "-E";
+	argv[n++] = ext;
+	if (repro) {
+		argv[n++] = "-U";
+		argv[n++] = uuid;
+	}
+	argv[n++] = tmp;
+	argv[n] = NULL;
+	if (run_capture(argv, &status, last, sizeof last, e) < 0)
+		return -1;
+	if (status != 0)
+		return vs_error(e, EX_IOERR, 0, "mke2fs failed (status %d): %s",
+		    status, last);
+	return 0;
+}
+
+static int fill(struct build *b, const struct source *src, int treefd,
+    struct need *nd)
+{
+	ext2_filsys fs = b->fs;
+	struct ext2_inode_large in;
+	struct stat st;
+	errcode_t err;
+	uint64_t free_blocks = ext2fs_free_blocks_count(fs->super);
+	uint64_t free_inodes = fs->super->s_free_inodes_count;
+
+	(void)src;
+	if (nd->blocks > free_blocks || nd->inodes > free_inodes) {
+		char need[32], have[32];
+		size_format((nd->blocks * fs->blocksize + (1 << 20) - 1) &
+		    ~(uint64_t)((1 << 20) - 1), need, sizeof need);
+		size_format(free_blocks * fs->blocksize & ~(uint64_t)((1 << 20) - 1),
+		    have, sizeof have);
+		return vs_error(b->e, EX_DATAERR, 0,
+		    "the tree does not fit: it needs %s and %llu inodes, the filesystem has room for %s and %llu inodes; give a larger size (-s)",
+		    need, (unsigned long long)nd->inodes, have,
+		    (unsigned long long)free_inodes);
+	}
+	if (fstat(treefd, &st) < 0)
+		return src_error(b, "stat");
+	if ((err = ext2fs_read_inode_full(fs, EXT2_ROOT_INO,
+	    (struct ext2_inode *)&in, sizeof in)) != 0)
+		return ext2_error(b, err, "read the inode of");
+	if (apply_stat(b, treefd, ".", &st, &in) < 0)
+		return -1;
+	if ((err = ext2fs_write_inode_full(fs, EXT2_ROOT_INO,
+	    (struct ext2_inode *)&in, sizeof in)) != 0)
+		return ext2_error(b, err, "write the inode of");
+	if (copy_xattrs(b, treefd, ".", EXT2_ROOT_INO) < 0)
+		return -1;
+	return copy_dir(b, treefd, EXT2_ROOT_INO, 0);
+}
+
+/* Build the image into the open temporary file af. */
+static int build_image(const struct source *src, struct atomic_file *af,
+    uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
+{
+	struct build b = { .img = af->fd, .rootless = src->rootless, .e = e };
+	struct strmap seen = STRMAP_INIT;
+	struct need nd = { 0 };
+	cleanup_fd int treefd = -1;
+	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	char seed[37] = "";
+	errcode_t err;
+	int rc;
+
+	treefd = open(src->tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (treefd < 0)
+		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
+		    "%s", src->tree);
+	rc = measure(treefd, &nd, &seen, 4096, e);
+	strmap_free(&seen);
+	if (rc < 0)
+		return vs_error_prefix(e, "%s", src->tree);
+	nd.inodes++;
+
+	b.now = time(NULL);
+	if (sde && *sde) {
+		long long t;
+		if (fe_number(sde, 0, INT64_MAX >> 1, &t, "SOURCE_DATE_EPOCH", e) < 0)
+			return -1;
+		b.reproducible = true;
+		b.now = (time_t)t;
+		if (fixed_ids(src, size, uuid, seed, e) < 0)
+			return -1;
+		if (setenv("E2FSPROGS_FAKE_TIME", sde, 1) < 0)
+			return vs_error(e, EX_OSERR, errno, "setenv");
+	}
+	if (ftruncate(af->fd, (off_t)size) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s",
+		    af->tmp);
+	if (make_fs(af->tmp, b.reproducible, uuid, seed, e) < 0)
+		return -1;
+	err = ext2fs_open2(af->tmp, NULL, EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0,
+	    unix_io_manager, &b.fs);
+	if (err)
+		return vs_error(e, EX_IOERR, 0, "open %s: %s", af->tmp,
+		    error_message(err));
+	if (b.reproducible)
+		b.fs->now = b.now;
+	b.buf = malloc(CHUNK + 4096);
+	if (b.buf == NULL) {
+		ext2fs_close_free(&b.fs);
+		return vs_error(e, EX_OSERR, ENOMEM, "mkbase");
+	}
+	err = ext2fs_read_bitmaps(b.fs);
+	if (err)
+		rc = ext2_error(&b, err, "read the bitmaps of");
+	else {
+		b.total = nd.bytes;
+		progress_start(&b.prog, stderr, "base", nd.bytes,
+		    progress_wanted(stderr, quiet));
+		rc = fill(&b, src, treefd, &nd);
+		progress_end(&b.prog);
+	}
+	if (!uuid[0])
+		uuid_text(b.fs->super->s_uuid, uuid);
+	strmap_free(&b.links);
+	free(b.buf);
+	if (rc < 0) {
+		ext2fs_close_free(&b.fs);
+		return -1;
+	}
+	err = ext2fs_close_free(&b.fs);
+	if (err)
+		return vs_error(e, EX_IOERR, 0, "write %s: %s", af->tmp,
+		    error_message(err));
+	return 0;
+}
+
+/* --- what a base was built from -------------------------------------- */
+
+/* .NAME.json beside the base, tied to the image file by inode, size and
+ * modification time: a base changed or replaced by anything else is not
+ * taken for the one recorded. */
+static char *stamp_path(const char *img)
+{
+	cleanup_free char *dir = NULL, *base = NULL;
+	char *p;
+
+	if (path_split(img, &dir, &base) < 0 ||
+	    asprintf(&p, "%s/.%s.json", dir, base) < 0)
+		return NULL;
+	return p;
+}
+
+static json_t *read_stamp(const char *img, const struct stat *st)
+{
+	cleanup_free char *p = stamp_path(img);
+	json_t *j = p ? json_load_file(p, 0, NULL) : NULL;
+
+	if (json_integer_value(json_object_get(j, "ino")) != (json_int_t)st->st_ino ||
+	    json_integer_value(json_object_get(j, "dev")) != (json_int_t)st->st_dev ||
+	    json_integer_value(json_object_get(j, "mtime_ns")) !=
+	    (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec ||
+	    json_integer_value(json_object_get(j, "size")) != (json_int_t)st->st_size) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static int write_stamp(const char *img, json_t *sec, struct vs_err *e)
+{
+	cleanup_free char *p = stamp_path(img);
+	cleanup_free char *text = NULL;
+	cleanup_json json_t *j = json_deep_copy(sec);
+	struct atomic_file af;
+	struct stat st;
+	size_t len;
+
+	if (p == NULL || j == NULL || stat(img, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", img);
+	json_object_del(j, "reused");
+	json_object_set_new(j, "ino", json_integer((json_int_t)st.st_ino));
+	json_object_set_new(j, "dev", json_integer((json_int_t)st.st_dev));
+	json_object_set_new(j, "mtime_ns", json_integer(
+	    (json_int_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec));
+	text = json_dumps(j, JSON_COMPACT);
+	if (text == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", p);
+	len = strlen(text);
+	text[len++] = '\n';
+	if (atomic_open(&af, p, 0644, e) < 0)
+		return -1;
+	if (write(af.fd, text, len) != (ssize_t)len) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
+		atomic_abort(&af);
+		return -1;
+	}
+	return atomic_commit(&af, ATOMIC_REPLACE, e);
+}
+
+/* The tree and what it is, from ROOTFS (and the stamp oci-unpack keeps
+ * beside it) or from the document's rootfs section. */
+static int source_of(json_t *doc, const char *operand, struct source *src,
+    struct vs_err *e)
+{
+	const char *tree = operand, *dg = NULL;
+	json_t *rootless = NULL;
+	cleanup_json json_t *stamp = NULL;
+	struct stat st;
+
+	if (tree == NULL) {
+		tree = doc_need_str(doc, "rootfs", "path",
+		    "give ROOTFS, or pipe oci-unpack's output into mkbase", e);
+		if (tree == NULL)
+			return -1;
+		dg = json_string_value(json_object_get(json_object_get(doc,
+		    "rootfs"), "digest"));
+		rootless = json_object_get(json_object_get(doc, "rootfs"),
+		    "rootless");
+	}
+	src->tree = realpath(tree, NULL);
+	if (src->tree == NULL || stat(src->tree, &st) < 0)
+		return vs_error(e, EX_NOINPUT, errno, "%s", tree);
+	if (!S_ISDIR(st.st_mode))
+		return vs_error(e, EX_DATAERR, 0, "%s is not a directory", tree);
+	if (operand) {	/* what oci-unpack recorded about it */
+		cleanup_free char *dir = NULL, *base = NULL, *p = NULL;
+		if (path_split(src->tree, &dir, &base) == 0 &&
+		    asprintf(&p, "%s/.%s.json", dir, base) > 0)
+			stamp = json_load_file(p, 0, NULL);
+		if (json_integer_value(json_object_get(stamp, "ino")) ==
+		    (json_int_t)st.st_ino) {
+			dg = json_string_value(json_object_get(stamp, "digest"));
+			rootless = json_object_get(stamp, "rootless");
+		}
+	}
+	if (dg && !digest_valid(dg))
+		return vs_error(e, EX_DATAERR, 0,
+		    "rootfs.digest in the document is not a digest: %s", dg);
+	snprintf(src->digest, sizeof src->digest, "%s", dg ? dg : "");
+	src->rootless = json_is_true(rootless);
+	return 0;
+}
+
+static json_t *base_section(const char *img, const char *group,
+    uint64_t size, const char *uuid, const struct source *src, bool reused)
+{
+	struct stat st;
+
+	if (stat(img, &st) < 0)
+		return NULL;
+	return json_pack("{s:s, s:s, s:I, s:I, s:s, s:s?, s:b}", "path", img,
+	    "group", group, "size", (json_int_t)size,
+	    "allocated", (json_int_t)st.st_blocks * 512, "uuid", uuid,
+	    "source", src->digest[0] ? src->digest : NULL, "reused", reused);
+}
+
+/* Remove the temporary images a killed run left (the caller holds the
+ * lock, so no other run is writing them). */
+static void remove_stale(const char *dir, const char *base)
+{
+	char prefix[NAME_MAX + 8];
+	struct dirent *de;
+	int n = snprintf(prefix, sizeof prefix, ".%s.tmp-", base);
+	DIR *d = opendir(dir);
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, prefix, (size_t)n) == 0)
+			(void)unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+}
+
+/* Build img from src, or reuse it. */
+static json_t *make_base(const struct source *src, const char *img,
+    const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
+{
+	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL;
+	cleanup_fd int lock = -1;
+	struct atomic_file af;
+	char uuid[37] = "";
+	struct stat st;
+	json_t *sec;
+
+	if (path_split(img, &dir, &base) < 0 ||
+	    asprintf(&lockp, "%s/.%s.lock", dir, base) < 0)
+		return vs_error(e, EX_OSERR, errno, "%s", img), NULL;
+	lock = lock_path(lockp, true, true, e);
+	if (lock < 0)
+		return NULL;
+	remove_stale(dir, base);
+	if (!o->force && src->digest[0] && stat(img, &st) == 0) {
+		cleanup_json json_t *j = read_stamp(img, &st);
+		const char *was = json_string_value(json_object_get(j, "source"));
+		const char *id = json_string_value(json_object_get(j, "uuid"));
+		if (was && id && strcmp(was, src->digest) == 0 &&
+		    (uint64_t)st.st_size == size)
+			return base_section(img, group, size, id, src, true);
+	}
+	if (atomic_open(&af, img, 0644, e) < 0)
+		return NULL;
+	if (build_image(src, &af, size, o->quiet, uuid, e) < 0 ||
+	    atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
+		atomic_abort(&af);
+		return NULL;
+	}
+	sec = base_section(img, group, size, uuid, src, false);
+	if (sec == NULL)
+		return vs_error(e, EX_IOERR, errno, "%s", img), NULL;
+	if (write_stamp(img, sec, e) < 0) {
+		json_decref(sec);
+		return NULL;
+	}
+	return sec;
+}
+
+static bool valid_group(const char *g)
+{
+	if (*g == '\0' || strlen(g) > 64)
+		return false;
+	for (const char *p = g; *p; p++)
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+		    !(*p >= '0' && *p <= '9') && *p != '-' && *p != '_' && *p != '.')
+			return false;
+	return *g != '.';
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "directory", required_argument, NULL, 'C' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "size", required_argument, NULL, 's' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { 0 };
+	struct vs_err e = { 0 };
+	struct vs_config cfg = { 0 };
+	struct source src = { 0 };
+	cleanup_json json_t *doc = NULL;
+	cleanup_free char *cfgpath = NULL, *img = NULL, *defimg = NULL;
+	const char *group;
+	uint64_t size = 0;
+	json_t *sec;
+	int c;
+
+	fe_init(argv[0]);
+	atomic_on_signals();
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":C:c:fg:ho:qs:V", longopts,
+	    NULL)) != -1) {
+		switch (c) {
+		case 'C': o.dir = optarg; break;
+		case 'c': o.config = optarg; break;
+		case 'f': o.force = true; break;
+		case 'g': o.group = optarg; break;
+		case 'h':
+			usage(stdout);
+			return fe_finish(0);
+		case 'o': o.out = optarg; break;
+		case 'q': o.quiet = true; break;
+		case 's': o.size = optarg; break;
+		case 'V':
+			fe_version();
+			return fe_finish(0);
+		default:
+			return fe_bad_option(SYNOPSIS, c, optopt,
+			    argv[optind - 1]);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc > 1)
+		return fe_usage_error(SYNOPSIS, "too many operands");
+	if (o.size && size_parse_disk(o.size, &size, &e) < 0)
+		return fe_fail(&e);
+	if (o.group && !valid_group(o.group))
+		return fe_usage_error(SYNOPSIS,
+		    "invalid group name '%s': use letters, digits, '.', '_' and '-'",
+		    o.group);
+	if (o.out && *o.out == '\0')
+		return fe_usage_error(SYNOPSIS, "-o needs a file name");
+	if (o.dir && chdir(o.dir) < 0) {
+		vs_error(&e, EX_NOINPUT, errno, "%s", o.dir);
+		return fe_fail(&e);
+	}
+	group = o.group ? o.group : DEFAULT_GROUP;
+	if (config_locate(".", o.config, &cfgpath, &e) < 0)
+		return fe_fail(&e);
+	if (cfgpath) {
+		const struct vs_group *g;
+		if (config_load(&cfg, cfgpath, &e) < 0)
+			return fe_fail(&e);
+		for (size_t i = 0; i < cfg.nwarnings; i++)
+			fe_warn("%s", cfg.warnings[i]);
+		g = config_group(&cfg, group, &e);
+		if (g == NULL && (o.group || cfg.ngroups)) {
+			config_free(&cfg);
+			return fe_fail(&e);
+		}
+		if (g && !o.size && g->storage_size) {
+			size = g->storage_size;
+			if (size < SIZE_DISK_MIN) {
+				char b[32];
+				vs_error(&e, EX_CONFIG, 0,
+				    "%s: group %s: storage_size %s is below the 5G minimum",
+				    cfgpath, group, size_format(size, b, sizeof b));
+				config_free(&cfg);
+				return fe_fail(&e);
+			}
+		}
+		config_free(&cfg);
+	}
+	if (size == 0)
+		return fe_usage_error(SYNOPSIS,
+		    "no size: give -s SIZE (like 15G), or storage_size for group %s in %s",
+		    group, CONFIG_FILE);
+
+	if (argc == 1) {
+		doc = json_object();
+	} else {
+		bool present;
+		doc = doc_read_stdin(&present, &e);
+		if (doc == NULL)
+			return fe_fail(&e);
+		if (!present)
+			return fe_usage_error(SYNOPSIS,
+			    "no pipeline document on stdin: give ROOTFS, or pipe oci-unpack's output into mkbase");
+	}
+	if (doc == NULL) {
+		vs_error(&e, EX_OSERR, ENOMEM, "mkbase");
+		return fe_fail(&e);
+	}
+	if (source_of(doc, argc == 1 ? argv[0] : NULL, &src, &e) < 0)
+		goto fail;
+	if (asprintf(&defimg, "%s-base.img", group) < 0)
+		defimg = NULL;
+	img = path_abs(o.out ? o.out : defimg ? defimg : "", &e);
+	if (img == NULL)
+		goto fail;
+	sec = make_base(&src, img, group, size, &o, &e);
+	if (sec == NULL || doc_set(doc, "base", sec, &e) < 0 ||
+	    doc_write(stdout, doc, &e) < 0)
+		goto fail;
+	free(src.tree);
+	return fe_finish(0);
+fail:
+	free(src.tree);
+	return fe_finish(fe_fail(&e));
+}

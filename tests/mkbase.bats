@@ -1,0 +1,262 @@
+#!/usr/bin/env bats
+# mkbase: real ext4 images from real trees (oci-unpack of umoci-built and
+# crafted images), checked by e2fsck and compared entry by entry through a
+# read-only loop mount.
+
+load helpers
+
+setup_file() {
+	export RICH=$BATS_FILE_TMPDIR/rich
+	if [ "$(id -u)" -eq 0 ]; then
+		"$VS_TOP/scripts/mkrootfs" "$RICH" rich > /dev/null ||
+			fail "mkrootfs failed"
+		chmod -R a+rX "$RICH"
+	fi
+}
+
+setup() {
+	cd "$T"
+}
+
+teardown() {
+	[ -z "${R:-}" ] || { umount "$R/m" 2>/dev/null || true; rm -rf "$R"; }
+	umount "$T/m" 2>/dev/null || true
+}
+
+# image REF LINES...: a layout ./L with a one-layer image REF from
+# tests/mktar lines, unpacked to ./tree-REF (oci-unpack's stamp beside it).
+image() {
+	local ref=$1
+	shift
+	printf '%s\n' "$@" | "$VS_TOP/tests/mktar" "$ref.tar" || fail "mktar"
+	[ -f L/oci-layout ] || umoci init --layout L
+	umoci new --image "L:$ref"
+	umoci raw add-layer --image "L:$ref" "$ref.tar"
+	oci-unpack -q -o "$T/tree-$ref" L "$ref" > "doc-$ref" || fail "oci-unpack $ref"
+}
+
+# listing IMG: the image's tree as tests/treelist sees it, through a
+# read-only loop mount (lost+found, which mke2fs makes, left out).
+listing() {
+	mkdir -p "$T/m"
+	mount -o loop,ro "$1" "$T/m" || fail "cannot mount $1"
+	"$VS_TOP/tests/treelist" -d "$T/m" | grep -v '^lost+found'
+	umount "$T/m"
+}
+
+@test "-h, -V, bad options" {
+	run_split mkbase -h
+	assert_success
+	assert_output --partial "usage: mkbase"
+	run_split mkbase -V
+	assert_output --regexp '^mkbase \(vmstrap\) '
+	run_split mkbase -x
+	assert_refused 64 "unknown option"
+	run_split mkbase -s 15G a b
+	assert_refused 64 "too many operands"
+	run_split mkbase -s 15G -g 'a/b' tree
+	assert_refused 64 "invalid group name"
+	run_split mkbase -s 15G < /dev/null
+	assert_refused 64 "no pipeline document"
+	run_split mkbase -s 15G <<< '{"image": {}}'
+	assert_refused 65 "rootfs"
+}
+
+@test "bad sizes are refused, showing the accepted form" {
+	mkdir tree
+	for s in 4G 15 15GB abc -1G 1.5G 99999999999T; do
+		run_split mkbase -s "$s" tree
+		assert_refused 64 "$s" || fail "size $s"
+		assert_one_line
+		[[ $stderr =~ 15G ]] || fail "size $s: no accepted form shown: $stderr"
+	done
+	run_split mkbase tree
+	assert_refused 64 "no size"
+	[ -z "$(ls -A . | grep -v -e "^tree$" -e "^separate-stderr-")" ] || fail "left: $(ls -A)"
+}
+
+@test "every entry type arrives exactly; e2fsck -fn is clean; the image is sparse" {
+	need_root "the fixture has devices and owners, and the check mounts the image"
+	oci-unpack -q -o "$T/tree" "$RICH" rich > doc
+	run_split mkbase -s 5G < doc
+	assert_success
+	local img=$T/slicer-base.img
+	[ "$(jqo .base.path)" = "$img" ]
+	[ "$(jqo .base.group)" = slicer ]
+	[ "$(jqo .base.size)" -eq $((5 << 30)) ]
+	[ "$(stat -c %s "$img")" -eq $((5 << 30)) ]
+	[ "$(jqo .base.source)" = "$(jq -r .rootfs.digest doc)" ]
+	[ "$(jqo .base.reused)" = false ]
+	[ "$(jqo .base.uuid)" = "$(dumpe2fs -h "$img" 2>/dev/null | awk '/UUID/ && /Filesystem/ {print $3}')" ]
+	[ "$(jqo .image.digest)" = "$(jq -r .image.digest doc)" ]
+	# sparse: a few megabytes of a 5G file
+	local alloc
+	alloc=$(($(stat -c %b "$img") * 512))
+	[ "$(jqo .base.allocated)" -eq "$alloc" ]
+	[ "$alloc" -lt $((20 << 20)) ] || fail "allocated $alloc bytes"
+	e2fsck -fn "$img"
+	dumpe2fs -h "$img" 2>/dev/null | grep -q 'features:.*extent'
+	"$VS_TOP/tests/treelist" -d tree > want
+	listing "$img" > got
+	diff -u want got || fail "the image differs from the tree (- tree, + image)"
+	grep -q '^dev/sda b 0660 0 6 .* dev 8,0 ' got
+	grep -q '^bin/ping .*security.capability=' got
+	grep -q '^usr/bin/c .* link-of usr/bin/a ' got
+	grep -q '^etc/owned - 0644 1000 1001 ' got
+}
+
+@test "rootless: unpacked and built by an ordinary user, owned by root inside" {
+	need_root "building the fixture, changing user and mounting need root"
+	R=$(mktemp -d /tmp/vmstrap-rootless.XXXXXX)
+	chmod 755 "$R"
+	cp -a "$RICH" "$R/rich"
+	chown nobody "$R"
+	cd "$R"
+	runuser -u nobody -- "$VS_BIN/oci-unpack" -q -o "$R/t" rich rich > doc 2> /dev/null
+	[ "$(jq -r .rootfs.rootless doc)" = true ]
+	run_split runuser -u nobody -- "$VS_BIN/mkbase" -s 5G -o "$R/b.img" < doc
+	assert_success
+	[ "$(stat -c %U b.img)" = nobody ]
+	e2fsck -fn b.img
+	# the same as a tree unpacked as root, but for the owner of the one
+	# symlink, which Linux let nobody record
+	oci-unpack -q -o "$R/rt" rich rich > /dev/null
+	"$VS_TOP/tests/treelist" -d rt | sed '/^etc\/link /s/ 7 8 / 0 0 /' > want
+	mkdir m && mount -o loop,ro b.img m
+	"$VS_TOP/tests/treelist" -d m | grep -v '^lost+found' > got
+	umount m
+	diff -u want got
+	grep -q '^bin/su - 4755 0 0 ' got
+	grep -q '^dev/null c ' got
+	! grep -q 'user.rootlesscontainers\|user.vmstrap' got
+}
+
+@test "a tree that does not fit is refused before a base appears" {
+	mkdir tree
+	truncate -s 6G tree/big
+	echo small > tree/small
+	run_split mkbase -s 5G -o "$T/b.img" tree
+	assert_refused 65 "does not fit: it needs [0-9.]+[MG]"
+	assert_one_line
+	[ ! -e b.img ]
+	assert_no_temp .
+}
+
+@test "the warm path: reused; rebuilt for a new digest, a new size, or -f" {
+	image a "f|a|one"
+	image b "f|b|two"
+	run_split mkbase -s 5G -o "$T/b.img" tree-a
+	assert_success
+	[ "$(jqo .base.source)" = "$(jq -r .rootfs.digest doc-a)" ]
+	local ino mt
+	ino=$(stat -c %i b.img) mt=$(stat -c %Y.%y b.img)
+	run_split mkbase -s 5G -o "$T/b.img" tree-a
+	assert_success
+	[ "$(jqo .base.reused)" = true ]
+	[ "$(stat -c %i b.img)" = "$ino" ] && [ "$(stat -c %Y.%y b.img)" = "$mt" ]
+	# from the document too
+	run_split mkbase -s 5G -o "$T/b.img" < doc-a
+	assert_success
+	[ "$(jqo .base.reused)" = true ]
+	# a clone of the old base keeps working while the base is replaced
+	cp --reflink=auto b.img clone.img
+	run_split mkbase -s 5G -o "$T/b.img" tree-b
+	assert_success
+	[ "$(jqo .base.reused)" = false ]
+	[ "$(stat -c %i b.img)" != "$ino" ]
+	debugfs -R 'cat /b' b.img 2>/dev/null | grep -qx two
+	debugfs -R 'cat /a' clone.img 2>/dev/null | grep -qx one
+	e2fsck -fn clone.img
+	run_split mkbase -s 6G -o "$T/b.img" tree-b
+	assert_success
+	[ "$(jqo .base.reused)" = false ] && [ "$(stat -c %s b.img)" -eq $((6 << 30)) ]
+	run_split mkbase -f -s 6G -o "$T/b.img" tree-b
+	assert_success
+	[ "$(jqo .base.reused)" = false ]
+	# a base changed behind our back is not taken for the recorded one
+	run_split mkbase -s 6G -o "$T/b.img" tree-b
+	[ "$(jqo .base.reused)" = true ]
+	printf x | dd of=b.img bs=1 seek=100000 conv=notrunc 2>/dev/null
+	run_split mkbase -s 6G -o "$T/b.img" tree-b
+	[ "$(jqo .base.reused)" = false ]
+	assert_no_temp .
+}
+
+@test "the group and its storage_size come from slicer-mac.yaml" {
+	image a "f|a|one"
+	cat > slicer-mac.yaml <<-'EOF'
+	config:
+	  host_groups:
+	    - name: web
+	      storage_size: 6G
+	EOF
+	run_split mkbase -g web tree-a
+	assert_success
+	[ "$(jqo .base.path)" = "$T/web-base.img" ]
+	[ "$(jqo .base.size)" -eq $((6 << 30)) ]
+	run_split mkbase -g db tree-a
+	assert_refused 78 "db"
+	run_split mkbase -C "$T" -g web -s 7G -o other.img tree-a
+	assert_success
+	[ "$(jqo .base.size)" -eq $((7 << 30)) ]
+}
+
+@test "a killed build leaves no base under the final name, and the old base intact" {
+	image a "f|a|one"
+	run_split mkbase -s 5G -o "$T/b.img" tree-a
+	assert_success
+	local sum
+	sum=$(md5sum < b.img)
+	mkdir big
+	for i in 1 2 3 4; do head -c 200M /dev/urandom > big/f$i; done
+	mkbase -q -f -s 5G -o "$T/b.img" big > /dev/null 2>&1 &
+	local pid=$!
+	while [ -z "$(find . -maxdepth 1 -name '.b.img.tmp-*')" ]; do
+		kill -0 "$pid" 2>/dev/null || fail "mkbase ended before it could be killed"
+		sleep 0.02
+	done
+	sleep 0.2
+	kill -KILL "$pid"
+	wait "$pid" || true
+	[ "$(md5sum < b.img)" = "$sum" ] || fail "the old base changed"
+	e2fsck -fn b.img
+	# SIGTERM cleans up after itself; the next run removes what -9 left
+	mkbase -q -f -s 5G -o "$T/b.img" big > /dev/null 2>&1 &
+	pid=$!
+	while [ -z "$(find . -maxdepth 1 -name '.b.img.tmp-*' -newer b.img)" ]; do
+		kill -0 "$pid" 2>/dev/null || fail "mkbase ended before it could be stopped"
+		sleep 0.02
+	done
+	kill -TERM "$pid"
+	wait "$pid" || true
+	[ "$(md5sum < b.img)" = "$sum" ]
+	run_split mkbase -s 5G -o "$T/b.img" tree-a
+	assert_success
+	assert_no_temp .
+}
+
+@test "SOURCE_DATE_EPOCH: the same tree and size give a byte-identical image" {
+	image a "d|etc" "f|etc/hostname|repro" "l|etc/link|hostname" "f|data|x"
+	SOURCE_DATE_EPOCH=1700000000 mkbase -q -s 5G -o "$T/1.img" tree-a > one
+	sleep 1.1
+	SOURCE_DATE_EPOCH=1700000000 mkbase -q -s 5G -o "$T/2.img" tree-a > two
+	cmp 1.img 2.img
+	[ "$(jq -r .base.uuid one)" = "$(jq -r .base.uuid two)" ]
+	mkbase -q -s 5G -o "$T/3.img" tree-a > three
+	! cmp -s 1.img 3.img
+	[ "$(jq -r .base.uuid one)" != "$(jq -r .base.uuid three)" ]
+	run_split env SOURCE_DATE_EPOCH=soon mkbase -s 5G -o "$T/4.img" tree-a
+	assert_refused 64 "SOURCE_DATE_EPOCH"
+}
+
+@test "the base section's keys are the ones vmstrap(7) and mkbase(1) document" {
+	image a "f|a|one"
+	run_split mkbase -s 5G -o "$T/b.img" tree-a
+	assert_success
+	local code seven one
+	code=$(jqo '.base | keys_unsorted | .[]')
+	seven=$(awk '/^\.Ss base$/ {f=1; next} f && /^\.S[sh] / {f=0} f && /^\.It Li / {print $3}' "$VS_TOP/man/vmstrap.7")
+	one=$(awk '/^\.It Li / {print $3}' "$VS_TOP/man/mkbase.1")
+	[ "$code" = "$seven" ] || fail "code: $code; vmstrap.7: $seven"
+	[ "$code" = "$one" ] || fail "code: $code; mkbase.1: $one"
+}
