@@ -58,6 +58,7 @@ enum {
 struct dirattr {
 	mode_t mode;
 	struct timespec times[2];
+	bool gone;		/* the directory was removed since */
 };
 
 struct unpack {
@@ -366,12 +367,38 @@ static int mark_made(struct unpack *u, const char *rel, size_t len,
 	return 0;
 }
 
+/* A directory at path (len bytes) is going: what was deferred for it and
+ * beneath it must not come back on whatever takes its place. */
+static void forget_dirs(struct unpack *u, const char *path, size_t len)
+{
+	const char *key;
+	uintptr_t val;
+	size_t i = 0;
+
+	while (strmap_next(&u->dirs, &i, &key, &val))
+		if (strncmp(key, path, len) == 0 &&
+		    (key[len] == '\0' || (key[len] == '/' && len > 0)))
+			u->attrs[val - 1].gone = true;
+}
+
+/* Before name (path in the tree) in dfd is removed. */
+static void removing(struct unpack *u, int dfd, const char *name,
+    const char *path, size_t len)
+{
+	struct stat st;
+
+	forget(u, path, len);
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISDIR(st.st_mode))
+		forget_dirs(u, path, len);
+}
+
 /* Remove whatever is at name in dfd (rel is its path in the tree), so
  * that an entry can take its place. */
 static int replace(struct unpack *u, int dfd, const char *name,
     const char *rel, struct vs_err *e)
 {
-	forget(u, rel, strlen(rel));
+	removing(u, dfd, name, rel, strlen(rel));
 	if (tree_remove_at(dfd, name, e) < 0)
 		return entry_error(u, e);
 	return 0;
@@ -423,7 +450,7 @@ static int remove_lower(struct unpack *u, int dfd, const char *name,
 	struct stat st;
 
 	if (strmap_get(&u->layer, path, len) == NULL) {
-		forget(u, path, len);
+		removing(u, dfd, name, path, len);
 		if (tree_remove_at(dfd, name, e) < 0)
 			return entry_error(u, e);
 		return 0;
@@ -517,6 +544,12 @@ static int set_owner(struct unpack *u, struct archive_entry *ae, int fd,
 		r = set_xattr(fd, dfd, name, ROOTLESS_XATTR, rec, n);
 	else
 		r = fresh || fd < 0 ? 0 : remove_xattr(fd, ROOTLESS_XATTR);
+	if (r < 0 && errno == EPERM && fd < 0) {
+		/* a fifo: Linux keeps user.* attributes on files and
+		 * directories only */
+		u->lost_owners++;
+		return 0;
+	}
 	if (r < 0 && (errno == ENOTSUP || errno == EPERM))
 		return vs_error(e, EX_CANTCREAT, errno,
 		    "cannot record ownership as user.rootlesscontainers: the tree's filesystem does not take user.* attributes (unpack as root, or elsewhere)");
@@ -563,7 +596,7 @@ static int set_xattrs(struct unpack *u, struct archive_entry *ae, int fd,
 			continue;
 		if (u->rootless && (errno == EPERM || errno == ENOTSUP) &&
 		    strncmp(key, "user.", 5) != 0) {
-			if (archive_entry_filetype(ae) == AE_IFLNK) {
+			if (fd < 0) {	/* a symlink or a fifo */
 				u->lost_xattrs++;
 				continue;
 			}
@@ -606,7 +639,8 @@ static int finish_entry(struct unpack *u, struct archive_entry *ae, int fd,
 	    set_xattrs(u, ae, fd, dfd, name, e) < 0)
 		return -1;
 	if (!link && (mode != made || (chowned && (mode & 06000))) &&
-	    (fd >= 0 ? fchmod(fd, mode) : fchmodat(dfd, name, mode, 0)) < 0)
+	    (fd >= 0 ? fchmod(fd, mode) :
+	    fchmodat(dfd, name, mode, AT_SYMLINK_NOFOLLOW)) < 0)
 		return sys_error(u, e, "set the mode");
 	entry_times(ae, ts);
 	if ((fd >= 0 ? futimens(fd, ts) :
@@ -722,6 +756,7 @@ static int make_dir(struct unpack *u, struct archive_entry *ae, int dfd,
 		da = &u->attrs[*slot - 1];
 	}
 	da->mode = archive_entry_perm(ae) & 07777;
+	da->gone = false;
 	entry_times(ae, da->times);
 	return 0;
 }
@@ -1248,7 +1283,7 @@ static int finish_tree(struct unpack *u, int fd, char *path, size_t len,
 	if (rc < 0)
 		return -1;
 	slot = strmap_get(&u->dirs, path, len);
-	if (slot) {
+	if (slot && !u->attrs[*slot - 1].gone) {
 		struct dirattr *da = &u->attrs[*slot - 1];
 		if (fchmod(fd, da->mode) < 0 || futimens(fd, da->times) < 0)
 			return vs_error(e, EX_IOERR, errno, "%s",
@@ -1276,11 +1311,11 @@ static int build(const struct oci_layout *l, const struct image *img,
 	uint64_t total = 0;
 	int rc = 0;
 
+	/* The tree stays 0700 (mkdtemp's) while it is built, so that no
+	 * other user can reach into it; its own mode comes at the end. */
 	u->root = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (u->root < 0)
 		return vs_error(e, EX_CANTCREAT, errno, "%s", tmp);
-	if (fchmod(u->root, 0755) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", tmp);
 	for (size_t i = 0; i < img->nlayers; i++)
 		total += (uint64_t)img->layers[i].size;
 	progress_start(&u->prog, stderr, "unpack", total,
@@ -1293,6 +1328,10 @@ static int build(const struct oci_layout *l, const struct image *img,
 	drop_cache(u);
 	if (rc == 0)
 		rc = finish_tree(u, u->root, path, 0, e);
+	if (rc == 0 && (strmap_get(&u->dirs, "", 0) == NULL ||
+	    u->attrs[*strmap_get(&u->dirs, "", 0) - 1].gone) &&
+	    fchmod(u->root, 0755) < 0)
+		rc = vs_error(e, EX_IOERR, errno, "%s", tmp);
 	return rc;
 }
 
@@ -1315,18 +1354,37 @@ static char *stamp_path(const char *tree)
 	return p;
 }
 
-static int read_stamp(const char *tree, const struct stat *st,
-    struct stamp *s)
+/* What ties a stamp to its tree: the root directory's inode, birth time
+ * (where the filesystem keeps one) and modification time, which a tree
+ * removed and made again, or changed by hand, does not keep. */
+static int tree_id(const char *tree, json_int_t id[3])
+{
+	struct statx stx;
+
+	if (statx(AT_FDCWD, tree, AT_SYMLINK_NOFOLLOW,
+	    STATX_INO | STATX_BTIME | STATX_MTIME, &stx) < 0)
+		return -1;
+	id[0] = (json_int_t)stx.stx_ino;
+	id[1] = stx.stx_mask & STATX_BTIME ? (json_int_t)stx.stx_btime.tv_sec *
+	    1000000000 + stx.stx_btime.tv_nsec : 0;
+	id[2] = (json_int_t)stx.stx_mtime.tv_sec * 1000000000 +
+	    stx.stx_mtime.tv_nsec;
+	return 0;
+}
+
+static int read_stamp(const char *tree, struct stamp *s)
 {
 	cleanup_free char *p = stamp_path(tree);
 	cleanup_json json_t *j = NULL;
 	const char *dg;
+	json_int_t id[3];
 
 	j = p ? json_load_file(p, 0, NULL) : NULL;
 	dg = json_string_value(json_object_get(j, "digest"));
-	if (!dg || !digest_valid(dg) ||
-	    json_integer_value(json_object_get(j, "ino")) != (json_int_t)st->st_ino ||
-	    json_integer_value(json_object_get(j, "dev")) != (json_int_t)st->st_dev)
+	if (!dg || !digest_valid(dg) || tree_id(tree, id) < 0 ||
+	    json_integer_value(json_object_get(j, "ino")) != id[0] ||
+	    json_integer_value(json_object_get(j, "btime_ns")) != id[1] ||
+	    json_integer_value(json_object_get(j, "mtime_ns")) != id[2])
 		return -1;
 	snprintf(s->digest, sizeof s->digest, "%s", dg);
 	s->entries = (uint64_t)json_integer_value(json_object_get(j, "entries"));
@@ -1335,22 +1393,22 @@ static int read_stamp(const char *tree, const struct stat *st,
 	return 0;
 }
 
-static int write_stamp(const char *tree, const char *tmp,
-    const struct stamp *s, struct vs_err *e)
+static int write_stamp(const char *tree, const struct stamp *s,
+    struct vs_err *e)
 {
 	cleanup_free char *p = stamp_path(tree);
 	cleanup_free char *text = NULL;
 	cleanup_json json_t *j = NULL;
 	struct atomic_file af;
-	struct stat st;
+	json_int_t id[3];
 	size_t len;
 
-	if (p == NULL || stat(tmp, &st) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", tmp);
-	j = json_pack("{s:s, s:I, s:I, s:b, s:I, s:I}", "digest", s->digest,
+	if (p == NULL || tree_id(tree, id) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", tree);
+	j = json_pack("{s:s, s:I, s:I, s:b, s:I, s:I, s:I}", "digest", s->digest,
 	    "entries", (json_int_t)s->entries, "bytes", (json_int_t)s->bytes,
-	    "rootless", s->rootless, "ino", (json_int_t)st.st_ino,
-	    "dev", (json_int_t)st.st_dev);
+	    "rootless", s->rootless, "ino", id[0], "btime_ns", id[1],
+	    "mtime_ns", id[2]);
 	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	if (text == NULL)
 		return vs_error(e, EX_OSERR, ENOMEM, "%s", p);
@@ -1380,7 +1438,8 @@ static void remove_stale(const char *dir, const char *base)
 	if (dfd < 0 || (d = fdopendir(dup(dfd))) == NULL)
 		return;
 	while ((de = readdir(d)) != NULL)
-		if (strncmp(de->d_name, prefix, (size_t)n) == 0)
+		if (strncmp(de->d_name, prefix, (size_t)n) == 0 &&
+		    strlen(de->d_name) == (size_t)n + 6 && de->d_type == DT_DIR)
 			(void)tree_remove_at(dfd, de->d_name, &ignored);
 	closedir(d);
 }
@@ -1423,20 +1482,26 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 	if (path_split(tree, &dir, &base) < 0 ||
 	    asprintf(&lockp, "%s/.%s.lock", dir, base) < 0)
 		return vs_error(e, EX_OSERR, errno, "%s", tree), NULL;
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+	/* The trees hold the images' set-user-ID programs and devices: the
+	 * cache's rootfs directory is for its owner only (as umoci's bundle
+	 * is); with -o, the directory is the caller's choice. */
+	if (mkdir(dir, chosen ? 0755 : 0700) < 0 && errno != EEXIST)
 		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
 		    "%s", dir), NULL;
+	if (!chosen && lstat(dir, &st) == 0 && st.st_uid == geteuid() &&
+	    (st.st_mode & 077) && chmod(dir, 0700) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", dir), NULL;
 	lock = lock_path(lockp, true, true, e);
 	if (lock < 0)
 		return NULL;
 	exists = lstat(tree, &st) == 0;
-	if (exists && read_stamp(tree, &st, &s) == 0 &&
+	if (exists && read_stamp(tree, &s) == 0 &&
 	    strcmp(s.digest, img->manifest) == 0)
 		return rootfs_section(tree, &s, true);
 	if (exists && !S_ISDIR(st.st_mode))
 		return vs_error(e, EX_CANTCREAT, 0,
 		    "%s exists and is not a directory", tree), NULL;
-	if (exists && chosen && !dir_empty(tree) && read_stamp(tree, &st, &s) < 0)
+	if (exists && chosen && !dir_empty(tree) && read_stamp(tree, &s) < 0)
 		return vs_error(e, EX_CANTCREAT, 0,
 		    "%s exists and is not a tree oci-unpack made: remove it, or choose another -o",
 		    tree), NULL;
@@ -1454,8 +1519,8 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 	s.entries = u.entries;
 	s.bytes = u.bytes;
 	s.rootless = u.rootless;
-	if (u.lost_owners || u.lost_xattrs)
-		fe_warn("rootless: the owners of %llu symlink(s) and the attributes of %llu could not be recorded (Linux keeps no user.* attributes on symlinks)",
+	if (rc == 0 && (u.lost_owners || u.lost_xattrs))
+		fe_warn("rootless: the owners of %llu symlink(s) or fifo(s) and the attributes of %llu could not be recorded (Linux keeps user.* attributes on files and directories only)",
 		    (unsigned long long)u.lost_owners,
 		    (unsigned long long)u.lost_xattrs);
 	/* On disk before it gets its name, so that a power cut cannot leave
@@ -1466,8 +1531,6 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 	if (rc == 0 && syncfs(u.root) < 0)
 		rc = vs_error(e, EX_IOERR, errno, "flush %s", tmp);
 	unpack_free(&u);
-	if (rc == 0)
-		rc = write_stamp(tree, tmp, &s, e);
 	if (rc == 0) {
 		if (exists)
 			rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, tree,
@@ -1478,6 +1541,8 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 		if (rc < 0)
 			vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
 			    "rename %s to %s", tmp, tree);
+		else
+			rc = write_stamp(tree, &s, e);
 	}
 	{
 		struct vs_err ignored;

@@ -57,7 +57,8 @@ int tree_remove_at(int dfd, const char *name, struct vs_err *e)
 		return 0;
 	}
 	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 && errno == EACCES && fchmodat(dfd, name, 0700, 0) == 0)
+	if (fd < 0 && errno == EACCES &&
+	    fchmodat(dfd, name, 0700, AT_SYMLINK_NOFOLLOW) == 0)
 		fd = openat(dfd, name,
 		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)

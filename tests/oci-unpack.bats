@@ -364,7 +364,7 @@ teardown() {
 	run_split runuser -u nobody -- "$VS_BIN/oci-unpack" -o "$R/out/t" rich rich
 	assert_success
 	[ "$(jqo .rootfs.rootless)" = true ]
-	assert_equal "$stderr" "oci-unpack: rootless: the owners of 1 symlink(s) and the attributes of 0 could not be recorded (Linux keeps no user.* attributes on symlinks)"
+	assert_equal "$stderr" "oci-unpack: rootless: the owners of 1 symlink(s) or fifo(s) and the attributes of 0 could not be recorded (Linux keeps user.* attributes on files and directories only)"
 	cd out/t
 	[ "$(stat -c %U bin/su)" = nobody ]
 	[ "$(getfattr --only-values -e hex -n user.rootlesscontainers etc/owned 2>/dev/null | xxd -p)" = 08e80710e907 ] ||
@@ -399,4 +399,51 @@ teardown() {
 	assert_success
 	[ "$(ls out/t)" = other ]
 	[ -z "$(find out -name '.t.tmp-*')" ]
+}
+
+@test "a directory whited out and made again does not get its old mode back" {
+	printf 'd|c\nf|c/old|1\n' | "$VS_TOP/tests/mktar" one.tar
+	printf 'f|.wh.c\nf|c/z|2\n' | "$VS_TOP/tests/mktar" two.tar
+	# layer 1's c is world-writable and sticky
+	python3 -c '
+import tarfile, io
+src = tarfile.open("one.tar"); out = tarfile.open("one2.tar", "w", format=tarfile.PAX_FORMAT)
+for m in src.getmembers():
+    if m.name == "c": m.mode = 0o1777
+    out.addfile(m, src.extractfile(m) if m.isfile() else None)
+out.close()'
+	layout x one2.tar two.tar
+	run_split oci-unpack -o "$T/t" L x
+	assert_success
+	[ "$(stat -c %a t/c)" = 755 ] || fail "c is $(stat -c %a t/c)"
+	[ -e t/c/z ] && [ ! -e t/c/old ]
+}
+
+@test "a stamp is not taken for a directory made again in the tree's place" {
+	tarball a <<< "f|a|1"
+	tarball b <<< "f|b|2"
+	layout a a.tar
+	layout b b.tar
+	run_split oci-unpack -o "$T/t" L a
+	assert_success
+	rm -rf t && mkdir t
+	run_split oci-unpack -o "$T/t" L a
+	assert_success
+	[ "$(jqo .rootfs.reused)" = false ] && [ -e t/a ]
+	rm -rf t && mkdir t && echo precious > t/thesis
+	run_split oci-unpack -o "$T/t" L b
+	assert_refused 73 "not a tree oci-unpack made"
+	[ "$(cat t/thesis)" = precious ]
+}
+
+@test "the cache's trees are private to their owner" {
+	tarball a <<< "f|a|1"
+	layout a a.tar
+	run_split oci-unpack L a
+	assert_success
+	[ "$(stat -c %a L/rootfs)" = 700 ]
+	chmod 755 L/rootfs
+	run_split oci-unpack L a
+	assert_success
+	[ "$(stat -c %a L/rootfs)" = 700 ]
 }
