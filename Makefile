@@ -47,7 +47,7 @@ cowclone_COMMON := atomic clone doc err fe lock path progress run size
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 mkbase_COMMON := atomic config digest doc err fe lock path progress ref \
-	rootless run size strmap
+	rootless run size stamp strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
 mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags)
@@ -57,7 +57,7 @@ oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
 oci-fetch_CFLAGS = $(call CURL,cflags) $(call JANSSON,cflags)
 oci-unpack_COMMON := atomic digest doc err fe image layout lock path progress \
-	ref rootless strmap tree
+	ref rootless stamp strmap tree
 oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	-pthread
 oci-unpack_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)

@@ -68,18 +68,6 @@ static bool utf8_ok(const char *s)
 	return j != NULL;
 }
 
-/* A NAME is a file name, not a path: letters, digits, '.', '_', '-'. */
-static bool valid_name(const char *s)
-{
-	if (*s == '\0' || *s == '.' || *s == '-' || strlen(s) > 200)
-		return false;
-	for (; *s; s++)
-		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
-		    !(*s >= '0' && *s <= '9') && !strchr("._-", *s))
-			return false;
-	return true;
-}
-
 /* The NAME form: the source is the document's base.path, the disk NAME.img
  * beside it.  *src and *dst are the caller's to free. */
 static int disk_of_document(const json_t *doc, const char *name, char **src,
@@ -364,7 +352,7 @@ int main(int argc, char *argv[])
 	} else if (argc == 1) {
 		bool present;
 
-		if (!valid_name(argv[0]))
+		if (!path_valid_name(argv[0]))
 			return fe_usage_error(SYNOPSIS,
 			    "invalid disk name '%s': use letters, digits, '.', '_' and '-'",
 			    argv[0]);

@@ -33,7 +33,9 @@
 #include "rootless.h"
 #include "run.h"
 #include "size.h"
+#include "stamp.h"
 #include "strmap.h"
+#include "tree.h"
 
 #define SYNOPSIS "mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]"
 #define DEFAULT_GROUP "slicer"
@@ -61,7 +63,7 @@ struct build {
 	char *buf;		/* CHUNK bytes */
 	char path[PATH_MAX];	/* the entry being copied, for messages */
 	struct progress prog;
-	uint64_t done, total;
+	uint64_t done;
 	struct vs_err *e;
 };
 
@@ -489,7 +491,6 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 	}
 	if (known) {	/* another name of a file already in */
 		ino = (ext2_ino_t)*known;
-		ftype = file_type(LINUX_S_IFREG);
 		if ((err = ext2fs_read_inode_full(fs, ino, (struct ext2_inode *)&in,
 		    sizeof in)) != 0)
 			return ext2_error(b, err, "read the inode of");
@@ -731,8 +732,7 @@ static int make_fs(const char *tmp, bool repro, const char *uuid,
 	return 0;
 }
 
-static int fill(struct build *b, const struct source *src, int treefd,
-    struct need *nd)
+static int fill(struct build *b, int treefd, struct need *nd)
 {
 	ext2_filsys fs = b->fs;
 	struct ext2_inode_large in;
@@ -741,7 +741,6 @@ static int fill(struct build *b, const struct source *src, int treefd,
 	uint64_t free_blocks = ext2fs_free_blocks_count(fs->super);
 	uint64_t free_inodes = fs->super->s_free_inodes_count;
 
-	(void)src;
 	if (nd->blocks > free_blocks || nd->inodes > free_inodes) {
 		char need[32], have[32];
 		size_format((nd->blocks * fs->blocksize + (1 << 20) - 1) &
@@ -824,10 +823,9 @@ static int build_image(const struct source *src, struct atomic_file *af,
 	if (err)
 		rc = ext2_error(&b, err, "read the bitmaps of");
 	else {
-		b.total = nd.bytes;
 		progress_start(&b.prog, stderr, "base", nd.bytes,
 		    progress_wanted(stderr, quiet));
-		rc = fill(&b, src, treefd, &nd);
+		rc = fill(&b, treefd, &nd);
 		progress_end(&b.prog);
 	}
 	if (!uuid[0])
@@ -846,67 +844,6 @@ static int build_image(const struct source *src, struct atomic_file *af,
 }
 
 /* --- what a base was built from -------------------------------------- */
-
-/* .NAME.json beside the base, tied to the image file by inode, size and
- * modification time: a base changed or replaced by anything else is not
- * taken for the one recorded. */
-static char *stamp_path(const char *img)
-{
-	cleanup_free char *dir = NULL, *base = NULL;
-	char *p;
-
-	if (path_split(img, &dir, &base) < 0 ||
-	    asprintf(&p, "%s/.%s.json", dir, base) < 0)
-		return NULL;
-	return p;
-}
-
-static json_t *read_stamp(const char *img, const struct stat *st)
-{
-	cleanup_free char *p = stamp_path(img);
-	json_t *j = p ? json_load_file(p, 0, NULL) : NULL;
-
-	if (json_integer_value(json_object_get(j, "ino")) != (json_int_t)st->st_ino ||
-	    json_integer_value(json_object_get(j, "dev")) != (json_int_t)st->st_dev ||
-	    json_integer_value(json_object_get(j, "mtime_ns")) !=
-	    (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec ||
-	    json_integer_value(json_object_get(j, "size")) != (json_int_t)st->st_size) {
-		json_decref(j);
-		return NULL;
-	}
-	return j;
-}
-
-static int write_stamp(const char *img, json_t *sec, struct vs_err *e)
-{
-	cleanup_free char *p = stamp_path(img);
-	cleanup_free char *text = NULL;
-	cleanup_json json_t *j = json_deep_copy(sec);
-	struct atomic_file af;
-	struct stat st;
-	size_t len;
-
-	if (p == NULL || j == NULL || stat(img, &st) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", img);
-	json_object_del(j, "reused");
-	json_object_set_new(j, "ino", json_integer((json_int_t)st.st_ino));
-	json_object_set_new(j, "dev", json_integer((json_int_t)st.st_dev));
-	json_object_set_new(j, "mtime_ns", json_integer(
-	    (json_int_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec));
-	text = json_dumps(j, JSON_COMPACT);
-	if (text == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "%s", p);
-	len = strlen(text);
-	text[len++] = '\n';
-	if (atomic_open(&af, p, 0644, e) < 0)
-		return -1;
-	if (write(af.fd, text, len) != (ssize_t)len) {
-		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
-		atomic_abort(&af);
-		return -1;
-	}
-	return atomic_commit(&af, ATOMIC_REPLACE, e);
-}
 
 /* The tree and what it is, from ROOTFS (and the stamp oci-unpack keeps
  * beside it) or from the document's rootfs section. */
@@ -934,12 +871,8 @@ static int source_of(json_t *doc, const char *operand, struct source *src,
 	if (!S_ISDIR(st.st_mode))
 		return vs_error(e, EX_DATAERR, 0, "%s is not a directory", tree);
 	if (operand) {	/* what oci-unpack recorded about it */
-		cleanup_free char *dir = NULL, *base = NULL, *p = NULL;
-		if (path_split(src->tree, &dir, &base) == 0 &&
-		    asprintf(&p, "%s/.%s.json", dir, base) > 0)
-			stamp = json_load_file(p, 0, NULL);
-		if (json_integer_value(json_object_get(stamp, "ino")) ==
-		    (json_int_t)st.st_ino) {
+		stamp = stamp_read(src->tree);
+		if (stamp) {
 			dg = json_string_value(json_object_get(stamp, "digest"));
 			rootless = json_object_get(stamp, "rootless");
 		}
@@ -965,23 +898,6 @@ static json_t *base_section(const char *img, const char *group,
 	    "source", src->digest[0] ? src->digest : NULL, "reused", reused);
 }
 
-/* Remove the temporary images a killed run left (the caller holds the
- * lock, so no other run is writing them). */
-static void remove_stale(const char *dir, const char *base)
-{
-	char prefix[NAME_MAX + 8];
-	struct dirent *de;
-	int n = snprintf(prefix, sizeof prefix, ".%s.tmp-", base);
-	DIR *d = opendir(dir);
-
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL)
-		if (strncmp(de->d_name, prefix, (size_t)n) == 0)
-			(void)unlinkat(dirfd(d), de->d_name, 0);
-	closedir(d);
-}
-
 /* Build img from src, or reuse it. */
 static json_t *make_base(const struct source *src, const char *img,
     const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
@@ -999,9 +915,9 @@ static json_t *make_base(const struct source *src, const char *img,
 	lock = lock_path(lockp, true, true, e);
 	if (lock < 0)
 		return NULL;
-	remove_stale(dir, base);
+	tree_remove_stale(dir, base);
 	if (!o->force && src->digest[0] && stat(img, &st) == 0) {
-		cleanup_json json_t *j = read_stamp(img, &st);
+		cleanup_json json_t *j = stamp_read(img);
 		const char *was = json_string_value(json_object_get(j, "source"));
 		const char *id = json_string_value(json_object_get(j, "uuid"));
 		if (was && id && strcmp(was, src->digest) == 0 &&
@@ -1018,22 +934,13 @@ static json_t *make_base(const struct source *src, const char *img,
 	sec = base_section(img, group, size, uuid, src, false);
 	if (sec == NULL)
 		return vs_error(e, EX_IOERR, errno, "%s", img), NULL;
-	if (write_stamp(img, sec, e) < 0) {
+	json_object_del(sec, "reused");
+	if (stamp_write(img, sec, e) < 0) {
 		json_decref(sec);
 		return NULL;
 	}
+	json_object_set_new(sec, "reused", json_false());
 	return sec;
-}
-
-static bool valid_group(const char *g)
-{
-	if (*g == '\0' || strlen(g) > 64)
-		return false;
-	for (const char *p = g; *p; p++)
-		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
-		    !(*p >= '0' && *p <= '9') && *p != '-' && *p != '_' && *p != '.')
-			return false;
-	return *g != '.';
 }
 
 int main(int argc, char *argv[])
@@ -1091,7 +998,7 @@ int main(int argc, char *argv[])
 		return fe_usage_error(SYNOPSIS, "too many operands");
 	if (o.size && size_parse_disk(o.size, &size, &e) < 0)
 		return fe_fail(&e);
-	if (o.group && !valid_group(o.group))
+	if (o.group && !path_valid_name(o.group))
 		return fe_usage_error(SYNOPSIS,
 		    "invalid group name '%s': use letters, digits, '.', '_' and '-'",
 		    o.group);

@@ -36,6 +36,7 @@
 #include "progress.h"
 #include "ref.h"
 #include "rootless.h"
+#include "stamp.h"
 #include "strmap.h"
 #include "tree.h"
 
@@ -973,23 +974,21 @@ static void source_publish(struct source *s, bool eof)
 	pthread_mutex_unlock(&s->mu);
 }
 
-/* The next block of decompressed data: *p, *n; 0, 1 at the end, -1. */
+/* The decompressor's next block: *p, *n; 0, 1 at the end, -1. */
 static int source_next(struct source *s, const void **p, size_t *n,
     uint64_t *done)
 {
-	if (s->raw) {
-		la_int64_t off;
-		int r = archive_read_data_block(s->raw, p, n, &off);
-		if (r == ARCHIVE_EOF)
-			return 1;
-		if (r < ARCHIVE_WARN) {
-			const char *msg = archive_error_string(s->raw);
-			return vs_error(&s->err, EX_DATAERR, 0, "%s",
-			    msg ? msg : "cannot decompress");
-		}
-		*done = (uint64_t)archive_filter_bytes(s->raw, -1);
-		return 0;
+	la_int64_t off;
+	int r = archive_read_data_block(s->raw, p, n, &off);
+
+	if (r == ARCHIVE_EOF)
+		return 1;
+	if (r < ARCHIVE_WARN) {
+		const char *msg = archive_error_string(s->raw);
+		return vs_error(&s->err, EX_DATAERR, 0, "%s",
+		    msg ? msg : "cannot decompress");
 	}
+	*done = (uint64_t)archive_filter_bytes(s->raw, -1);
 	return 0;
 }
 
@@ -1335,56 +1334,19 @@ static int build(const struct oci_layout *l, const struct image *img,
 	return rc;
 }
 
-/* What a finished tree was built from, kept beside it (.NAME.json) and
- * tied to the tree's directory by its inode. */
+/* What a finished tree was built from, kept beside it (stamp.h). */
 struct stamp {
 	char digest[DIGEST_MAX];
 	uint64_t entries, bytes;
 	bool rootless;
 };
 
-static char *stamp_path(const char *tree)
-{
-	cleanup_free char *dir = NULL, *base = NULL;
-	char *p;
-
-	if (path_split(tree, &dir, &base) < 0 ||
-	    asprintf(&p, "%s/.%s.json", dir, base) < 0)
-		return NULL;
-	return p;
-}
-
-/* What ties a stamp to its tree: the root directory's inode, birth time
- * (where the filesystem keeps one) and modification time, which a tree
- * removed and made again, or changed by hand, does not keep. */
-static int tree_id(const char *tree, json_int_t id[3])
-{
-	struct statx stx;
-
-	if (statx(AT_FDCWD, tree, AT_SYMLINK_NOFOLLOW,
-	    STATX_INO | STATX_BTIME | STATX_MTIME, &stx) < 0)
-		return -1;
-	id[0] = (json_int_t)stx.stx_ino;
-	id[1] = stx.stx_mask & STATX_BTIME ? (json_int_t)stx.stx_btime.tv_sec *
-	    1000000000 + stx.stx_btime.tv_nsec : 0;
-	id[2] = (json_int_t)stx.stx_mtime.tv_sec * 1000000000 +
-	    stx.stx_mtime.tv_nsec;
-	return 0;
-}
-
 static int read_stamp(const char *tree, struct stamp *s)
 {
-	cleanup_free char *p = stamp_path(tree);
-	cleanup_json json_t *j = NULL;
-	const char *dg;
-	json_int_t id[3];
+	cleanup_json json_t *j = stamp_read(tree);
+	const char *dg = json_string_value(json_object_get(j, "digest"));
 
-	j = p ? json_load_file(p, 0, NULL) : NULL;
-	dg = json_string_value(json_object_get(j, "digest"));
-	if (!dg || !digest_valid(dg) || tree_id(tree, id) < 0 ||
-	    json_integer_value(json_object_get(j, "ino")) != id[0] ||
-	    json_integer_value(json_object_get(j, "btime_ns")) != id[1] ||
-	    json_integer_value(json_object_get(j, "mtime_ns")) != id[2])
+	if (!dg || !digest_valid(dg))
 		return -1;
 	snprintf(s->digest, sizeof s->digest, "%s", dg);
 	s->entries = (uint64_t)json_integer_value(json_object_get(j, "entries"));
@@ -1396,52 +1358,13 @@ static int read_stamp(const char *tree, struct stamp *s)
 static int write_stamp(const char *tree, const struct stamp *s,
     struct vs_err *e)
 {
-	cleanup_free char *p = stamp_path(tree);
-	cleanup_free char *text = NULL;
-	cleanup_json json_t *j = NULL;
-	struct atomic_file af;
-	json_int_t id[3];
-	size_t len;
+	cleanup_json json_t *j = json_pack("{s:s, s:I, s:I, s:b}",
+	    "digest", s->digest, "entries", (json_int_t)s->entries,
+	    "bytes", (json_int_t)s->bytes, "rootless", s->rootless);
 
-	if (p == NULL || tree_id(tree, id) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", tree);
-	j = json_pack("{s:s, s:I, s:I, s:b, s:I, s:I, s:I}", "digest", s->digest,
-	    "entries", (json_int_t)s->entries, "bytes", (json_int_t)s->bytes,
-	    "rootless", s->rootless, "ino", id[0], "btime_ns", id[1],
-	    "mtime_ns", id[2]);
-	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	if (text == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "%s", p);
-	len = strlen(text);
-	text[len++] = '\n';	/* json_dumps leaves room for the NUL */
-	if (atomic_open(&af, p, 0644, e) < 0)
-		return -1;
-	if (write(af.fd, text, len) != (ssize_t)len) {
-		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
-		atomic_abort(&af);
-		return -1;
-	}
-	return atomic_commit(&af, ATOMIC_REPLACE, e);
-}
-
-/* Remove temporary trees that an interrupted run left (the caller holds
- * the tree's lock, so no other run is writing them). */
-static void remove_stale(const char *dir, const char *base)
-{
-	cleanup_fd int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	char prefix[NAME_MAX + 2];
-	struct dirent *de;
-	struct vs_err ignored;
-	DIR *d;
-	int n = snprintf(prefix, sizeof prefix, ".%s.tmp-", base);
-
-	if (dfd < 0 || (d = fdopendir(dup(dfd))) == NULL)
-		return;
-	while ((de = readdir(d)) != NULL)
-		if (strncmp(de->d_name, prefix, (size_t)n) == 0 &&
-		    strlen(de->d_name) == (size_t)n + 6 && de->d_type == DT_DIR)
-			(void)tree_remove_at(dfd, de->d_name, &ignored);
-	closedir(d);
+	if (j == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", tree);
+	return stamp_write(tree, j, e);
 }
 
 static bool dir_empty(const char *path)
@@ -1505,7 +1428,7 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 		return vs_error(e, EX_CANTCREAT, 0,
 		    "%s exists and is not a tree oci-unpack made: remove it, or choose another -o",
 		    tree), NULL;
-	remove_stale(dir, base);
+	tree_remove_stale(dir, base);
 
 	if (asprintf(&tmp, "%s/.%s.tmp-XXXXXX", dir, base) < 0 ||
 	    mkdtemp(tmp) == NULL)

@@ -84,3 +84,14 @@ char *path_abs(const char *path, struct vs_err *e)
 		return vs_error(e, EX_OSERR, ENOMEM, "%s", path), NULL;
 	return out;
 }
+
+bool path_valid_name(const char *s)
+{
+	if (*s == '\0' || *s == '.' || *s == '-' || strlen(s) > 200)
+		return false;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && !strchr("._-", *s))
+			return false;
+	return true;
+}

@@ -2,6 +2,8 @@
 #ifndef VS_PATH_H
 #define VS_PATH_H
 
+#include <stdbool.h>
+
 #include "err.h"
 
 /* Split path into a directory ("." when there is none) and a last component,
@@ -13,6 +15,11 @@ int path_split(const char *path, char **dir, char **base);
  * last component need not): realpath(dir) + "/" + base.  malloc'd, or NULL
  * with e set (EX_CANTCREAT when the directory is missing). */
 char *path_abs(const char *path, struct vs_err *e);
+
+/* Whether s is a name for a workspace file (a disk, a host group):
+ * letters, digits, '.', '_' and '-', not starting with '.' or '-', at most
+ * 200 bytes. */
+bool path_valid_name(const char *s);
 
 /* dir + "/" + name, malloc'd; NULL on ENOMEM. */
 char *path_join(const char *dir, const char *name);

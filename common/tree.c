@@ -1,5 +1,7 @@
 /* tree.c: rm -rf that stays inside the tree. */
 #include <dirent.h>
+#include <limits.h>
+#include <stdio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -85,4 +87,25 @@ int tree_remove(const char *path, struct vs_err *e)
 	if (tree_remove_at(dfd, base, e) < 0)
 		return vs_error_prefix(e, "%s", path);
 	return 0;
+}
+
+void tree_remove_stale(const char *dir, const char *base)
+{
+	cleanup_fd int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char prefix[NAME_MAX + 8];
+	struct dirent *de;
+	struct vs_err ignored;
+	int n = snprintf(prefix, sizeof prefix, ".%s.tmp-", base);
+	DIR *d;
+
+	if (dfd < 0 || n >= (int)sizeof prefix)
+		return;
+	d = fdopendir(dup(dfd));
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, prefix, (size_t)n) == 0 &&
+		    strlen(de->d_name) == (size_t)n + 6)
+			(void)tree_remove_at(dfd, de->d_name, &ignored);
+	closedir(d);
 }

@@ -14,4 +14,10 @@ int tree_remove_at(int dfd, const char *name, struct vs_err *e);
 /* The same for a path. */
 int tree_remove(const char *path, struct vs_err *e);
 
+/* Remove what a killed run left beside dir/base: the temporary outputs
+ * .BASE.tmp-XXXXXX (files or trees) that atomic_open() and mkdtemp()
+ * name.  Only for a caller that holds the output's lock, so that no other
+ * run is writing them. */
+void tree_remove_stale(const char *dir, const char *base);
+
 #endif

@@ -177,3 +177,13 @@ fixture_registry() {
 	push "$FIX:one" test/one:latest
 	push "$FIX:multi" test/multi:latest
 }
+
+# rich_fixture: as root, scripts/mkrootfs's image (every entry type) in
+# $RICH, readable by everyone; nothing otherwise (the tests that use it
+# need root and say so).
+rich_fixture() {
+	export RICH=$BATS_FILE_TMPDIR/rich
+	[ "$(id -u)" -eq 0 ] || return 0
+	"$VS_TOP/scripts/mkrootfs" "$RICH" rich > /dev/null || fail "mkrootfs failed"
+	chmod -R a+rX "$RICH"
+}

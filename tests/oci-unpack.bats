@@ -6,12 +6,7 @@
 load helpers
 
 setup_file() {
-	export RICH=$BATS_FILE_TMPDIR/rich
-	if [ "$(id -u)" -eq 0 ]; then
-		"$VS_TOP/scripts/mkrootfs" "$RICH" rich > /dev/null ||
-			fail "mkrootfs failed"
-		chmod -R a+rX "$RICH"
-	fi
+	rich_fixture
 }
 
 setup() {

@@ -33,6 +33,7 @@
 #include "rootless.h"
 #include "run.h"
 #include "size.h"
+#include "stamp.h"
 #include "strmap.h"
 #include "tree.h"
 
@@ -1060,6 +1061,49 @@ static void test_image(void)
 	ok(m == NULL && e.code == EX_DATAERR, "image: a non-object is refused");
 }
 
+static void test_stamp(void)
+{
+	char target[PATH_MAX + 16], other[PATH_MAX + 64];
+	struct vs_err e = { 0 };
+	json_t *rec = json_pack("{s:s}", "digest", "sha256:00"), *got;
+	cleanup_free char *sp = NULL;
+
+	snprintf(target, sizeof target, "%s/out", tmpdir);
+	snprintf(other, sizeof other, "%s/.out.tmp-abcdef", tmpdir);
+	mkdir(target, 0755);
+	ok(stamp_read(target) == NULL, "stamp: none yet");
+	ok(stamp_write(target, rec, &e) == 0, "stamp: written (%s)", e.msg);
+	got = stamp_read(target);
+	ok(got && strcmp(json_string_value(json_object_get(got, "digest")),
+	    "sha256:00") == 0, "stamp: read back while the target is the same");
+	json_decref(got);
+	sp = stamp_path(target);
+	ok(sp && strstr(sp, "/.out.json"), "stamp: kept beside the target as .NAME.json");
+	rmdir(target);
+	mkdir(target, 0755);
+	got = stamp_read(target);
+	ok(got == NULL, "stamp: a target made again is not the one recorded");
+	json_decref(got);
+	mkdir(other, 0700);
+	snprintf(other, sizeof other, "%s/.out.tmp-abcdef/x", tmpdir);
+	close(open(other, O_CREAT | O_WRONLY, 0644));
+	snprintf(other, sizeof other, "%s/.out.tmp-keep-me", tmpdir);
+	close(open(other, O_CREAT | O_WRONLY, 0644));
+	tree_remove_stale(tmpdir, "out");
+	snprintf(other, sizeof other, "%s/.out.tmp-abcdef", tmpdir);
+	ok(access(other, F_OK) < 0, "tree: a stale temporary tree is removed");
+	snprintf(other, sizeof other, "%s/.out.tmp-keep-me", tmpdir);
+	ok(access(other, F_OK) == 0, "tree: a name that only starts the same is kept");
+	unlink(other);
+	unlink(sp);
+	rmdir(target);
+	json_decref(rec);
+	ok(path_valid_name("slicer-1") && path_valid_name("web_2.a") &&
+	    !path_valid_name("") && !path_valid_name(".x") &&
+	    !path_valid_name("-x") && !path_valid_name("a/b"),
+	    "path: valid names");
+}
+
 int main(int argc, char *argv[])
 {
 	const char *t = getenv("TMPDIR");
@@ -1087,6 +1131,7 @@ int main(int argc, char *argv[])
 	test_rootless();
 	test_tree();
 	test_image();
+	test_stamp();
 	if (rmdir(tmpdir) < 0)
 		diag("%s left behind: %s", tmpdir, strerror(errno));
 	printf("1..%d\n", tests);
