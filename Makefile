@@ -43,21 +43,21 @@ ARCHIVE = $(call pkg,libarchive,libarchive-dev,$(1))
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
 TOOLS := cowclone mkbase oci-fetch oci-unpack
-cowclone_COMMON := atomic clone doc err fe lock path progress run size
+cowclone_COMMON := atomic clone doc err fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 mkbase_COMMON := atomic config digest doc err fe lock path progress ref \
-	rootless run size stamp strmap tree
+	rootless run size stamp stop strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
 mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags)
 oci-fetch_COMMON := atomic config creds digest doc err fe image layout lock path \
-	progress ref registry size
+	progress ref registry size stop
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
 oci-fetch_CFLAGS = $(call CURL,cflags) $(call JANSSON,cflags)
 oci-unpack_COMMON := atomic digest doc err fe image layout lock path progress \
-	ref rootless stamp strmap tree
+	ref rootless stamp stop strmap tree
 oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	-pthread
 oci-unpack_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)

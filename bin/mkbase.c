@@ -88,15 +88,21 @@ static void usage(FILE *f)
 
 static int ext2_error(struct build *b, errcode_t err, const char *what)
 {
-	vs_error(b->e, err == ENOSPC || err == EXT2_ET_BLOCK_ALLOC_FAIL ||
+	/* the image full is EX_CANTCREAT; the host's disk full (ENOSPC from
+	 * a write) is a failed write, 74, as for every tool */
+	vs_error(b->e, err == EXT2_ET_BLOCK_ALLOC_FAIL ||
 	    err == EXT2_ET_INODE_ALLOC_FAIL || err == EXT2_ET_DIR_NO_SPACE_FOR_CSUM ?
 	    EX_CANTCREAT : EX_IOERR, 0, "%s %s: %s", what,
 	    b->path[0] ? b->path : "/", error_message(err));
 	return -1;
 }
 
+#define TOO_DEEP "the tree is deeper than the limit on open files allows: raise it (ulimit -n)"
+
 static int src_error(struct build *b, const char *what)
 {
+	if (errno == EMFILE)
+		return vs_error(b->e, EX_OSERR, 0, TOO_DEEP);
 	return vs_error(b->e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
 	    "%s %s", what, b->path[0] ? b->path : "/");
 }
@@ -183,7 +189,8 @@ static int measure(int fd, struct need *nd, struct strmap *seen,
 	int rc = 0;
 
 	if (names == NULL)
-		return vs_error(e, EX_IOERR, errno, "read the tree");
+		return errno == EMFILE ? vs_error(e, EX_OSERR, 0, TOO_DEEP) :
+		    vs_error(e, EX_IOERR, errno, "read the tree");
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		struct stat st;
 		char key[48];
@@ -213,7 +220,9 @@ static int measure(int fd, struct need *nd, struct strmap *seen,
 			int cfd = openat(fd, names[i],
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (cfd < 0) {
-				rc = vs_error(e, EX_IOERR, errno, "%s", names[i]);
+				rc = errno == EMFILE ? vs_error(e, EX_OSERR,
+				     0, TOO_DEEP) :
+				    vs_error(e, EX_IOERR, errno, "%s", names[i]);
 				break;
 			}
 			rc = measure(cfd, nd, seen, bs, e);
@@ -970,6 +979,7 @@ int main(int argc, char *argv[])
 
 	fe_init(argv[0]);
 	atomic_on_signals();
+	tree_fd_limit();
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":C:c:fg:ho:qs:V", longopts,
 	    NULL)) != -1) {

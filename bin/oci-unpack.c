@@ -36,6 +36,7 @@
 #include "progress.h"
 #include "ref.h"
 #include "rootless.h"
+#include "stop.h"
 #include "stamp.h"
 #include "strmap.h"
 #include "tree.h"
@@ -83,13 +84,6 @@ struct unpack {
 	uint64_t done;		/* compressed bytes of earlier layers */
 };
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_signal(int sig)
-{
-	stop_signal = sig;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -134,10 +128,8 @@ static int sys_error(struct unpack *u, struct vs_err *e, const char *what)
 {
 	int err = errno;
 
-	if (err == ENOSPC || err == EDQUOT)
-		vs_error(e, EX_CANTCREAT, err, "%s", what);
-	else
-		vs_error(e, err == ENOMEM ? EX_OSERR : EX_IOERR, err, "%s", what);
+	/* a full disk is a failed write (74), as for every tool */
+	vs_error(e, err == ENOMEM ? EX_OSERR : EX_IOERR, err, "%s", what);
 	return entry_error(u, e);
 }
 
@@ -570,6 +562,48 @@ static mode_t create_mode(const struct unpack *u, struct archive_entry *ae)
 	return mode;
 }
 
+/* A directory declared again by an upper layer takes the entry's
+ * attributes, not the lower layer's plus the entry's (as umoci does): clear
+ * what it has.  Attributes that we may not remove (security.* when not
+ * root) were not set by us either. */
+static int clear_xattrs(struct unpack *u, int fd, struct vs_err *e)
+{
+	cleanup_free char *list = NULL;
+	ssize_t n = 0;
+
+	for (;;) {
+		ssize_t want = flistxattr(fd, NULL, 0);
+		char *p;
+		if (want <= 0) {
+			if (want == 0 || errno == ENOTSUP)
+				return 0;
+			return sys_error(u, e, "list the attributes");
+		}
+		p = realloc(list, (size_t)want);
+		if (p == NULL)
+			return sys_error(u, e, "list the attributes");
+		list = p;
+		n = flistxattr(fd, list, (size_t)want);
+		if (n >= 0)
+			break;
+		if (errno != ERANGE)	/* ERANGE: it grew meanwhile */
+			return sys_error(u, e, "list the attributes");
+	}
+	for (char *k = list; k < list + n; k += strlen(k) + 1) {
+		if (fremovexattr(fd, k) == 0 || errno == ENODATA)
+			continue;
+		if ((errno == EPERM || errno == ENOTSUP) &&
+		    strncmp(k, "user.", 5) != 0)
+			continue;
+		{
+			char what[300];
+			snprintf(what, sizeof what, "remove the attribute %s", k);
+			return sys_error(u, e, what);
+		}
+	}
+	return 0;
+}
+
 static bool ours(const char *key)
 {
 	return strcmp(key, ROOTLESS_XATTR) == 0 ||
@@ -589,7 +623,7 @@ static int set_xattrs(struct unpack *u, struct archive_entry *ae, int fd,
 	if (archive_entry_xattr_reset(ae) == 0)
 		return 0;
 	while (archive_entry_xattr_next(ae, &key, &val, &size) == ARCHIVE_OK) {
-		char alt[256];
+		char alt[sizeof ROOTLESS_XATTR_PREFIX + XATTR_NAME_MAX];
 
 		if (u->rootless && ours(key))
 			continue;
@@ -601,6 +635,12 @@ static int set_xattrs(struct unpack *u, struct archive_entry *ae, int fd,
 				u->lost_xattrs++;
 				continue;
 			}
+			if (strlen(key) + sizeof ROOTLESS_XATTR_PREFIX - 1 >
+			    XATTR_NAME_MAX)
+				return vs_error(e, EX_CANTCREAT, 0,
+				    "the attribute %.40s... has too long a name to be recorded as %s<name> (at most %d bytes in all): unpack as root",
+				    key, ROOTLESS_XATTR_PREFIX, XATTR_NAME_MAX),
+				    entry_error(u, e);
 			snprintf(alt, sizeof alt, "%s%s", ROOTLESS_XATTR_PREFIX,
 			    key);
 			if (set_xattr(fd, dfd, name, alt, val, size) == 0)
@@ -735,7 +775,8 @@ static int make_dir(struct unpack *u, struct archive_entry *ae, int dfd,
 	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return sys_error(u, e, "open the directory");
-	if (set_owner(u, ae, fd, dfd, name, fresh, &chowned, e) < 0 ||
+	if ((!fresh && clear_xattrs(u, fd, e) < 0) ||
+	    set_owner(u, ae, fd, dfd, name, fresh, &chowned, e) < 0 ||
 	    set_xattrs(u, ae, fd, dfd, name, e) < 0)
 		return -1;
 	/* Mode and times wait for the end: a directory without write
@@ -934,6 +975,7 @@ struct source {
 	struct unpack *u;
 	int fd;
 	struct archive *raw;	/* the decompressor, or NULL for a plain tar */
+	bool empty;		/* raw: it decompresses to nothing */
 	struct digester dg;
 	pthread_t thread;
 	bool started;
@@ -979,13 +1021,16 @@ static int source_next(struct source *s, const void **p, size_t *n,
     uint64_t *done)
 {
 	la_int64_t off;
-	int r = archive_read_data_block(s->raw, p, n, &off);
+	int r = s->empty ? ARCHIVE_EOF :
+	    archive_read_data_block(s->raw, p, n, &off);
 
 	if (r == ARCHIVE_EOF)
 		return 1;
 	if (r < ARCHIVE_WARN) {
 		const char *msg = archive_error_string(s->raw);
-		return vs_error(&s->err, EX_DATAERR, 0, "%s",
+		/* a read that failed is not a bad image */
+		int io = archive_errno(s->raw) == EIO;
+		return vs_error(&s->err, io ? EX_IOERR : EX_DATAERR, 0, "%s",
 		    msg ? msg : "cannot decompress");
 	}
 	*done = (uint64_t)archive_filter_bytes(s->raw, -1);
@@ -1090,6 +1135,7 @@ static int source_open(struct source *s, const struct oci_layout *l,
 {
 	cleanup_free char *path = layout_blob_path(l, ly->digest);
 	struct archive_entry *ae;
+	int r;
 
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
@@ -1114,10 +1160,19 @@ static int source_open(struct source *s, const struct oci_layout *l,
 		else
 			archive_read_support_filter_zstd(s->raw);
 		archive_read_support_format_raw(s->raw);
+		archive_read_support_format_empty(s->raw);
 		if (archive_read_open_fd(s->raw, s->fd, SLOT_SIZE) != ARCHIVE_OK ||
-		    archive_read_next_header(s->raw, &ae) != ARCHIVE_OK)
+		    (r = archive_read_next_header(s->raw, &ae)) < ARCHIVE_OK)
 			return vs_error(e, EX_DATAERR, 0, "%s",
 			    archive_error_string(s->raw));
+		s->empty = r == ARCHIVE_EOF;
+		/* without the filter, raw would pass the bytes as they are */
+		if (archive_filter_code(s->raw, 0) != (ly->compression ==
+		    LAYER_GZIP ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD))
+			return vs_error(e, EX_DATAERR, 0,
+			    "its media type says %s, but it is not %s-compressed",
+			    ly->media_type, ly->compression == LAYER_GZIP ?
+			    "gzip" : "zstd");
 	}
 	if ((errno = pthread_create(&s->thread, NULL, source_reader, s)) != 0)
 		return vs_error(e, EX_OSERR, errno, "start a thread");
@@ -1171,6 +1226,7 @@ static int apply_layer(struct unpack *u, const struct oci_layout *l,
 		goto out;
 	}
 	archive_read_support_format_tar(tar);
+	archive_read_support_format_empty(tar);	/* an empty layer */
 	if (archive_read_open(tar, &s, NULL, source_read, NULL) != ARCHIVE_OK)
 		goto bad_tar;
 	for (;;) {
@@ -1217,21 +1273,19 @@ out:
 }
 
 /* Walk the finished tree: count it, and give each directory (deepest
- * first) the mode and times its entry asked for. */
+ * first) the mode and times its entry asked for.  fd is the directory's,
+ * and is closed here: one descriptor for each level of the tree. */
 static int finish_tree(struct unpack *u, int fd, char *path, size_t len,
     struct vs_err *e)
 {
 	struct dirent *de;
 	uintptr_t *slot;
-	DIR *d;
-	int dup_fd, rc = 0;
+	DIR *d = fdopendir(fd);
+	int rc = 0;
 
-	dup_fd = dup(fd);
-	d = dup_fd < 0 ? NULL : fdopendir(dup_fd);
 	if (d == NULL) {
-		if (dup_fd >= 0)
-			close(dup_fd);
-		return vs_error(e, EX_IOERR, errno, "read the tree");
+		close(fd);
+		return vs_error(e, EX_IOERR, errno, "%s", len ? path : ".");
 	}
 	while (rc == 0 && (de = readdir(d)) != NULL) {
 		size_t n = strlen(de->d_name), l = len;
@@ -1241,9 +1295,11 @@ static int finish_tree(struct unpack *u, int fd, char *path, size_t len,
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		u->entries++;
-		if (l + n + 2 > PATH_MAX)
-			return closedir(d), vs_error(e, EX_DATAERR, 0,
+		if (l + n + 2 > PATH_MAX) {
+			rc = vs_error(e, EX_DATAERR, 0,
 			    "a path in the tree is too long");
+			break;
+		}
 		if (l)
 			path[l++] = '/';
 		memcpy(path + l, de->d_name, n + 1);
@@ -1269,26 +1325,25 @@ static int finish_tree(struct unpack *u, int fd, char *path, size_t len,
 		} else if (type == DT_DIR) {
 			int cfd = openat(dirfd(d), de->d_name,
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (cfd < 0)
+			if (cfd < 0 && errno == EMFILE)
+				rc = vs_error(e, EX_OSERR, 0,
+				    "the tree is deeper than the limit on open files allows: raise it (ulimit -n)");
+			else if (cfd < 0)
 				rc = vs_error(e, EX_IOERR, errno, "%s", path);
-			else {
+			else
 				rc = finish_tree(u, cfd, path, l + n, e);
-				close(cfd);
-			}
 		}
 		path[len] = '\0';
 	}
-	closedir(d);
-	if (rc < 0)
-		return -1;
-	slot = strmap_get(&u->dirs, path, len);
+	slot = rc < 0 ? NULL : strmap_get(&u->dirs, path, len);
 	if (slot && !u->attrs[*slot - 1].gone) {
 		struct dirattr *da = &u->attrs[*slot - 1];
-		if (fchmod(fd, da->mode) < 0 || futimens(fd, da->times) < 0)
-			return vs_error(e, EX_IOERR, errno, "%s",
-			    len ? path : ".");
+		if (fchmod(dirfd(d), da->mode) < 0 ||
+		    futimens(dirfd(d), da->times) < 0)
+			rc = vs_error(e, EX_IOERR, errno, "%s", len ? path : ".");
 	}
-	return 0;
+	closedir(d);
+	return rc;
 }
 
 static void unpack_free(struct unpack *u)
@@ -1325,8 +1380,11 @@ static int build(const struct oci_layout *l, const struct image *img,
 	}
 	progress_end(&u->prog);
 	drop_cache(u);
-	if (rc == 0)
-		rc = finish_tree(u, u->root, path, 0, e);
+	if (rc == 0) {
+		int fd = dup(u->root);
+		rc = fd < 0 ? vs_error(e, EX_OSERR, errno, "%s", tmp) :
+		    finish_tree(u, fd, path, 0, e);
+	}
 	if (rc == 0 && (strmap_get(&u->dirs, "", 0) == NULL ||
 	    u->attrs[*strmap_get(&u->dirs, "", 0) - 1].gone) &&
 	    fchmod(u->root, 0755) < 0)
@@ -1434,7 +1492,7 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 	    mkdtemp(tmp) == NULL)
 		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
 		    "%s", dir), NULL;
-	u.rootless = geteuid() != 0;
+	u.rootless = rootless_needed();
 	u.uid = geteuid();
 	u.gid = getegid();
 	rc = build(l, img, tmp, quiet, &u, e);
@@ -1529,7 +1587,6 @@ int main(int argc, char *argv[])
 	cleanup_json json_t *doc = NULL;
 	cleanup_free char *tree = NULL;
 	char digest[DIGEST_MAX];
-	struct sigaction sa;
 	json_t *sec = NULL;
 	int c;
 
@@ -1571,13 +1628,9 @@ int main(int argc, char *argv[])
 		return fe_fail(&e);
 	}
 
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	stop_on_signals();
 	signal(SIGPIPE, SIG_IGN);
+	tree_fd_limit();
 
 	if (argc == 2) {
 		doc = json_object();
@@ -1616,9 +1669,6 @@ fail:
 	image_free(&img);
 	layout_close(&l);
 	c = fe_finish(fe_fail(&e));
-	if (stop_signal) {
-		signal(stop_signal, SIG_DFL);
-		raise(stop_signal);
-	}
+	stop_reraise();
 	return c;
 }

@@ -1,4 +1,5 @@
 #include "lock.h"
+#include "stop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,9 +17,12 @@ int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e)
 	while (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) |
 	    (wait ? 0 : LOCK_NB)) < 0) {
 		int saved = errno;
-		if (saved == EINTR)
+		if (saved == EINTR && !stop_signal)
 			continue;
 		close(fd);
+		if (saved == EINTR)
+			return vs_error(e, EX_TEMPFAIL, 0,
+			    "%s: interrupted while waiting for the lock", path);
 		if (saved == EWOULDBLOCK)
 			return vs_error(e, EX_TEMPFAIL, 0,
 			    "%s: locked by another process", path);

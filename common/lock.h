@@ -15,7 +15,8 @@
 
 /* flock() path (created if missing, mode 0644), exclusively or shared, waiting
  * or not.  Returns the descriptor that holds the lock, or -1 with e set
- * (EX_TEMPFAIL when nowait and the lock is taken). */
+ * (EX_TEMPFAIL when nowait and the lock is taken, or when a stop is
+ * requested (stop.h) while it waits). */
 int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e);
 
 /* 1 when a lock held through another open file on fd's file conflicts with

@@ -1,9 +1,47 @@
 /* rootless.c: ownership and devices recorded in user.* attributes. */
+#include <linux/capability.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "rootless.h"
+
+/* Whether the user namespace maps every uid to itself, as the initial
+ * one does ("0 0 4294967295"). */
+static bool full_uid_map(void)
+{
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	unsigned long long in, out, count;
+	bool full;
+
+	if (f == NULL)
+		return true;	/* no /proc, no user namespaces to tell */
+	full = fscanf(f, "%llu %llu %llu", &in, &out, &count) == 3 &&
+	    in == 0 && out == 0 && count == 4294967295ull;
+	fclose(f);
+	return full;
+}
+
+static bool has_caps(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+	unsigned need = 1u << CAP_CHOWN | 1u << CAP_FOWNER | 1u << CAP_MKNOD;
+
+	memset(d, 0, sizeof d);
+	if (syscall(SYS_capget, &h, d) < 0)
+		return false;
+	return (d[0].effective & need) == need;
+}
+
+bool rootless_needed(void)
+{
+	return geteuid() != 0 || !full_uid_map() || !has_caps();
+}
 
 static size_t put_varint(unsigned char *p, uint32_t v)
 {

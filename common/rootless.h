@@ -14,6 +14,7 @@
 #ifndef VS_ROOTLESS_H
 #define VS_ROOTLESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -23,6 +24,12 @@
 #define ROOTLESS_XATTR_PREFIX "user.vmstrap.xattr."
 #define ROOTLESS_NOOP 4294967295u
 #define ROOTLESS_MAX 12		/* two tags and two 5-byte varints */
+
+/* Whether this process must record what it cannot apply: not root, or a
+ * root that cannot give files any owner or make devices (in a user
+ * namespace that does not map every uid, or without CAP_CHOWN, CAP_FOWNER
+ * and CAP_MKNOD). */
+bool rootless_needed(void);
 
 /* Encode uid:gid; returns the length, 0 for 0:0 (no attribute needed). */
 size_t rootless_encode(uint32_t uid, uint32_t gid,

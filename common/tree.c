@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,20 +13,39 @@
 #include "path.h"
 #include "tree.h"
 
-static int empty_dir(int fd, const char *name, struct vs_err *e)
+/* Open directory name in dfd, making it searchable first if need be. */
+static int open_dir(int dfd, const char *name)
 {
-	DIR *d;
-	struct dirent *de;
-	int rc = 0;
+	int fd = openat(dfd, name,
+	    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-	/* Owner write and search, to remove what is inside. */
-	(void)fchmod(fd, 0700);
-	d = fdopendir(fd);
+	if (fd < 0 && errno == EACCES &&
+	    fchmodat(dfd, name, 0700, AT_SYMLINK_NOFOLLOW) == 0)
+		fd = openat(dfd, name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd;
+}
+
+/* The first entry of directory fd that is a directory, into sub; every
+ * other entry is removed on the way.  Returns 1 with sub set, 0 when the
+ * directory is empty, -1 on error. */
+static int next_subdir(int fd, const char *name, char sub[NAME_MAX + 1],
+    struct vs_err *e)
+{
+	int dup_fd = dup(fd), rc = 0;
+	struct dirent *de;
+	DIR *d;
+
+	d = dup_fd < 0 ? NULL : fdopendir(dup_fd);
 	if (d == NULL) {
-		close(fd);
-		return vs_error(e, EX_IOERR, errno, "%s", name);
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+		    "%s", name);
 	}
+	rewinddir(d);	/* the offset is shared with fd's earlier readers */
 	while (rc == 0) {
+		struct stat st;
 		errno = 0;
 		de = readdir(d);
 		if (de == NULL) {
@@ -36,18 +56,83 @@ static int empty_dir(int fd, const char *name, struct vs_err *e)
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN &&
-		    unlinkat(dirfd(d), de->d_name, 0) == 0)
+		    unlinkat(fd, de->d_name, 0) == 0)
 			continue;
-		rc = tree_remove_at(dirfd(d), de->d_name, e);
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				rc = vs_error(e, EX_IOERR, errno, "%s", de->d_name);
+			continue;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			snprintf(sub, NAME_MAX + 1, "%s", de->d_name);
+			rc = 1;
+		} else if (unlinkat(fd, de->d_name, 0) < 0 && errno != ENOENT) {
+			rc = vs_error(e, vs_code_for_errno(errno, EX_IOERR),
+			    errno, "remove %s", de->d_name);
+		}
 	}
 	closedir(d);
 	return rc;
 }
 
+/* Empty the directory *fdp (name, for messages).  However deep the tree,
+ * it holds two descriptors at most: it goes down into a subdirectory with
+ * the parent closed and comes back up through "..", checked to be the
+ * directory it left. */
+static int empty_dir(int *fdp, const char *name, struct vs_err *e)
+{
+	char sub[NAME_MAX + 1];
+	int r;
+
+	(void)fchmod(*fdp, 0700);	/* write and search, to remove */
+	while ((r = next_subdir(*fdp, name, sub, e)) == 1) {
+		struct stat here, back;
+		int cfd, up, rc;
+
+		if (fstat(*fdp, &here) < 0)
+			return vs_error(e, EX_IOERR, errno, "%s", name);
+		cfd = open_dir(*fdp, sub);
+		if (cfd < 0)
+			return vs_error(e, vs_code_for_errno(errno, EX_IOERR),
+			    errno, "%s", sub);
+		close(*fdp);
+		*fdp = -1;
+		rc = empty_dir(&cfd, sub, e);
+		up = cfd < 0 ? -1 : openat(cfd, "..",
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (cfd >= 0)
+			close(cfd);
+		if (up < 0)
+			return rc < 0 ? rc : vs_error(e, EX_IOERR, errno,
+			    "%s/..", sub);
+		*fdp = up;
+		if (fstat(up, &back) < 0 || back.st_dev != here.st_dev ||
+		    back.st_ino != here.st_ino)
+			return vs_error(e, EX_IOERR, 0,
+			    "%s was moved while it was being removed", sub);
+		if (rc < 0)
+			return rc;
+		if (unlinkat(*fdp, sub, AT_REMOVEDIR) < 0 && errno != ENOENT)
+			return vs_error(e, vs_code_for_errno(errno, EX_IOERR),
+			    errno, "remove %s", sub);
+	}
+	return r;
+}
+
+void tree_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int tree_remove_at(int dfd, const char *name, struct vs_err *e)
 {
 	struct stat st;
-	int fd;
+	int fd, rc;
 
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 :
@@ -58,14 +143,13 @@ int tree_remove_at(int dfd, const char *name, struct vs_err *e)
 			    errno, "remove %s", name);
 		return 0;
 	}
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 && errno == EACCES &&
-	    fchmodat(dfd, name, 0700, AT_SYMLINK_NOFOLLOW) == 0)
-		fd = openat(dfd, name,
-		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open_dir(dfd, name);
 	if (fd < 0)
 		return vs_error(e, EX_IOERR, errno, "%s", name);
-	if (empty_dir(fd, name, e) < 0)
+	rc = empty_dir(&fd, name, e);
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
 		return vs_error_prefix(e, "remove %s", name);
 	if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
 		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,

@@ -5,6 +5,11 @@
 
 #include "err.h"
 
+/* Raise the soft limit on open files to the hard one: a walk holds a
+ * descriptor for each level of a tree, and a tree from an image can be
+ * deeper than the usual soft limit of 1024. */
+void tree_fd_limit(void);
+
 /* Remove name (relative to directory fd dfd) and, when it is a directory,
  * everything beneath it.  Symlinks are removed, never followed; directories
  * without write permission are made writable first.  A missing name is not

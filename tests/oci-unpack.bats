@@ -442,3 +442,124 @@ out.close()'
 	assert_success
 	[ "$(stat -c %a L/rootfs)" = 700 ]
 }
+
+@test "a layer not compressed as its media type says is refused; an empty layer is an empty tree" {
+	tarball one <<< "f|file|content"
+	layout x one.tar
+	mkdir out
+	cp -r L L2
+	# a plain tar labelled gzip
+	"$VS_TOP/tests/ocimod" L x recompress 0 none > /dev/null
+	"$VS_TOP/tests/ocimod" L x mediatype 0 application/vnd.oci.image.layer.v1.tar+gzip > /dev/null
+	run_split oci-unpack -o "$T/out/t" L x
+	refused_clean 65 "layer 1 \(sha256:[0-9a-f]+\): its media type says application/vnd.oci.image.layer.v1.tar\+gzip, but it is not gzip-compressed"
+	# gzip labelled zstd
+	"$VS_TOP/tests/ocimod" L2 x mediatype 0 application/vnd.oci.image.layer.v1.tar+zstd > /dev/null
+	run_split oci-unpack -o "$T/out/t" L2 x
+	refused_clean 65 "but it is not zstd-compressed"
+	# an empty layer (umoci makes it a gzip of nothing; as a plain tar it
+	# is a 0-byte blob): no entries, as umoci unpacks it
+	: > empty
+	layout e empty
+	run_split oci-unpack -o "$T/out/e" L e
+	assert_success
+	[ "$(jqo .rootfs.entries)" = 0 ] && [ -z "$(ls -A out/e)" ]
+	umoci unpack --image L:e out/u > /dev/null
+	[ -z "$(ls -A out/u/rootfs)" ]
+	"$VS_TOP/tests/ocimod" L e recompress 0 none > /dev/null
+	[ -n "$(find L/blobs -size 0)" ] || fail "no 0-byte blob"
+	run_split oci-unpack -o "$T/out/e0" L e
+	assert_success
+	[ "$(jqo .rootfs.entries)" = 0 ]
+	# a 0-byte blob said to be gzip is not gzip
+	"$VS_TOP/tests/ocimod" L e mediatype 0 application/vnd.oci.image.layer.v1.tar+gzip > /dev/null
+	run_split oci-unpack -o "$T/out/t" L e
+	refused_clean 65 "is not gzip-compressed"
+}
+
+@test "a directory declared again takes the upper entry's attributes, not the lower's" {
+	python3 -c '
+import tarfile
+def layer(name, xattrs):
+    t = tarfile.open(name, "w", format=tarfile.PAX_FORMAT)
+    i = tarfile.TarInfo("d"); i.type = tarfile.DIRTYPE; i.mode = 0o755
+    i.pax_headers = {"SCHILY.xattr." + k: v for k, v in xattrs.items()}
+    t.addfile(i)
+    t.close()
+layer("one.tar", {"user.old": "1", "user.keep": "1", "trusted.old": "1"})
+layer("two.tar", {"user.keep": "2"})'
+	layout x one.tar two.tar
+	run_split oci-unpack -o "$T/t" L x
+	assert_success
+	[ "$(getfattr --only-values -n user.keep t/d)" = 2 ]
+	[ -z "$(getfattr -d -m - t/d 2>/dev/null | grep -E 'old')" ] ||
+		fail "the lower layer's attributes stayed: $(getfattr -d -m - t/d)"
+	umoci unpack --image L:x u > /dev/null 2>&1
+	diff <("$VS_TOP/tests/treelist" u/rootfs) <("$VS_TOP/tests/treelist" t)
+}
+
+@test "root in a user namespace that maps one uid unpacks rootless" {
+	need_root "unshare -r maps root to root"
+	unshare -r true 2>/dev/null || skip "user namespaces are disabled here (unshare -r fails)"
+	R=$(mktemp -d /tmp/vmstrap-rootless.XXXXXX)
+	cp -a "$RICH" "$R/rich"
+	run_split unshare -r "$VS_BIN/oci-unpack" -o "$R/t" "$R/rich" rich
+	assert_success
+	[ "$(jqo .rootfs.rootless)" = true ]
+	[ "$(getfattr --only-values -e hex -n user.rootlesscontainers "$R/t/etc/owned" 2>/dev/null | xxd -p)" = 08e80710e907 ]
+	[ "$(getfattr --only-values -n user.vmstrap.device "$R/t/dev/sda")" = "b 8 0" ]
+}
+
+@test "a tree deeper than the open-file limit: built when the hard limit allows, else refused with nothing left" {
+	python3 -c '
+import tarfile, io
+t = tarfile.open("deep.tar", "w", format=tarfile.PAX_FORMAT)
+p = ""
+for i in range(1200):
+    p += ("/" if p else "") + "d"
+    i = tarfile.TarInfo(p); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)
+i = tarfile.TarInfo(p + "/f"); i.size = 5; t.addfile(i, io.BytesIO(b"deep\n"))
+t.close()'
+	layout x deep.tar
+	mkdir out
+	run_split bash -c 'ulimit -Sn 64 && exec "$0" -q -o "$1" L x' "$VS_BIN/oci-unpack" "$T/out/t"
+	assert_success
+	[ "$(jqo .rootfs.entries)" = 1201 ]
+	[ "$(cat "out/t/$(printf 'd/%.0s' $(seq 1200))f")" = deep ]
+	run_split bash -c 'ulimit -n 64 && exec "$0" -q -o "$1" L x' "$VS_BIN/oci-unpack" "$T/out/t2"
+	assert_refused 71 "the tree is deeper than the limit on open files allows: raise it \(ulimit -n\)"
+	[ ! -e out/t2 ] && [ -z "$(find out -maxdepth 1 -name '.t2.tmp-*')" ] || fail "left: $(ls -A out)"
+	# the deep tree, replaced, is removed with few descriptors
+	tarball one <<< "f|file|1"
+	layout y one.tar
+	run_split bash -c 'ulimit -n 64 && exec "$0" -q -o "$1" L y' "$VS_BIN/oci-unpack" "$T/out/t"
+	assert_success
+	[ "$(ls out/t)" = file ] && [ -z "$(find out -maxdepth 1 -name '.t.tmp-*')" ]
+}
+
+@test "SIGTERM while waiting for the tree's lock ends the wait; an ignored SIGHUP stays ignored" {
+	tarball one <<< "f|file|1"
+	layout x one.tar
+	mkdir out
+	exec 8> out/.t.lock
+	flock 8
+	# (8>&-: the lock's descriptor is the test's, not oci-unpack's)
+	oci-unpack -q -o "$T/out/t" L x > /dev/null 2> err 8>&- &
+	local pid=$! rc=0
+	sleep 0.5
+	kill -TERM "$pid"
+	timeout 5 tail --pid="$pid" -f /dev/null || fail "oci-unpack still waits after SIGTERM"
+	wait "$pid" || rc=$?
+	[ "$rc" -eq 143 ] || fail "exit status $rc: $(cat err)"
+	grep -q "interrupted while waiting for the lock" err || fail "stderr: $(cat err)"
+	# nohup: SIGHUP ignored by the parent stays ignored
+	(trap '' HUP; exec "$VS_BIN/oci-unpack" -q -o "$T/out/t" L x > out.json 2> err 8>&-) &
+	pid=$!
+	sleep 0.5
+	kill -HUP "$pid"
+	sleep 0.2
+	kill -0 "$pid" || fail "SIGHUP ended it: $(cat err)"
+	exec 8>&-
+	wait "$pid" || fail "status $?: $(cat err)"
+	[ "$(jq -r .rootfs.reused out.json)" = false ] && [ -e out/t/file ]
+}

@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +37,7 @@
 #include "run.h"
 #include "size.h"
 #include "stamp.h"
+#include "stop.h"
 #include "strmap.h"
 #include "tree.h"
 
@@ -484,6 +488,38 @@ static void test_lock(void)
 	waitpid(pid, &status, 0);
 	ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	    "another process is refused it without waiting (status %d)", status);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		/* waiting for it, a SIGTERM makes lock_path give up */
+		struct vs_err ce;
+		int fd;
+		stop_on_signals();
+		alarm(5);	/* a wait that never ends fails by SIGALRM */
+		fd = lock_path(lp, true, true, &ce);
+		free(p);
+		free(lp);
+		_exit(fd < 0 && ce.code == EX_TEMPFAIL && stop_signal == SIGTERM &&
+		    strstr(ce.msg, "interrupted") ? 0 : 1);
+	}
+	usleep(200000);
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "a wait for a lock ends on SIGTERM with EX_TEMPFAIL (status %d)",
+	    status);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		/* nohup: an ignored SIGHUP stays ignored */
+		signal(SIGHUP, SIG_IGN);
+		stop_on_signals();
+		raise(SIGHUP);
+		_exit(stop_signal == 0 ? 0 : 1);
+	}
+	waitpid(pid, &status, 0);
+	ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "stop_on_signals leaves an ignored SIGHUP ignored");
 	close(c);
 	unlink(lp);
 	unlink(p);
@@ -967,6 +1003,31 @@ static void test_rootless(void)
 	unsigned maj, min;
 	char dev[32];
 
+	if (geteuid() == 0) {
+		pid_t pid;
+		int status;
+		ok(!rootless_needed(), "rootless: root with every capability is not");
+		fflush(stdout);
+		pid = fork();
+		if (pid == 0) {
+			/* root without CAP_MKNOD (a container's root) */
+			struct __user_cap_header_struct h = {
+				.version = _LINUX_CAPABILITY_VERSION_3,
+			};
+			struct __user_cap_data_struct d[2];
+			if (syscall(SYS_capget, &h, d) < 0)
+				_exit(2);
+			d[0].effective &= ~(1u << CAP_MKNOD);
+			if (syscall(SYS_capset, &h, d) < 0)
+				_exit(2);
+			_exit(rootless_needed() ? 0 : 1);
+		}
+		waitpid(pid, &status, 0);
+		ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		    "rootless: root without CAP_MKNOD is (status %d)", status);
+	} else {
+		ok(rootless_needed(), "rootless: not root");
+	}
 	ok(rootless_encode(0, 0, b) == 0, "rootless: 0:0 needs no attribute");
 	n = rootless_encode(1000, 1001, b);
 	ok(n == sizeof umoci1000 && memcmp(b, umoci1000, n) == 0,
@@ -1032,6 +1093,44 @@ static void test_tree(void)
 	ok(tree_remove(top, &e) == 0, "tree: a missing tree is no error");
 	unlink(p);
 	rmdir(outside);
+
+	/* 600 levels, with files and siblings at each, removed with 16
+	 * descriptors at most */
+	{
+		int fd = -1, status;
+		pid_t pid;
+		mkdir(top, 0755);
+		fd = open(top, O_RDONLY | O_DIRECTORY);
+		for (int i = 0; i < 600 && fd >= 0; i++) {
+			int next;
+			mkdirat(fd, "d", 0755);
+			mkdirat(fd, "sib", 0755);
+			close(openat(fd, "f", O_CREAT | O_WRONLY, 0644));
+			next = openat(fd, "d", O_RDONLY | O_DIRECTORY);
+			close(fd);
+			fd = next;
+		}
+		if (fd >= 0)
+			close(fd);
+		fflush(stdout);
+		pid = fork();
+		if (pid == 0) {
+			struct rlimit rl = { 16, 16 };
+			struct vs_err ce;
+			setrlimit(RLIMIT_NOFILE, &rl);
+			_exit(tree_remove(top, &ce) == 0 ? 0 : 1);
+		}
+		waitpid(pid, &status, 0);
+		ok(WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+		    lstat(top, &st) < 0 && errno == ENOENT,
+		    "tree: a tree 600 levels deep is removed with 16 descriptors");
+		if (lstat(top, &st) == 0) {
+			char cmd[PATH_MAX + 32];
+			snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", top);
+			if (system(cmd) != 0)
+				diag("%s left behind", top);
+		}
+	}
 }
 
 static void test_image(void)
