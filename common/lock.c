@@ -14,8 +14,9 @@ int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e)
 	if (fd < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT),
 		    errno, "%s", path);
-	while (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) |
-	    (wait ? 0 : LOCK_NB)) < 0) {
+	/* a stop asked for before the wait starts ends it too */
+	while (stop_signal ? (errno = EINTR, -1) :
+	    flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB)) < 0) {
 		int saved = errno;
 		if (saved == EINTR && !stop_signal)
 			continue;
