@@ -47,7 +47,7 @@ cowclone_COMMON := atomic clone doc err fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 mkbase_COMMON := atomic config digest doc err fe lock path progress ref \
-	rootless run size stamp stop strmap tree
+	rootfs rootless run size stamp stop strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
 mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags)

@@ -30,6 +30,7 @@
 #include "path.h"
 #include "progress.h"
 #include "ref.h"
+#include "rootfs.h"
 #include "rootless.h"
 #include "run.h"
 #include "size.h"
@@ -46,12 +47,6 @@ struct opts {
 	bool force, quiet;
 };
 
-/* What the base is built from. */
-struct source {
-	char *tree;		/* absolute */
-	char digest[DIGEST_MAX];	/* the rootfs digest, or "" when unknown */
-	bool rootless;
-};
 
 struct build {
 	ext2_filsys fs;
@@ -683,7 +678,7 @@ static int hexval(char c)
 
 /* Fixed UUID and hash seed for a reproducible build, from the source and
  * the size. */
-static int fixed_ids(const struct source *src, uint64_t size,
+static int fixed_ids(const struct rootfs *src, uint64_t size,
     char uuid[37], char seed[37], struct vs_err *e)
 {
 	char text[DIGEST_MAX + 64], dg[DIGEST_MAX];
@@ -777,7 +772,7 @@ static int fill(struct build *b, int treefd, struct need *nd)
 }
 
 /* Build the image into the open temporary file af. */
-static int build_image(const struct source *src, struct atomic_file *af,
+static int build_image(const struct rootfs *src, struct atomic_file *af,
     uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
 {
 	struct build b = { .img = af->fd, .rootless = src->rootless, .e = e };
@@ -854,48 +849,8 @@ static int build_image(const struct source *src, struct atomic_file *af,
 
 /* --- what a base was built from -------------------------------------- */
 
-/* The tree and what it is, from ROOTFS (and the stamp oci-unpack keeps
- * beside it) or from the document's rootfs section. */
-static int source_of(json_t *doc, const char *operand, struct source *src,
-    struct vs_err *e)
-{
-	const char *tree = operand, *dg = NULL;
-	json_t *rootless = NULL;
-	cleanup_json json_t *stamp = NULL;
-	struct stat st;
-
-	if (tree == NULL) {
-		tree = doc_need_str(doc, "rootfs", "path",
-		    "give ROOTFS, or pipe oci-unpack's output into mkbase", e);
-		if (tree == NULL)
-			return -1;
-		dg = json_string_value(json_object_get(json_object_get(doc,
-		    "rootfs"), "digest"));
-		rootless = json_object_get(json_object_get(doc, "rootfs"),
-		    "rootless");
-	}
-	src->tree = realpath(tree, NULL);
-	if (src->tree == NULL || stat(src->tree, &st) < 0)
-		return vs_error(e, EX_NOINPUT, errno, "%s", tree);
-	if (!S_ISDIR(st.st_mode))
-		return vs_error(e, EX_DATAERR, 0, "%s is not a directory", tree);
-	if (operand) {	/* what oci-unpack recorded about it */
-		stamp = stamp_read(src->tree);
-		if (stamp) {
-			dg = json_string_value(json_object_get(stamp, "digest"));
-			rootless = json_object_get(stamp, "rootless");
-		}
-	}
-	if (dg && !digest_valid(dg))
-		return vs_error(e, EX_DATAERR, 0,
-		    "rootfs.digest in the document is not a digest: %s", dg);
-	snprintf(src->digest, sizeof src->digest, "%s", dg ? dg : "");
-	src->rootless = json_is_true(rootless);
-	return 0;
-}
-
 static json_t *base_section(const char *img, const char *group,
-    uint64_t size, const char *uuid, const struct source *src, bool reused)
+    uint64_t size, const char *uuid, const struct rootfs *src, bool reused)
 {
 	struct stat st;
 
@@ -908,7 +863,7 @@ static json_t *base_section(const char *img, const char *group,
 }
 
 /* Build img from src, or reuse it. */
-static json_t *make_base(const struct source *src, const char *img,
+static json_t *make_base(const struct rootfs *src, const char *img,
     const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
 {
 	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL;
@@ -969,7 +924,7 @@ int main(int argc, char *argv[])
 	struct opts o = { 0 };
 	struct vs_err e = { 0 };
 	struct vs_config cfg = { 0 };
-	struct source src = { 0 };
+	struct rootfs src = { 0 };
 	cleanup_json json_t *doc = NULL;
 	cleanup_free char *cfgpath = NULL, *img = NULL, *defimg = NULL;
 	const char *group;
@@ -1065,7 +1020,8 @@ int main(int argc, char *argv[])
 		vs_error(&e, EX_OSERR, ENOMEM, "mkbase");
 		return fe_fail(&e);
 	}
-	if (source_of(doc, argc == 1 ? argv[0] : NULL, &src, &e) < 0)
+	if (rootfs_of(doc, argc == 1 ? argv[0] : NULL,
+	    "give ROOTFS, or pipe oci-unpack's output into mkbase", &src, &e) < 0)
 		goto fail;
 	if (asprintf(&defimg, "%s-base.img", group) < 0)
 		defimg = NULL;
@@ -1076,9 +1032,9 @@ int main(int argc, char *argv[])
 	if (sec == NULL || doc_set(doc, "base", sec, &e) < 0 ||
 	    doc_write(stdout, doc, &e) < 0)
 		goto fail;
-	free(src.tree);
+	rootfs_free(&src);
 	return fe_finish(0);
 fail:
-	free(src.tree);
+	rootfs_free(&src);
 	return fe_finish(fe_fail(&e));
 }
