@@ -42,10 +42,14 @@ ARCHIVE = $(call pkg,libarchive,libarchive-dev,$(1))
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone mkbase oci-fetch oci-unpack
+TOOLS := cowclone kextract mkbase oci-fetch oci-unpack
 cowclone_COMMON := atomic clone doc err fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
+kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
+	progress ref rootfs stamp stop
+kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
+kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
 mkbase_COMMON := atomic config digest doc err fe lock path progress ref \
 	rootfs rootless run size stamp stop strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \

@@ -28,6 +28,7 @@
 #include "err.h"
 #include "fe.h"
 #include "image.h"
+#include "kernel.h"
 #include "layout.h"
 #include "lock.h"
 #include "path.h"
@@ -1205,6 +1206,85 @@ static void test_stamp(void)
 	    "path: valid names");
 }
 
+/* ---- kernels ---- */
+
+static void test_kernel(void)
+{
+	static unsigned char h[4096];
+	struct kernel_info ki;
+	struct kernel_banner b;
+	struct vs_err e = { 0 };
+	const char *text = "xx Linux version 6.1.0-56-cloud-amd64 (debian) #1";
+
+	ok(kernel_vercmp("6.1.0-10-cloud-amd64", "6.1.0-9-cloud-amd64") > 0,
+	    "kernel: 6.1.0-10 is newer than 6.1.0-9");
+	ok(kernel_vercmp("5.10.0-30", "6.1.0-1") < 0 &&
+	    kernel_vercmp("6.1.0", "6.1.0") == 0 &&
+	    kernel_vercmp("6.1.010", "6.1.9") > 0 &&
+	    kernel_vercmp("6.1", "6.1.0") < 0,
+	    "kernel: version order, not string order");
+
+	/* a bzImage header: HdrS, protocol 2.15, 64-bit, version string */
+	memset(h, 0, sizeof h);
+	h[0x1f1] = 3;			/* setup sectors: code at 2048 */
+	h[0x1f4] = 0x40;		/* syssize: 1024 bytes */
+	memcpy(h + 0x202, "HdrS", 4);
+	h[0x206] = 0x0f; h[0x207] = 0x02;
+	h[0x20e] = 0x00; h[0x20f] = 0x02;	/* version at 0x400 */
+	strcpy((char *)h + 0x400, "6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1");
+	h[0x236] = 1;			/* XLF_KERNEL_64 */
+	h[0x248] = 0x10;		/* payload at 2048 + 16 */
+	h[0x24c] = 0x20;		/* 32 bytes, the size included */
+	ok(kernel_identify(h, sizeof h, 3072, &ki, &e) == 0 &&
+	    ki.form == KERNEL_BZIMAGE && strcmp(ki.arch, "amd64") == 0 &&
+	    strcmp(ki.version, "6.1.0-56-cloud-amd64") == 0 &&
+	    ki.payload_off == 2064 && ki.payload_len == 28,
+	    "kernel: a bzImage, its version and payload (%s)", e.msg);
+	ok(kernel_identify(h, sizeof h, 3000, &ki, &e) < 0 &&
+	    e.code == EX_DATAERR && strstr(e.msg, "truncated bzImage"),
+	    "kernel: a bzImage cut short is refused (%s)", e.msg);
+	memset(h, 0, sizeof h);
+	memcpy(h + 0x38, "ARM\x64", 4);
+	ok(kernel_identify(h, sizeof h, 1 << 20, &ki, &e) == 0 &&
+	    ki.form == KERNEL_IMAGE && strcmp(ki.arch, "arm64") == 0,
+	    "kernel: an arm64 Image");
+	memset(h, 0, sizeof h);
+	memcpy(h, "MZ\0\0zimg", 8);
+	h[8] = 0x00; h[9] = 0x02;	/* payload at 512 */
+	h[12] = 100;			/* 100 bytes */
+	memcpy(h + 24, "zstd", 5);
+	ok(kernel_identify(h, sizeof h, 612, &ki, &e) == 0 &&
+	    ki.form == KERNEL_ZBOOT && strcmp(ki.compression, "zstd") == 0 &&
+	    ki.payload_off == 512 && ki.payload_len == 100,
+	    "kernel: an EFI zboot image");
+	ok(kernel_identify(h, sizeof h, 611, &ki, &e) < 0,
+	    "kernel: a zboot image cut short is refused");
+	memset(h, 0, sizeof h);
+	memcpy(h, "\x7f" "ELF\x02\x01", 6);
+	h[18] = 183;
+	ok(kernel_identify(h, 64, 64, &ki, &e) == 0 && ki.form == KERNEL_ELF &&
+	    strcmp(ki.arch, "arm64") == 0, "kernel: an arm64 ELF");
+	ok(kernel_identify((const unsigned char *)"#!/bin/sh\n", 10, 10, &ki,
+	    &e) < 0 && strstr(e.msg, "not a kernel"),
+	    "kernel: a script is no kernel");
+
+	/* the banner, found whole and across pieces of every size */
+	for (size_t step = 1; step <= strlen(text); step++) {
+		memset(&b, 0, sizeof b);
+		for (size_t at = 0; at < strlen(text); at += step) {
+			size_t n = strlen(text) - at < step ? strlen(text) - at : step;
+			kernel_banner_feed(&b, text + at, n);
+		}
+		if (!b.found || strcmp(b.version, "6.1.0-56-cloud-amd64") != 0)
+			break;
+		if (step == strlen(text))
+			ok(1, "kernel: the banner is found across pieces of any size");
+	}
+	if (!b.found || strcmp(b.version, "6.1.0-56-cloud-amd64") != 0)
+		ok(0, "kernel: the banner is found across pieces of any size (got %s)",
+		    b.found ? b.version : "nothing");
+}
+
 int main(int argc, char *argv[])
 {
 	const char *t = getenv("TMPDIR");
@@ -1233,6 +1313,7 @@ int main(int argc, char *argv[])
 	test_tree();
 	test_image();
 	test_stamp();
+	test_kernel();
 	if (rmdir(tmpdir) < 0)
 		diag("%s left behind: %s", tmpdir, strerror(errno));
 	printf("1..%d\n", tests);
