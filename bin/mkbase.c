@@ -56,6 +56,9 @@ struct build {
 	time_t now;		/* ctime and crtime of every inode */
 	struct strmap links;	/* "dev:ino" of a hardlinked file → its inode */
 	char *buf;		/* CHUNK bytes */
+	char *target;		/* PATH_MAX bytes: a symlink's target */
+	char *xlist;		/* XLIST_MAX bytes: attribute names */
+	char *xval;		/* XATTR_SIZE_MAX bytes: an attribute's value */
 	char path[PATH_MAX];	/* the entry being copied, for messages */
 	struct progress prog;
 	uint64_t done;
@@ -92,14 +95,43 @@ static int ext2_error(struct build *b, errcode_t err, const char *what)
 	return -1;
 }
 
+#define XLIST_MAX 65536	/* XATTR_LIST_MAX */
+
 #define TOO_DEEP "the tree is deeper than the limit on open files allows: raise it (ulimit -n)"
 
 static int src_error(struct build *b, const char *what)
 {
 	if (errno == EMFILE)
 		return vs_error(b->e, EX_OSERR, 0, TOO_DEEP);
-	return vs_error(b->e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
+	return vs_error(b->e, vs_code_for_errno(errno, EX_IOERR), errno,
 	    "%s %s", what, b->path[0] ? b->path : "/");
+}
+
+/* Rootless, the tree is its user's, and files the image makes unreadable
+ * to their owner (/etc/shadow 0000, a 4111 sudo, a 0311 directory) are
+ * unreadable to us too: give the owner read (and, for a directory,
+ * search) permission while the entry is read, as umoci's rootless mode
+ * does, and take it back after.  Returns the mode to restore, or 0. */
+static mode_t lend_read(bool rootless, int dfd, const char *name)
+{
+	struct stat st;
+	mode_t need;
+
+	if (!rootless || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    S_ISLNK(st.st_mode) || st.st_uid != geteuid())
+		return 0;
+	need = S_ISDIR(st.st_mode) ? 0500 : 0400;
+	if ((st.st_mode & need) == need ||
+	    fchmodat(dfd, name, (st.st_mode & 07777) | need, 0) < 0)
+		return 0;
+	return (st.st_mode & 07777) | S_IFMT;	/* S_IFMT: 0 is a mode too */
+}
+
+static void take_back(int dfd, const char *name, mode_t was)
+{
+	if (was && fchmodat(dfd, name, was & 07777, 0) < 0)
+		fe_warn("%s: cannot give back its mode %04o: %s", name,
+		    (unsigned)(was & 07777), strerror(errno));
 }
 
 /* --- the tree: what it needs ---------------------------------------- */
@@ -177,7 +209,7 @@ static int link_key(const struct stat *st, char key[48])
 /* Blocks and inodes the tree beneath directory fd will take (an upper
  * bound: blocks of zeros are counted, though they take none). */
 static int measure(int fd, struct need *nd, struct strmap *seen,
-    unsigned bs, struct vs_err *e)
+    unsigned bs, bool rootless, struct vs_err *e)
 {
 	size_t n, dirbytes = 0;
 	char **names = sorted_names(fd, &n);
@@ -207,21 +239,32 @@ static int measure(int fd, struct need *nd, struct strmap *seen,
 		}
 		nd->inodes++;
 		if (S_ISREG(st.st_mode)) {
-			nd->blocks += ((uint64_t)st.st_size + bs - 1) / bs;
+			/* a sparse file needs its data, not its size (and
+			 * blocks of zeros are not even copied) */
+			uint64_t data = (uint64_t)st.st_blocks * 512;
+			if (data > (uint64_t)st.st_size)
+				data = (uint64_t)st.st_size;
+			nd->blocks += (data + bs - 1) / bs;
 			nd->bytes += (uint64_t)st.st_size;
 		} else if (S_ISLNK(st.st_mode) && st.st_size >= 60) {
 			nd->blocks++;
 		} else if (S_ISDIR(st.st_mode)) {
+			/* (taken back once the directory is measured:
+			 * looking names up in it needs search permission) */
+			mode_t was = lend_read(rootless, fd, names[i]);
 			int cfd = openat(fd, names[i],
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (cfd < 0) {
 				rc = errno == EMFILE ? vs_error(e, EX_OSERR,
 				     0, TOO_DEEP) :
-				    vs_error(e, EX_IOERR, errno, "%s", names[i]);
+				    vs_error(e, vs_code_for_errno(errno, EX_IOERR),
+				    errno, "%s", names[i]);
+				take_back(fd, names[i], was);
 				break;
 			}
-			rc = measure(cfd, nd, seen, bs, e);
+			rc = measure(cfd, nd, seen, bs, rootless, e);
 			close(cfd);
+			take_back(fd, names[i], was);
 		}
 	}
 	nd->blocks += 1 + dirbytes / bs;
@@ -255,6 +298,11 @@ static int apply_stat(struct build *b, int dfd, const char *name,
 		snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
 		n = S_ISLNK(st->st_mode) ? -1 :
 		    lgetxattr(p, ROOTLESS_XATTR, rec, sizeof rec);
+		if (n < 0 && !S_ISLNK(st->st_mode) && errno != ENODATA &&
+		    errno != ENOTSUP)
+			return errno == ERANGE ? vs_error(b->e, EX_DATAERR, 0,
+			    "%s: a malformed %s attribute (too long)", b->path,
+			    ROOTLESS_XATTR) : src_error(b, "read the owner of");
 		if (n >= 0 && rootless_decode(rec, (size_t)n, &u, &g) < 0)
 			return vs_error(b->e, EX_DATAERR, 0,
 			    "%s: a malformed %s attribute", b->path, ROOTLESS_XATTR);
@@ -284,14 +332,14 @@ static int apply_stat(struct build *b, int dfd, const char *name,
 static int copy_xattrs(struct build *b, int dfd, const char *name,
     ext2_ino_t ino)
 {
-	char p[64 + NAME_MAX], list[8192], val[65536];
+	char p[64 + NAME_MAX], *list = b->xlist, *val = b->xval;
 	struct ext2_xattr_handle *h = NULL;
 	ssize_t len;
 	errcode_t err;
 	int rc = 0;
 
 	snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
-	len = llistxattr(p, list, sizeof list);
+	len = llistxattr(p, list, XLIST_MAX);
 	if (len < 0)
 		return errno == ENOTSUP ? 0 : src_error(b, "list the attributes of");
 	if (len == 0)
@@ -311,7 +359,7 @@ static int copy_xattrs(struct build *b, int dfd, const char *name,
 			    strncmp(k, "user.vmstrap.", 13) == 0)
 				continue;
 		}
-		n = lgetxattr(p, k, val, sizeof val);
+		n = lgetxattr(p, k, val, XATTR_SIZE_MAX);
 		if (n < 0) {
 			rc = src_error(b, "read the attributes of");
 			break;
@@ -471,8 +519,8 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen);
 
 /* Make the inode for name (in source directory dfd, image directory dir). */
-static int copy_entry(struct build *b, int dfd, const char *name,
-    ext2_ino_t dir, size_t plen)
+static int copy_entry_as_is(struct build *b, int dfd, const char *name,
+    ext2_ino_t dir, size_t plen, mode_t was)
 {
 	struct ext2_inode_large in;
 	ext2_filsys fs = b->fs;
@@ -488,6 +536,8 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return src_error(b, "stat");
+	if (was)	/* its own mode, not the one lent for reading */
+		st.st_mode = (st.st_mode & S_IFMT) | (was & 07777);
 	type = st.st_mode & S_IFMT;
 	if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
 		k = link_key(&st, key);
@@ -512,6 +562,10 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 		ssize_t n;
 		snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
 		n = lgetxattr(p, ROOTLESS_DEVICE_XATTR, dev, sizeof dev - 1);
+		if (n < 0 && errno != ENODATA && errno != ENOTSUP)
+			return errno == ERANGE ? vs_error(b->e, EX_DATAERR, 0,
+			    "%s: a malformed %s attribute (too long)", b->path,
+			    ROOTLESS_DEVICE_XATTR) : src_error(b, "read the device of");
 		if (n >= 0) {
 			unsigned maj, min;
 			if (rootless_device_decode(dev, (size_t)n, &type, &maj,
@@ -524,6 +578,10 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 		}
 	}
 
+	if (dir == EXT2_ROOT_INO && strcmp(name, "lost+found") == 0 &&
+	    !S_ISDIR(st.st_mode))
+		return vs_error(b->e, EX_DATAERR, 0,
+		    "/lost+found in the tree is not a directory: an ext4 filesystem needs a directory there for e2fsck");
 	if (S_ISDIR(st.st_mode)) {
 		if (dir == EXT2_ROOT_INO && strcmp(name, "lost+found") == 0 &&
 		    ext2fs_lookup(fs, dir, name, strlen(name), NULL, &ino) == 0)
@@ -540,8 +598,10 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 				return ext2_error(b, err, "make the directory");
 		}
 	} else if (S_ISLNK(st.st_mode)) {
-		char target[PATH_MAX];
-		ssize_t n = readlinkat(dfd, name, target, sizeof target - 1);
+		/* (b->target, not the stack: this frame is on it once for
+		 * every level of the tree) */
+		char *target = b->target;
+		ssize_t n = readlinkat(dfd, name, target, PATH_MAX - 1);
 		if (n < 0)
 			return src_error(b, "read the symlink");
 		target[n] = '\0';
@@ -554,15 +614,14 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 		if (err)
 			return ext2_error(b, err, "make the symlink");
 	} else {
-		if (type == S_IFSOCK)
-			return 0;	/* not content */
 		if ((err = ext2fs_new_inode(fs, dir, type, NULL, &ino)) != 0)
 			return ext2_error(b, err, "allocate an inode for");
 		ext2fs_inode_alloc_stats2(fs, ino, +1, 0);
 		memset(&in, 0, sizeof in);
 		in.i_mode = (uint16_t)(type == S_IFREG ? LINUX_S_IFREG :
 		    type == S_IFCHR ? LINUX_S_IFCHR : type == S_IFBLK ?
-		    LINUX_S_IFBLK : LINUX_S_IFIFO);
+		    LINUX_S_IFBLK : type == S_IFSOCK ? LINUX_S_IFSOCK :
+		    LINUX_S_IFIFO);
 		in.i_links_count = 1;
 		in.i_extra_isize = sizeof in - EXT2_GOOD_OLD_INODE_SIZE;
 		if (type == S_IFCHR || type == S_IFBLK) {
@@ -613,7 +672,7 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 	if ((err = ext2fs_write_inode_full(fs, ino, (struct ext2_inode *)&in,
 	    sizeof in)) != 0)
 		return ext2_error(b, err, "write the inode of");
-	if (!S_ISLNK(st.st_mode) && copy_xattrs(b, dfd, name, ino) < 0)
+	if (copy_xattrs(b, dfd, name, ino) < 0)
 		return -1;
 	if (S_ISDIR(st.st_mode)) {
 		cleanup_fd int cfd = openat(dfd, name,
@@ -622,6 +681,16 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 			return src_error(b, "open");
 		rc = copy_dir(b, cfd, ino, plen);
 	}
+	return rc;
+}
+
+static int copy_entry(struct build *b, int dfd, const char *name,
+    ext2_ino_t dir, size_t plen)
+{
+	mode_t was = lend_read(b->rootless, dfd, name);
+	int rc = copy_entry_as_is(b, dfd, name, dir, plen, was);
+
+	take_back(dfd, name, was);
 	return rc;
 }
 
@@ -788,7 +857,7 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 	if (treefd < 0)
 		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
 		    "%s", src->tree);
-	rc = measure(treefd, &nd, &seen, 4096, e);
+	rc = measure(treefd, &nd, &seen, 4096, src->rootless, e);
 	strmap_free(&seen);
 	if (rc < 0)
 		return vs_error_prefix(e, "%s", src->tree);
@@ -819,7 +888,15 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 	if (b.reproducible)
 		b.fs->now = b.now;
 	b.buf = malloc(CHUNK + 4096);
-	if (b.buf == NULL) {
+	b.target = malloc(PATH_MAX);
+	b.xlist = malloc(XLIST_MAX);
+	b.xval = malloc(XATTR_SIZE_MAX);
+	if (b.buf == NULL || b.target == NULL || b.xlist == NULL ||
+	    b.xval == NULL) {
+		free(b.buf);
+		free(b.target);
+		free(b.xlist);
+		free(b.xval);
 		ext2fs_close_free(&b.fs);
 		return vs_error(e, EX_OSERR, ENOMEM, "mkbase");
 	}
@@ -836,6 +913,9 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 		uuid_text(b.fs->super->s_uuid, uuid);
 	strmap_free(&b.links);
 	free(b.buf);
+	free(b.target);
+	free(b.xlist);
+	free(b.xval);
 	if (rc < 0) {
 		ext2fs_close_free(&b.fs);
 		return -1;
@@ -935,6 +1015,7 @@ int main(int argc, char *argv[])
 	fe_init(argv[0]);
 	atomic_on_signals();
 	tree_fd_limit();
+	initialize_ext2_error_table();	/* messages, not "Unknown code ext2 N" */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":C:c:fg:ho:qs:V", longopts,
 	    NULL)) != -1) {
@@ -1023,6 +1104,15 @@ int main(int argc, char *argv[])
 	if (rootfs_of(doc, argc == 1 ? argv[0] : NULL,
 	    "give ROOTFS, or pipe oci-unpack's output into mkbase", &src, &e) < 0)
 		goto fail;
+	/* A tree nothing says anything about, built by an ordinary user who
+	 * owns it: what an unprivileged unpack makes (its record may have
+	 * been lost to a change in the tree), so its owner is not the
+	 * image's, and its records are applied. */
+	if (!src.told && geteuid() != 0) {
+		struct stat st;
+		if (stat(src.tree, &st) == 0 && st.st_uid == geteuid())
+			src.rootless = true;
+	}
 	if (asprintf(&defimg, "%s-base.img", group) < 0)
 		defimg = NULL;
 	img = path_abs(o.out ? o.out : defimg ? defimg : "", &e);

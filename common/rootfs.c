@@ -45,6 +45,7 @@ int rootfs_of(const json_t *doc, const char *operand, const char *hint,
 		    "rootfs.digest in the document is not a digest: %s", dg);
 	snprintf(r->digest, sizeof r->digest, "%s", dg ? dg : "");
 	r->rootless = json_is_true(rootless);
+	r->told = rootless != NULL;
 	return 0;
 }
 

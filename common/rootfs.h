@@ -16,6 +16,7 @@ struct rootfs {
 	char *tree;			/* absolute, malloc'd */
 	char digest[DIGEST_MAX];	/* the image's manifest digest, or "" */
 	bool rootless;			/* ownership recorded, not applied */
+	bool told;			/* the document or a stamp said so */
 };
 
 /* The tree named by operand, or (operand NULL) by doc's rootfs section;

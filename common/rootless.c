@@ -137,14 +137,19 @@ int rootless_device_decode(const char *s, size_t n, mode_t *type,
     unsigned *major, unsigned *minor)
 {
 	char buf[32], kind, extra;
+	unsigned long long maj, min;
 
 	if (n == 0 || n >= sizeof buf)
 		return -1;
 	memcpy(buf, s, n);
 	buf[n] = '\0';
-	if (sscanf(buf, "%c %u %u%c", &kind, major, minor, &extra) != 3 ||
-	    (kind != 'c' && kind != 'b') || strchr(buf, '-'))
+	/* Linux's device numbers: 12 bits of major, 20 of minor */
+	if (sscanf(buf, "%c %llu %llu%c", &kind, &maj, &min, &extra) != 3 ||
+	    (kind != 'c' && kind != 'b') || strchr(buf, '-') ||
+	    maj > 4095 || min > 1048575)
 		return -1;
+	*major = (unsigned)maj;
+	*minor = (unsigned)min;
 	*type = kind == 'b' ? S_IFBLK : S_IFCHR;
 	return 0;
 }

@@ -124,16 +124,95 @@ listing() {
 	grep -q '^bin/su - 4755 0 0 ' got
 	grep -q '^dev/null c ' got
 	! grep -q 'user.rootlesscontainers\|user.vmstrap' got
+	# what RHEL and Fedora images hold, unreadable to the owner: read all
+	# the same, their modes kept, in the tree and in the image; and with
+	# the tree changed (its record no longer its), still rootless
+	runuser -u nobody -- sh -c 'cd t && echo s > etc/shadow0 && chmod 0 etc/shadow0 &&
+		echo x > bin/sudo1 && chmod 4111 bin/sudo1 && mkdir -p var/secret &&
+		echo y > var/secret/in && chmod 0311 var/secret && mkdir closed && chmod 0 closed'
+	run_split runuser -u nobody -- "$VS_BIN/mkbase" -s 5G -o "$R/b2.img" "$R/t"
+	assert_success
+	[ "$(jqo .base.source)" = null ]
+	e2fsck -fn b2.img
+	[ "$(stat -c %a t/etc/shadow0)" = 0 ] && [ "$(stat -c %a t/var/secret)" = 311 ] &&
+		[ "$(stat -c %a t/bin/sudo1)" = 4111 ] && [ "$(stat -c %a t/closed)" = 0 ]
+	mount -o loop,ro b2.img m
+	[ "$(stat -c '%a %u' m/etc/shadow0)" = "0 0" ] && [ "$(cat m/etc/shadow0)" = s ]
+	[ "$(stat -c '%a %u' m/bin/sudo1)" = "4111 0" ]
+	[ "$(stat -c '%a %u' m/var/secret)" = "311 0" ] && [ "$(cat m/var/secret/in)" = y ]
+	[ "$(stat -c '%U' m/etc)" = root ] && [ "$(stat -c '%a' m/closed)" = 0 ]
+	umount m
+}
+
+@test "a deep tree is built, not a crash" {
+	# 1800 levels: the frames of the walk must stay small
+	python3 -c '
+import os
+os.mkdir("tree")
+os.chdir("tree")
+for i in range(1800):
+    os.mkdir("a")
+    os.chdir("a")
+open("f", "w").write("deep\n")'
+	run_split mkbase -q -s 5G -o "$T/d.img" tree
+	assert_success
+	e2fsck -fn d.img > /dev/null
+	[ "$(debugfs -R "cat /$(printf 'a/%.0s' $(seq 1800))f" d.img 2>/dev/null)" = deep ]
 }
 
 @test "a tree that does not fit is refused before a base appears" {
 	mkdir tree
-	truncate -s 6G tree/big
+	# 6G of allocated blocks (fallocate: no time spent writing them)
+	fallocate -l 6G tree/big
 	echo small > tree/small
 	run_split mkbase -s 5G -o "$T/b.img" tree
 	assert_refused 65 "does not fit: it needs [0-9.]+[MG]"
 	assert_one_line
 	[ ! -e b.img ]
+	assert_no_temp .
+	# a sparse file counts for its data, not its size
+	rm tree/big
+	truncate -s 6G tree/sparse
+	printf x | dd of=tree/sparse bs=1 seek=4G conv=notrunc status=none
+	run_split mkbase -s 5G -o "$T/b.img" tree
+	assert_success
+	e2fsck -fn b.img > /dev/null
+	[ "$(debugfs -R 'stat /sparse' b.img 2>/dev/null | sed -n 's/.*Size: \([0-9]*\).*/\1/p' | head -1)" = 6442450944 ]
+}
+
+@test "what a careless tree holds: sockets, attributes on symlinks, bad records, a file lost+found" {
+	mkdir tree
+	python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("tree/sock")'
+	echo f > tree/f
+	ln -s f tree/sl
+	setfattr -h -n trusted.sl -v symx tree/sl
+	run_split mkbase -s 5G -o "$T/b.img" tree
+	assert_success
+	e2fsck -fn b.img > /dev/null
+	debugfs -R 'stat /sock' b.img 2>/dev/null | grep -q 'Type: socket' || fail "no socket"
+	debugfs -R 'ea_list /sl' b.img 2>/dev/null | grep -q 'trusted.sl.*symx' ||
+		fail "the symlink's attribute: $(debugfs -R 'ea_list /sl' b.img 2>&1)"
+	# rootless records that cannot be what oci-unpack wrote
+	mkdir r && echo > r/dev
+	jq -cn --arg p "$T/r" '{rootfs:{path:$p,rootless:true}}' > doc
+	for rec in "c 5000 1" "c 1 4294967299"; do
+		setfattr -n user.vmstrap.device -v "$rec" r/dev
+		run_split mkbase -s 5G -o "$T/r.img" < doc
+		assert_refused 65 "malformed user.vmstrap.device"
+	done
+	setfattr -n user.vmstrap.device -v "c        1                   3        " r/dev
+	run_split mkbase -s 5G -o "$T/r.img" < doc
+	assert_refused 65 "malformed user.vmstrap.device attribute \(too long\)"
+	setfattr -x user.vmstrap.device r/dev
+	setfattr -n user.rootlesscontainers -v "0x08e807$(printf '1a50%0160d' 0)10e907" r/dev
+	run_split mkbase -s 5G -o "$T/r.img" < doc
+	assert_refused 65 "malformed user.rootlesscontainers attribute \(too long\)"
+	[ ! -e r.img ]
+	# lost+found must be a directory
+	rm -rf tree && mkdir tree && echo x > tree/lost+found
+	run_split mkbase -s 5G -o "$T/l.img" tree
+	assert_refused 65 "/lost\+found in the tree is not a directory"
+	[ ! -e l.img ]
 	assert_no_temp .
 }
 

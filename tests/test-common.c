@@ -1060,8 +1060,12 @@ static void test_rootless(void)
 	ok(rootless_device_decode("x 1 3", 5, &type, &maj, &min) < 0 &&
 	    rootless_device_decode("c -1 3", 6, &type, &maj, &min) < 0 &&
 	    rootless_device_decode("c 1 3 4", 7, &type, &maj, &min) < 0 &&
-	    rootless_device_decode("c 1", 3, &type, &maj, &min) < 0,
-	    "rootless: malformed devices are refused");
+	    rootless_device_decode("c 1", 3, &type, &maj, &min) < 0 &&
+	    rootless_device_decode("c 5000 1", 8, &type, &maj, &min) < 0 &&
+	    rootless_device_decode("c 1 4294967299", 14, &type, &maj, &min) < 0,
+	    "rootless: malformed and impossible devices are refused");
+	ok(rootless_device_decode("c 4095 1048575", 14, &type, &maj, &min) == 0 &&
+	    maj == 4095 && min == 1048575, "rootless: the largest device numbers");
 }
 
 static void test_tree(void)
