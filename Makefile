@@ -47,7 +47,7 @@ cowclone_COMMON := atomic clone doc err fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
-	progress ref rootfs stamp stop
+	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
 mkbase_COMMON := atomic config digest doc err fe lock path progress ref \

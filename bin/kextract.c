@@ -33,6 +33,7 @@
 #include "progress.h"
 #include "ref.h"
 #include "rootfs.h"
+#include "run.h"
 #include "stamp.h"
 
 #define SYNOPSIS "kextract [-qV] [-C DIR] [-g GROUP] [-k VERSION] [-F image|vmlinux] [-i REF] [ROOTFS]"
@@ -66,7 +67,7 @@ static void usage(FILE *f)
 	    "  -k, --kernel VERSION  this kernel version, not the newest\n"
 	    "  -F, --format FORMAT   image (default: arm64 raw Image, x86 bzImage)\n"
 	    "                        or vmlinux (the ELF, from a bzImage's payload)\n"
-	    "  -i, --image REF       from a kernel image in the OCI cache, unpacked\n"
+	    "  -i, --image REF       from a kernel image in the OCI cache\n"
 	    "  -q, --quiet           no progress\n"
 	    "  -h, --help            this help\n"
 	    "  -V, --version         version\n");
@@ -791,7 +792,44 @@ fail:
 	return sec;
 }
 
-/* -i REF: the tree oci-unpack made for REF in the workspace's cache. */
+/* oci-unpack -q oci-cache REF: the one installed beside kextract, else
+ * the one on $PATH. */
+static int unpack(const char *ref, struct vs_err *e)
+{
+	char self[PATH_MAX], last[512] = "";
+	cleanup_free char *prog = NULL;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	int status;
+
+	if (n > 0) {
+		char *slash;
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash && asprintf(&prog, "%.*s/oci-unpack",
+		    (int)(slash - self), self) > 0 && access(prog, X_OK) < 0) {
+			free(prog);
+			prog = NULL;
+		}
+	}
+	if (prog == NULL && (prog = run_find("oci-unpack", "vmstrap", e)) == NULL)
+		return -1;
+	{
+		const char *argv[] = { prog, "-q", "oci-cache", ref, NULL };
+		if (run_capture(argv, &status, last, sizeof last, e) < 0)
+			return -1;
+	}
+	if (status != 0) {
+		/* its own message, without its name in front */
+		const char *msg = strncmp(last, "oci-unpack: ", 12) == 0 ?
+		    last + 12 : last;
+		return vs_error(e, status < 128 ? status : EX_SOFTWARE, 0,
+		    "unpacking %s: %s", ref, msg[0] ? msg : "oci-unpack failed");
+	}
+	return 0;
+}
+
+/* -i REF: the tree oci-unpack makes for REF in the workspace's cache,
+ * unpacked first when it is not there yet. */
 static int kernel_image_tree(const char *ref, struct rootfs *src,
     struct vs_err *e)
 {
@@ -810,10 +848,8 @@ static int kernel_image_tree(const char *ref, struct rootfs *src,
 	layout_close(&l);
 	if (rc < 0)
 		return -1;
-	if (stat(tree, &st) < 0)
-		return vs_error(e, EX_NOINPUT, 0,
-		    "%s is in the cache but not unpacked: run oci-unpack oci-cache %s first",
-		    ref, ref);
+	if (stat(tree, &st) < 0 && unpack(ref, e) < 0)
+		return -1;
 	return rootfs_of(NULL, tree, NULL, src, e);
 }
 

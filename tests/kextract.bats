@@ -241,14 +241,25 @@ tree() {
 	umoci init --layout oci-cache
 	umoci new --image oci-cache:kernel
 	umoci raw add-layer --image oci-cache:kernel k.tar
-	run_split kextract -i kernel
-	assert_refused 66 "kernel is in the cache but not unpacked: run oci-unpack oci-cache kernel first"
-	oci-unpack -q oci-cache kernel > unpacked
+	# fetched, not unpacked: kextract has oci-unpack unpack it
 	run_split kextract -i kernel
 	assert_success
 	[ "$(jqo .kernel.path)" = "$T/kernel/slicer/Image" ]
-	[ "$(jqo .kernel.source)" = "$(jq -r .rootfs.digest unpacked)" ]
+	local hex
+	hex=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "kernel") | .digest' oci-cache/index.json)
+	[ "$(jqo .kernel.source)" = "$hex" ]
+	[ -d "oci-cache/rootfs/${hex#sha256:}/boot" ]
 	cmp kernel/slicer/Image "$BZ"
+	run_split kextract -i kernel
+	assert_success
+	[ "$(jqo .kernel.reused)" = true ]
 	run_split kextract -i nosuch
 	assert_refused 66 "nosuch"
+	# an unpack that fails says why
+	umoci new --image oci-cache:broken
+	printf 'f|../evil|x\n' | "$VS_TOP/tests/mktar" evil.tar
+	umoci raw add-layer --image oci-cache:broken evil.tar
+	run_split kextract -i broken
+	assert_refused 65 "unpacking broken: layer 1: entry '../evil'"
+	assert_one_line
 }
