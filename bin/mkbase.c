@@ -318,10 +318,20 @@ static int apply_stat(struct build *b, int dfd, const char *name,
 	if (in->i_extra_isize < 24)
 		in->i_extra_isize = sizeof(struct ext2_inode_large) -
 		    EXT2_GOOD_OLD_INODE_SIZE;
-	set_time(&in->i_mtime, &in->i_mtime_extra, st->st_mtim.tv_sec,
-	    st->st_mtim.tv_nsec);
-	set_time(&in->i_atime, &in->i_atime_extra, st->st_mtim.tv_sec,
-	    st->st_mtim.tv_nsec);
+	{
+		/* reproducible: no time later than SOURCE_DATE_EPOCH, as
+		 * reproducible builds clamp them, so that what the unpack
+		 * itself touched (a directory no layer declared) does not
+		 * make two unpacks of one image differ */
+		time_t sec = st->st_mtim.tv_sec;
+		long nsec = st->st_mtim.tv_nsec;
+		if (b->reproducible && sec >= b->now) {
+			sec = b->now;
+			nsec = 0;
+		}
+		set_time(&in->i_mtime, &in->i_mtime_extra, sec, nsec);
+		set_time(&in->i_atime, &in->i_atime_extra, sec, nsec);
+	}
 	set_time(&in->i_ctime, &in->i_ctime_extra, b->now, 0);
 	set_time(&in->i_crtime, &in->i_crtime_extra, b->now, 0);
 	return 0;
