@@ -842,8 +842,7 @@ static int kernel_image_tree(const char *ref, struct rootfs *src,
 	if (layout_open(&l, "oci-cache", false, e) < 0)
 		return -1;
 	rc = image_resolve(&l, ref, digest, e);
-	if (rc == 0 && asprintf(&tree, "%s/rootfs/%s", l.root,
-	    strchr(digest, ':') + 1) < 0)
+	if (rc == 0 && (tree = layout_rootfs_path(&l, digest)) == NULL)
 		rc = vs_error(e, EX_OSERR, ENOMEM, "kextract");
 	layout_close(&l);
 	if (rc < 0)

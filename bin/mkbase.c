@@ -112,19 +112,18 @@ static int src_error(struct build *b, const char *what)
  * unreadable to us too: give the owner read (and, for a directory,
  * search) permission while the entry is read, as umoci's rootless mode
  * does, and take it back after.  Returns the mode to restore, or 0. */
-static mode_t lend_read(bool rootless, int dfd, const char *name)
+static mode_t lend_read(bool rootless, int dfd, const char *name,
+    const struct stat *st)
 {
-	struct stat st;
 	mode_t need;
 
-	if (!rootless || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    S_ISLNK(st.st_mode) || st.st_uid != geteuid())
+	if (!rootless || S_ISLNK(st->st_mode) || st->st_uid != geteuid())
 		return 0;
-	need = S_ISDIR(st.st_mode) ? 0500 : 0400;
-	if ((st.st_mode & need) == need ||
-	    fchmodat(dfd, name, (st.st_mode & 07777) | need, 0) < 0)
+	need = S_ISDIR(st->st_mode) ? 0500 : 0400;
+	if ((st->st_mode & need) == need ||
+	    fchmodat(dfd, name, (st->st_mode & 07777) | need, 0) < 0)
 		return 0;
-	return (st.st_mode & 07777) | S_IFMT;	/* S_IFMT: 0 is a mode too */
+	return (st->st_mode & 07777) | S_IFMT;	/* S_IFMT: 0 is a mode too */
 }
 
 static void take_back(int dfd, const char *name, mode_t was)
@@ -251,7 +250,7 @@ static int measure(int fd, struct need *nd, struct strmap *seen,
 		} else if (S_ISDIR(st.st_mode)) {
 			/* (taken back once the directory is measured:
 			 * looking names up in it needs search permission) */
-			mode_t was = lend_read(rootless, fd, names[i]);
+			mode_t was = lend_read(rootless, fd, names[i], &st);
 			int cfd = openat(fd, names[i],
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (cfd < 0) {
@@ -528,15 +527,15 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 
 static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen);
 
-/* Make the inode for name (in source directory dfd, image directory dir). */
+/* Make the inode for name (in source directory dfd, image directory dir),
+ * whose stat is st. */
 static int copy_entry_as_is(struct build *b, int dfd, const char *name,
-    ext2_ino_t dir, size_t plen, mode_t was)
+    ext2_ino_t dir, size_t plen, struct stat st)
 {
 	struct ext2_inode_large in;
 	ext2_filsys fs = b->fs;
 	ext2_ino_t ino = 0;
 	uintptr_t *known = NULL;
-	struct stat st;
 	char key[48];
 	errcode_t err;
 	int k = 0, ftype, rc = 0;
@@ -544,10 +543,6 @@ static int copy_entry_as_is(struct build *b, int dfd, const char *name,
 	bool device_record = false;
 	char dev[32];
 
-	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return src_error(b, "stat");
-	if (was)	/* its own mode, not the one lent for reading */
-		st.st_mode = (st.st_mode & S_IFMT) | (was & 07777);
 	type = st.st_mode & S_IFMT;
 	if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
 		k = link_key(&st, key);
@@ -697,8 +692,15 @@ static int copy_entry_as_is(struct build *b, int dfd, const char *name,
 static int copy_entry(struct build *b, int dfd, const char *name,
     ext2_ino_t dir, size_t plen)
 {
-	mode_t was = lend_read(b->rootless, dfd, name);
-	int rc = copy_entry_as_is(b, dfd, name, dir, plen, was);
+	struct stat st;
+	mode_t was;
+	int rc;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return src_error(b, "stat");
+	/* (st keeps its own mode, not the one lent for reading) */
+	was = lend_read(b->rootless, dfd, name, &st);
+	rc = copy_entry_as_is(b, dfd, name, dir, plen, st);
 
 	take_back(dfd, name, was);
 	return rc;

@@ -1652,9 +1652,8 @@ int main(int argc, char *argv[])
 		goto fail;
 	if (o.out)
 		tree = path_abs(o.out, &e);
-	else if (asprintf(&tree, "%s/rootfs/%s", l.root,
-	    strchr(digest, ':') + 1) < 0)
-		tree = NULL, vs_error(&e, EX_OSERR, ENOMEM, "oci-unpack");
+	else if ((tree = layout_rootfs_path(&l, digest)) == NULL)
+		vs_error(&e, EX_OSERR, ENOMEM, "oci-unpack");
 	if (tree == NULL)
 		goto fail;
 	sec = unpack(&l, &img, tree, o.out != NULL, o.quiet, &e);

@@ -109,6 +109,17 @@ char *layout_blob_path(const struct oci_layout *l, const char *digest)
 	return p;
 }
 
+char *layout_rootfs_path(const struct oci_layout *l, const char *digest)
+{
+	char *p;
+
+	if (!digest_valid(digest))
+		return NULL;
+	if (asprintf(&p, "%s/rootfs/%s", l->root, strchr(digest, ':') + 1) < 0)
+		return NULL;
+	return p;
+}
+
 bool layout_has_blob(const struct oci_layout *l, const char *digest,
     int64_t size)
 {

@@ -36,6 +36,10 @@ void layout_close(struct oci_layout *l);
 /* root/blobs/<algo>/<hex>, malloc'd; NULL for an invalid digest. */
 char *layout_blob_path(const struct oci_layout *l, const char *digest);
 
+/* root/rootfs/<hex>, where oci-unpack puts the tree of the image whose
+ * manifest has this digest, malloc'd; NULL for an invalid digest. */
+char *layout_rootfs_path(const struct oci_layout *l, const char *digest);
+
 /* Whether the blob is there with the given size (size < 0: any size). */
 bool layout_has_blob(const struct oci_layout *l, const char *digest,
     int64_t size);

@@ -14,16 +14,21 @@ int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e)
 	if (fd < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT),
 		    errno, "%s", path);
-	/* a stop asked for before the wait starts ends it too */
-	while (stop_signal ? (errno = EINTR, -1) :
-	    flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB)) < 0) {
-		int saved = errno;
-		if (saved == EINTR && !stop_signal)
-			continue;
-		close(fd);
-		if (saved == EINTR)
+	for (;;) {
+		int saved;
+		/* a stop asked for before or during the wait ends it */
+		if (stop_signal) {
+			close(fd);
 			return vs_error(e, EX_TEMPFAIL, 0,
 			    "%s: interrupted while waiting for the lock", path);
+		}
+		if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) |
+		    (wait ? 0 : LOCK_NB)) == 0)
+			break;
+		saved = errno;
+		if (saved == EINTR)
+			continue;
+		close(fd);
 		if (saved == EWOULDBLOCK)
 			return vs_error(e, EX_TEMPFAIL, 0,
 			    "%s: locked by another process", path);

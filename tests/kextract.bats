@@ -45,6 +45,10 @@ tree() {
 	assert_refused 64 "give ROOTFS or -i REF, not both"
 	run_split kextract a b
 	assert_refused 64 "too many operands"
+	run_split kextract -k ../6.1 t
+	assert_refused 64 "invalid kernel version '../6.1'"
+	run_split kextract -i ""
+	assert_refused 64 "-i needs an image reference"
 	run_split kextract nosuchtree
 	assert_refused 66 "nosuchtree"
 	run_split kextract < /dev/null

@@ -158,6 +158,23 @@ open("f", "w").write("deep\n")'
 	assert_success
 	e2fsck -fn d.img > /dev/null
 	[ "$(debugfs -R "cat /$(printf 'a/%.0s' $(seq 1800))f" d.img 2>/dev/null)" = deep ]
+	# deeper than the open-file limit allows: said so, nothing left
+	run_split bash -c 'ulimit -n 64 && exec "$0" -q -s 5G -o "$1" tree' "$VS_BIN/mkbase" "$T/d2.img"
+	assert_refused 71 "the tree is deeper than the limit on open files allows: raise it \(ulimit -n\)"
+	[ ! -e d2.img ]
+	assert_no_temp .
+}
+
+@test "a tree its user cannot read is refused with 77" {
+	need_root "changing to another user needs root"
+	R=$(mktemp -d /tmp/vmstrap-rootless.XXXXXX)
+	chmod 755 "$R"
+	mkdir -p "$R/tree/private" && echo x > "$R/tree/private/f" && chmod 700 "$R/tree/private"
+	chown nobody "$R"
+	run_split runuser -u nobody -- "$VS_BIN/mkbase" -s 5G -o "$R/b.img" "$R/tree"
+	assert_refused 77 "private: Permission denied"
+	[ ! -e "$R/b.img" ]
+	assert_no_temp "$R"
 }
 
 @test "a tree that does not fit is refused before a base appears" {

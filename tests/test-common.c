@@ -834,6 +834,13 @@ static void test_layout(void)
 	    "a matching blob is kept, and found by digest and size");
 	body = layout_read_blob(&l, ABC, 100, &len, &e);
 	ok(body && len == 3 && strcmp(body, "abc") == 0, "and read back");
+	{
+		cleanup_free char *rp = layout_rootfs_path(&l, ABC);
+		cleanup_free char *want = NULL;
+		ok(rp && asprintf(&want, "%s/rootfs/%s", root, ABC + 7) > 0 &&
+		    strcmp(rp, want) == 0 && layout_rootfs_path(&l, "x") == NULL,
+		    "an image's tree is rootfs/<manifest hex>");
+	}
 	free(body);
 	ok(layout_read_blob(&l, ABC, 2, &len, &e) == NULL && e.code == EX_DATAERR,
 	    "reading is bounded");
