@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <ext2fs/ext2fs.h>
+#include <ext2fs/ext3_extents.h>
 #include <jansson.h>
 
 #include "atomic.h"
@@ -205,18 +206,69 @@ static int link_key(const struct stat *st, char key[48])
 	    (unsigned long long)st->st_ino);
 }
 
-/* Blocks and inodes the tree beneath directory fd will take (an upper
- * bound: blocks of zeros are counted, though they take none). */
-static int measure(int fd, struct need *nd, struct strmap *seen,
-    unsigned bs, bool rootless, struct vs_err *e)
+/* What measuring the tree needs to carry down it. */
+struct measuring {
+	struct need nd;
+	struct strmap seen;	/* hardlinked files met */
+	unsigned bs;
+	bool rootless;
+	char *xlist;		/* XLIST_MAX bytes */
+	struct vs_err *e;
+};
+
+/* Blocks of extent tree a file of n data blocks may need beyond the four
+ * extents its inode holds: every run of data may be its own extent when
+ * blocks of zeros split it (at most one for every two blocks). */
+static uint64_t extent_blocks(uint64_t n)
 {
-	size_t n, dirbytes = 0;
+	uint64_t ext = (n + 1) / 2, total = 0;
+
+	while (ext > 4) {
+		ext = (ext + 339) / 340;	/* entries in a 4096-byte node */
+		total += ext;
+	}
+	return total;
+}
+
+/* 1 when the attributes of name will not fit in its inode and take a
+ * block: a 256-byte inode has room for about 90 bytes of them. */
+static int xattr_block(struct measuring *m, int dfd, const char *name)
+{
+	char p[64 + NAME_MAX];
+	ssize_t len;
+	size_t room = 0;
+
+	snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
+	len = llistxattr(p, m->xlist, XLIST_MAX);
+	if (len <= 0)
+		return 0;
+	for (char *k = m->xlist; k < m->xlist + len; k += strlen(k) + 1) {
+		ssize_t v;
+		if (m->rootless && (strcmp(k, ROOTLESS_XATTR) == 0 ||
+		    (strncmp(k, "user.vmstrap.", 13) == 0 &&
+		    strncmp(k, ROOTLESS_XATTR_PREFIX,
+		    strlen(ROOTLESS_XATTR_PREFIX)) != 0)))
+			continue;
+		v = lgetxattr(p, k, NULL, 0);
+		room += 16 + ((strlen(k) + 3) & ~(size_t)3) +
+		    (v > 0 ? ((size_t)v + 3) & ~(size_t)3 : 0);
+	}
+	return room > 80;
+}
+
+/* Blocks and inodes the tree beneath directory fd will take: an upper
+ * bound, so that a tree that passes never runs out of room half way
+ * (blocks of zeros are counted, though they take none). */
+static int measure(struct measuring *m, int fd)
+{
+	size_t n, dirbytes = 24;	/* "." and ".." */
 	char **names = sorted_names(fd, &n);
+	uint64_t dirblocks;
 	int rc = 0;
 
 	if (names == NULL)
-		return errno == EMFILE ? vs_error(e, EX_OSERR, 0, TOO_DEEP) :
-		    vs_error(e, EX_IOERR, errno, "read the tree");
+		return errno == EMFILE ? vs_error(m->e, EX_OSERR, 0, TOO_DEEP) :
+		    vs_error(m->e, EX_IOERR, errno, "read the tree");
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		struct stat st;
 		char key[48];
@@ -224,49 +276,53 @@ static int measure(int fd, struct need *nd, struct strmap *seen,
 
 		dirbytes += 8 + ((strlen(names[i]) + 3) & ~(size_t)3);
 		if (fstatat(fd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			rc = vs_error(e, EX_IOERR, errno, "%s", names[i]);
+			rc = vs_error(m->e, EX_IOERR, errno, "%s", names[i]);
 			break;
 		}
 		if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
 			k = link_key(&st, key);
-			if (strmap_get(seen, key, (size_t)k))
+			if (strmap_get(&m->seen, key, (size_t)k))
 				continue;
-			if (strmap_put(seen, key, (size_t)k, 0) < 0) {
-				rc = vs_error(e, EX_OSERR, ENOMEM, "measure");
+			if (strmap_put(&m->seen, key, (size_t)k, 0) < 0) {
+				rc = vs_error(m->e, EX_OSERR, ENOMEM, "measure");
 				break;
 			}
 		}
-		nd->inodes++;
+		m->nd.inodes++;
+		m->nd.blocks += (uint64_t)xattr_block(m, fd, names[i]);
 		if (S_ISREG(st.st_mode)) {
-			/* a sparse file needs its data, not its size (and
-			 * blocks of zeros are not even copied) */
-			uint64_t data = (uint64_t)st.st_blocks * 512;
+			/* a sparse file needs its data, not its size */
+			uint64_t data = (uint64_t)st.st_blocks * 512, nb;
 			if (data > (uint64_t)st.st_size)
 				data = (uint64_t)st.st_size;
-			nd->blocks += (data + bs - 1) / bs;
-			nd->bytes += (uint64_t)st.st_size;
+			nb = (data + m->bs - 1) / m->bs;
+			m->nd.blocks += nb + extent_blocks(nb);
+			m->nd.bytes += (uint64_t)st.st_size;
 		} else if (S_ISLNK(st.st_mode) && st.st_size >= 60) {
-			nd->blocks++;
+			m->nd.blocks++;
 		} else if (S_ISDIR(st.st_mode)) {
 			/* (taken back once the directory is measured:
 			 * looking names up in it needs search permission) */
-			mode_t was = lend_read(rootless, fd, names[i], &st);
+			mode_t was = lend_read(m->rootless, fd, names[i], &st);
 			int cfd = openat(fd, names[i],
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (cfd < 0) {
-				rc = errno == EMFILE ? vs_error(e, EX_OSERR,
+				rc = errno == EMFILE ? vs_error(m->e, EX_OSERR,
 				     0, TOO_DEEP) :
-				    vs_error(e, vs_code_for_errno(errno, EX_IOERR),
-				    errno, "%s", names[i]);
+				    vs_error(m->e, vs_code_for_errno(errno,
+				    EX_IOERR), errno, "%s", names[i]);
 				take_back(fd, names[i], was);
 				break;
 			}
-			rc = measure(cfd, nd, seen, bs, rootless, e);
+			rc = measure(m, cfd);
 			close(cfd);
 			take_back(fd, names[i], was);
 		}
 	}
-	nd->blocks += 1 + dirbytes / bs;
+	/* an entry never spans two blocks: each may waste up to the
+	 * largest entry (8 + 255 bytes) at its end */
+	dirblocks = (dirbytes + m->bs - 264 - 1) / (m->bs - 264);
+	m->nd.blocks += dirblocks + extent_blocks(dirblocks);
 	free_names(names, n);
 	return rc;
 }
@@ -414,57 +470,94 @@ static errcode_t link_in(ext2_filsys fs, ext2_ino_t dir, const char *name,
 	return err;
 }
 
-/* Allocate logical blocks [lblk, lblk + count) of ino and write them from
- * data, straight to the image. */
-static int write_run(struct build *b, ext2_ino_t ino, blk64_t lblk,
-    blk64_t count, const char *data, blk64_t *goal)
+/* A file's data goes in as it is read: blocks are allocated from the
+ * bitmap next to the ones before, written straight to the image, and
+ * described by as few extents as the allocation allows (one for up to
+ * 128 MiB of contiguous data), the way the kernel would lay them out. */
+struct filling {
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ext;	/* the one being grown, not yet in */
+	blk64_t goal, blocks;
+	bool inserted;			/* the tree has an extent already */
+};
+
+/* Put the pending extent into the file's extent tree. */
+static errcode_t put_extent(struct filling *f)
 {
-	unsigned bs = b->fs->blocksize;
-	ext2_extent_handle_t h = NULL;
-	struct ext2fs_extent ext;
-	blk64_t end = lblk + count;
+	struct ext2fs_extent last;
 	errcode_t err;
 
-	err = ext2fs_fallocate(b->fs, EXT2_FALLOCATE_FORCE_INIT, ino, NULL,
-	    *goal, lblk, count);
+	if (f->ext.e_len == 0)
+		return 0;
+	if (f->inserted) {
+		err = ext2fs_extent_get(f->h, EXT2_EXTENT_LAST_LEAF, &last);
+		if (err == 0)
+			err = ext2fs_extent_insert(f->h, EXT2_EXTENT_INSERT_AFTER,
+			    &f->ext);
+	} else
+		err = ext2fs_extent_insert(f->h, 0, &f->ext);
 	if (err == 0)
-		err = ext2fs_extent_open2(b->fs, ino, NULL, &h);
-	if (err == 0)
-		err = ext2fs_extent_goto(h, lblk);
-	if (err == 0)
-		err = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ext);
-	while (err == 0 && ext.e_lblk < end) {
-		blk64_t from = ext.e_lblk > lblk ? ext.e_lblk : lblk;
-		blk64_t to = ext.e_lblk + ext.e_len < end ?
-		    ext.e_lblk + ext.e_len : end;
+		err = ext2fs_extent_fix_parents(f->h);
+	f->inserted = true;
+	f->ext.e_len = 0;
+	return err;
+}
 
-		if (to > from) {
-			const char *p = data + (from - lblk) * bs;
-			size_t n = (size_t)(to - from) * bs;
-			off_t at = (off_t)(ext.e_pblk + (from - ext.e_lblk)) * bs;
-			while (n > 0) {
-				ssize_t w = pwrite(b->img, p, n, at);
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0) {
-					ext2fs_extent_free(h);
-					return vs_error(b->e, vs_code_for_errno(errno,
-					    EX_IOERR), errno, "write the image");
-				}
-				p += w;
-				n -= (size_t)w;
-				at += w;
-			}
-			*goal = ext.e_pblk + (to - ext.e_lblk);
+/* Logical blocks [lblk, lblk + count) of the file, from data. */
+static int write_run(struct build *b, struct filling *f, blk64_t lblk,
+    blk64_t count, const char *data)
+{
+	unsigned bs = b->fs->blocksize;
+	errcode_t err;
+
+	while (count > 0) {
+		blk64_t pblk, n;
+		off_t at;
+		size_t left;
+
+		err = ext2fs_new_range(b->fs, 0, f->goal, count, NULL, &pblk, &n);
+		if (err)
+			return ext2_error(b, err, "write");
+		ext2fs_block_alloc_stats_range(b->fs, pblk, n, +1);
+		if (f->ext.e_len && (f->ext.e_lblk + f->ext.e_len != lblk ||
+		    f->ext.e_pblk + f->ext.e_len != pblk ||
+		    f->ext.e_len + n > EXT_INIT_MAX_LEN) &&
+		    (err = put_extent(f)) != 0)
+			return ext2_error(b, err, "write");
+		at = (off_t)pblk * bs;
+		for (left = (size_t)n * bs; left > 0; ) {
+			ssize_t w = pwrite(b->img, data, left, at);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return vs_error(b->e, vs_code_for_errno(errno,
+				    EX_IOERR), errno, "write the image");
+			data += w;
+			left -= (size_t)w;
+			at += w;
 		}
-		if (to >= end)
-			break;
-		err = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ext);
+		/* (an extent holds at most EXT_INIT_MAX_LEN blocks: a
+		 * longer range is cut where that one is full) */
+		while (n > 0) {
+			blk64_t room = EXT_INIT_MAX_LEN - f->ext.e_len;
+			blk64_t take = n < room ? n : room;
+			if (f->ext.e_len == 0) {
+				f->ext.e_lblk = lblk;
+				f->ext.e_pblk = pblk;
+				f->ext.e_flags = 0;
+			}
+			f->ext.e_len += (__u32)take;
+			lblk += take;
+			pblk += take;
+			n -= take;
+			count -= take;
+			f->blocks += take;
+			if (f->ext.e_len == EXT_INIT_MAX_LEN &&
+			    (err = put_extent(f)) != 0)
+				return ext2_error(b, err, "write");
+		}
+		f->goal = pblk;
 	}
-	if (h)
-		ext2fs_extent_free(h);
-	if (err && err != EXT2_ET_EXTENT_NO_NEXT)
-		return ext2_error(b, err, "write");
 	return 0;
 }
 
@@ -477,21 +570,28 @@ static bool is_zero(const char *p, size_t n)
 static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 {
 	unsigned bs = b->fs->blocksize;
-	blk64_t goal = ext2fs_find_inode_goal(b->fs, ino, NULL, 0);
+	struct filling f = { .goal = ext2fs_find_inode_goal(b->fs, ino, NULL, 0) };
+	struct ext2_inode_large in;
 	off_t off = 0;
+	errcode_t err;
+	int rc = 0;
 
-	while (off < size) {
+	if ((err = ext2fs_extent_open2(b->fs, ino, NULL, &f.h)) != 0)
+		return ext2_error(b, err, "start the extents of");
+	while (rc == 0 && off < size) {
 		off_t data = lseek(src, off, SEEK_DATA), hole;
 		if (data < 0) {
-			if (errno == ENXIO)
-				break;
-			return src_error(b, "read");
+			if (errno != ENXIO)
+				rc = src_error(b, "read");
+			break;
 		}
 		hole = lseek(src, data, SEEK_HOLE);
-		if (hole < 0)
-			return src_error(b, "read");
+		if (hole < 0) {
+			rc = src_error(b, "read");
+			break;
+		}
 		data -= data % bs;
-		while (data < hole) {
+		while (rc == 0 && data < hole) {
 			size_t want = hole - data < CHUNK ? (size_t)(hole - data) : CHUNK;
 			ssize_t got = pread(src, b->buf, want, data);
 			size_t nb, i = 0;
@@ -499,21 +599,21 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 			if (got < 0 && errno == EINTR)
 				continue;
 			if (got <= 0) {
-				if (got == 0)
-					break;
-				return src_error(b, "read");
+				if (got < 0)
+					rc = src_error(b, "read");
+				break;
 			}
 			nb = ((size_t)got + bs - 1) / bs;
 			memset(b->buf + got, 0, nb * bs - (size_t)got);
-			while (i < nb) {
+			while (rc == 0 && i < nb) {
 				size_t j;
 				while (i < nb && is_zero(b->buf + i * bs, bs))
 					i++;
 				for (j = i; j < nb && !is_zero(b->buf + j * bs, bs); j++)
 					;
-				if (j > i && write_run(b, ino, (blk64_t)(data / bs + i),
-				    j - i, b->buf + i * bs, &goal) < 0)
-					return -1;
+				if (j > i)
+					rc = write_run(b, &f, (blk64_t)(data / bs + i),
+					    j - i, b->buf + i * bs);
 				i = j;
 			}
 			data += got;
@@ -522,6 +622,19 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 		}
 		off = hole;
 	}
+	if (rc == 0 && (err = put_extent(&f)) != 0)
+		rc = ext2_error(b, err, "write");
+	ext2fs_extent_free(f.h);
+	if (rc < 0)
+		return rc;
+	/* (the tree's own blocks were counted as it grew) */
+	if ((err = ext2fs_read_inode_full(b->fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0 ||
+	    (err = ext2fs_iblk_add_blocks(b->fs, (struct ext2_inode *)&in,
+	    f.blocks)) != 0 ||
+	    (err = ext2fs_write_inode_full(b->fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0)
+		return ext2_error(b, err, "write the inode of");
 	return 0;
 }
 
@@ -857,8 +970,9 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
     uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
 {
 	struct build b = { .img = af->fd, .rootless = src->rootless, .e = e };
-	struct strmap seen = STRMAP_INIT;
-	struct need nd = { 0 };
+	struct measuring m = { .seen = STRMAP_INIT, .bs = 4096,
+	    .rootless = src->rootless, .e = e };
+	struct need nd;
 	cleanup_fd int treefd = -1;
 	const char *sde = getenv("SOURCE_DATE_EPOCH");
 	char seed[37] = "";
@@ -869,10 +983,16 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 	if (treefd < 0)
 		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
 		    "%s", src->tree);
-	rc = measure(treefd, &nd, &seen, 4096, src->rootless, e);
-	strmap_free(&seen);
+	m.xlist = malloc(XLIST_MAX);
+	rc = m.xlist ? measure(&m, treefd) :
+	    vs_error(e, EX_OSERR, ENOMEM, "mkbase");
+	if (rc == 0)
+		m.nd.blocks += (uint64_t)xattr_block(&m, treefd, ".");
+	strmap_free(&m.seen);
+	free(m.xlist);
 	if (rc < 0)
 		return vs_error_prefix(e, "%s", src->tree);
+	nd = m.nd;
 	nd.inodes++;
 
 	b.now = time(NULL);

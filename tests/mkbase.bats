@@ -197,6 +197,58 @@ open("f", "w").write("deep\n")'
 	[ "$(debugfs -R 'stat /sparse' b.img 2>/dev/null | sed -n 's/.*Size: \([0-9]*\).*/\1/p' | head -1)" = 6442450944 ]
 }
 
+@test "attribute blocks and extent trees count: a tree that fits only without them is refused first" {
+	# a 5G filesystem nearly filled with data (in memory: /dev/shm),
+	# then 16000 files whose 300-byte attributes need a block each
+	R=$(mktemp -d /dev/shm/vmstrap-fit.XXXXXX)
+	mkdir "$R/empty" "$R/tree"
+	mkbase -q -s 5G -o "$R/e.img" "$R/empty" > /dev/null
+	free=$(dumpe2fs -h "$R/e.img" 2>/dev/null | sed -n 's/^Free blocks: *//p')
+	rm -f "$R/e.img" "$R/.e.img.json"
+	yes vmstrap | head -c $(((free - 12000) * 4096)) > "$R/tree/data"
+	mkdir "$R/tree/x"
+	v=$(head -c 300 /dev/zero | tr '\0' v)
+	for ((i = 0; i < 16000; i++)); do
+		printf '# file: x/%d\nuser.big="%s"\n\n' "$i" "$v"
+	done > "$R/attrs"
+	(cd "$R/tree/x" && seq 0 15999 | xargs touch)
+	(cd "$R/tree" && setfattr --restore="$R/attrs")
+	run_split mkbase -s 5G -o "$R/b.img" "$R/tree"
+	assert_refused 65 "does not fit: it needs [0-9.]+[MG]"
+	assert_one_line
+	[ ! -e "$R/b.img" ]
+	assert_no_temp "$R"
+	# without the attributes it fits, and e2fsck finds it clean
+	rm -rf "$R/tree/x" && mkdir "$R/tree/x"
+	(cd "$R/tree/x" && seq 0 15999 | xargs touch)
+	run_split mkbase -q -s 5G -o "$R/b.img" "$R/tree"
+	assert_success
+	e2fsck -fn "$R/b.img" > /dev/null
+}
+
+@test "file data: contiguous data is one extent, a file of many runs gets an extent tree" {
+	mkdir tree
+	head -c 40M /dev/urandom > tree/one
+	# 1500 runs of data between blocks of zeros: more extents than the
+	# inode holds, so the tree needs leaf and index blocks
+	for ((i = 0; i < 1500; i++)); do
+		head -c 4096 /dev/urandom
+		head -c 4096 /dev/zero
+	done > tree/runs
+	mkbase -q -s 5G -o b.img tree > /dev/null
+	e2fsck -fn b.img > /dev/null
+	run debugfs -R 'ex /one' b.img
+	[ "$(grep -c '^ *0/ *0 ' <<< "$output")" -eq 1 ]
+	run debugfs -R 'ex /runs' b.img
+	[ "$(grep -c '^ *2/ *2 ' <<< "$output")" -eq 1500 ]
+	for f in one runs; do
+		debugfs -R "cat /$f" b.img 2>/dev/null | cmp - "tree/$f"
+	done
+	# blocks: the data, plus the tree's own few
+	blocks=$(debugfs -R 'stat /runs' b.img 2>/dev/null | sed -n 's/.*Blockcount: \([0-9]*\).*/\1/p')
+	[ "$blocks" -ge $((1500 * 8)) ] && [ "$blocks" -le $((1510 * 8)) ]
+}
+
 @test "what a careless tree holds: sockets, attributes on symlinks, bad records, a file lost+found" {
 	mkdir tree
 	python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("tree/sock")'
