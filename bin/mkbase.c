@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -892,18 +893,42 @@ static int fixed_ids(const struct rootfs *src, uint64_t size,
 	return 0;
 }
 
+/* The filesystem vmstrap makes, whatever the host's /etc/mke2fs.conf
+ * says (another inode size, inline_data, orphan_file): ext4 as the
+ * kernels images ship mount it, the same on every host. */
+static const char mke2fs_conf[] =
+    "[defaults]\n"
+    "\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr\n"
+    "\tdefault_mntopts = acl,user_xattr\n"
+    "\tenable_periodic_fsck = 0\n"
+    "\tblocksize = 4096\n"
+    "\tinode_size = 256\n"
+    "\tinode_ratio = 16384\n"
+    "\thash_alg = half_md4\n"
+    "[fs_types]\n"
+    "\text4 = {\n"
+    "\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize\n"
+    "\t}\n";
+
 /* mke2fs: the empty filesystem, sparse (inode tables and journal are not
  * written: a hole reads as zeros), root owned by root. */
 static int make_fs(const char *tmp, bool repro, const char *uuid,
     const char *seed, struct vs_err *e)
 {
 	cleanup_free char *mke2fs = run_find("mke2fs", "e2fsprogs", e);
-	char ext[256], last[512] = "";
+	cleanup_fd int conf = -1;
+	char ext[256], last[512] = "", confpath[64];
 	const char *argv[16];
-	int n = 0, status;
+	int n = 0, status, rc;
 
 	if (mke2fs == NULL)
 		return -1;
+	/* (an unnamed file, inherited by mke2fs: nothing to clean up) */
+	conf = memfd_create("mke2fs.conf", 0);
+	if (conf < 0 || write(conf, mke2fs_conf, sizeof mke2fs_conf - 1) !=
+	    (ssize_t)(sizeof mke2fs_conf - 1))
+		return vs_error(e, EX_OSERR, errno, "mke2fs.conf");
+	snprintf(confpath, sizeof confpath, "/proc/self/fd/%d", conf);
 	snprintf(ext, sizeof ext,
 	    "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0%s%s",
 	    repro ? ",hash_seed=" : "", repro ? seed : "");
@@ -912,8 +937,6 @@ static int make_fs(const char *tmp, bool repro, const char *uuid,
 	argv[n++] = "-F";
 	argv[n++] = "-t";
 	argv[n++] = "ext4";
-	argv[n++] = "-b";
-	argv[n++] = "4096";
 	argv[n++] = "-E";
 	argv[n++] = ext;
 	if (repro) {
@@ -922,7 +945,11 @@ static int make_fs(const char *tmp, bool repro, const char *uuid,
 	}
 	argv[n++] = tmp;
 	argv[n] = NULL;
-	if (run_capture(argv, &status, last, sizeof last, e) < 0)
+	if (setenv("MKE2FS_CONFIG", confpath, 1) < 0)
+		return vs_error(e, EX_OSERR, errno, "setenv");
+	rc = run_capture(argv, &status, last, sizeof last, e);
+	unsetenv("MKE2FS_CONFIG");
+	if (rc < 0)
 		return -1;
 	if (status != 0)
 		return vs_error(e, EX_IOERR, 0, "mke2fs failed (status %d): %s",

@@ -249,6 +249,26 @@ open("f", "w").write("deep\n")'
 	[ "$blocks" -ge $((1500 * 8)) ] && [ "$blocks" -le $((1510 * 8)) ]
 }
 
+@test "the host's mke2fs.conf does not change the filesystem" {
+	mkdir tree
+	echo hi > tree/f
+	cat > odd.conf <<-EOF
+	[defaults]
+		inode_size = 128
+		blocksize = 1024
+	[fs_types]
+		ext4 = {
+			features = has_journal,extent,inline_data,64bit
+		}
+	EOF
+	MKE2FS_CONFIG=$PWD/odd.conf mkbase -q -s 5G -o b.img tree > /dev/null
+	e2fsck -fn b.img > /dev/null
+	run dumpe2fs -h b.img
+	assert_line --regexp '^Inode size:[[:space:]]+256$'
+	assert_line --regexp '^Block size: +4096$'
+	assert_line --regexp '^Filesystem features: +has_journal ext_attr resize_inode dir_index filetype extent 64bit flex_bg sparse_super large_file huge_file dir_nlink extra_isize metadata_csum$'
+}
+
 @test "what a careless tree holds: sockets, attributes on symlinks, bad records, a file lost+found" {
 	mkdir tree
 	python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("tree/sock")'
