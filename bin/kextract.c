@@ -721,7 +721,7 @@ static json_t *extract(const struct rootfs *src, const struct opts *o,
 	    asprintf(&initrd, "%s/initrd", dir) < 0 ||
 	    asprintf(&lockp, "%s/.lock", dir) < 0)
 		return vs_error(e, EX_OSERR, ENOMEM, "kextract"), NULL;
-	lock = lock_path(lockp, true, true, e);
+	lock = lock_output(out, lockp, e);
 	if (lock < 0)
 		return NULL;
 	rec = reusable(out, src->digest, o->version, o->vmlinux);

@@ -43,6 +43,8 @@
 #define SYNOPSIS "mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]"
 #define DEFAULT_GROUP "slicer"
 #define CHUNK (4u << 20)
+/* the last second an ext4 inode can hold (2446-05-10) */
+#define EXT4_TIME_MAX 15032385535LL
 
 struct opts {
 	const char *dir, *config, *group, *size, *out;
@@ -832,9 +834,11 @@ static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen)
 		return src_error(b, "read the directory");
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		size_t l = strlen(names[i]);
+		/* (the walk goes by descriptors: a path longer than
+		 * PATH_MAX is fine, only messages name its first part) */
 		if (plen + l + 2 > sizeof b->path) {
-			rc = vs_error(b->e, EX_DATAERR, 0, "a path too long in the tree");
-			break;
+			rc = copy_entry(b, fd, names[i], dir, plen);
+			continue;
 		}
 		b->path[plen] = '/';
 		memcpy(b->path + plen + 1, names[i], l + 1);
@@ -1025,7 +1029,7 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 	b.now = time(NULL);
 	if (sde && *sde) {
 		long long t;
-		if (fe_number(sde, 0, INT64_MAX >> 1, &t, "SOURCE_DATE_EPOCH", e) < 0)
+		if (fe_number(sde, 0, EXT4_TIME_MAX, &t, "SOURCE_DATE_EPOCH", e) < 0)
 			return -1;
 		b.reproducible = true;
 		b.now = (time_t)t;
@@ -1101,6 +1105,19 @@ static json_t *base_section(const char *img, const char *group,
 	    "source", src->digest[0] ? src->digest : NULL, "reused", reused);
 }
 
+/* true when directory dir is tree or beneath it. */
+static bool inside(const char *dir, const char *tree)
+{
+	cleanup_free char *d = realpath(dir, NULL), *t = realpath(tree, NULL);
+	size_t n;
+
+	if (d == NULL || t == NULL)
+		return false;
+	n = strlen(t);
+	return strncmp(d, t, n) == 0 && (d[n] == '\0' || d[n] == '/' ||
+	    strcmp(t, "/") == 0);
+}
+
 /* Build img from src, or reuse it. */
 static json_t *make_base(const struct rootfs *src, const char *img,
     const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
@@ -1115,7 +1132,15 @@ static json_t *make_base(const struct rootfs *src, const char *img,
 	if (path_split(img, &dir, &base) < 0 ||
 	    asprintf(&lockp, "%s/.%s.lock", dir, base) < 0)
 		return vs_error(e, EX_OSERR, errno, "%s", img), NULL;
-	lock = lock_path(lockp, true, true, e);
+	if (stat(img, &st) == 0 && S_ISDIR(st.st_mode))
+		return vs_error(e, EX_CANTCREAT, 0,
+		    "%s is a directory: name the image file (-o DIR/NAME.img)",
+		    img), NULL;
+	if (inside(dir, src->tree))
+		return vs_error(e, EX_USAGE, 0,
+		    "%s is inside the tree it is built from (%s): it would copy itself; put it elsewhere",
+		    img, src->tree), NULL;
+	lock = lock_output(img, lockp, e);
 	if (lock < 0)
 		return NULL;
 	tree_remove_stale(dir, base);

@@ -1472,7 +1472,7 @@ static json_t *unpack(const struct oci_layout *l, const struct image *img,
 	if (!chosen && lstat(dir, &st) == 0 && st.st_uid == geteuid() &&
 	    (st.st_mode & 077) && chmod(dir, 0700) < 0)
 		return vs_error(e, EX_IOERR, errno, "%s", dir), NULL;
-	lock = lock_path(lockp, true, true, e);
+	lock = lock_output(tree, lockp, e);
 	if (lock < 0)
 		return NULL;
 	exists = lstat(tree, &st) == 0;

@@ -37,6 +37,24 @@ int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e)
 	return fd;
 }
 
+int lock_output(const char *out, const char *lockpath, struct vs_err *e)
+{
+	int fd = lock_path(lockpath, true, true, e);
+
+	if (fd >= 0)
+		return fd;
+	if (e->code == EX_TEMPFAIL)
+		return vs_error(e, EX_TEMPFAIL, 0,
+		    "%s: interrupted while waiting for the lock (another process is writing it)",
+		    out);
+	if (e->errnum == ENOENT || e->errnum == ENOTDIR)
+		return vs_error(e, EX_CANTCREAT, e->errnum, "cannot create %s", out);
+	if (e->errnum)
+		return vs_error(e, vs_code_for_errno(e->errnum, EX_CANTCREAT),
+		    e->errnum, "cannot create %s", out);
+	return -1;
+}
+
 #ifdef F_OFD_GETLK
 #define GETLK F_OFD_GETLK
 #define SETLK F_OFD_SETLK

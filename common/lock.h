@@ -19,6 +19,12 @@
  * requested (stop.h) while it waits). */
 int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e);
 
+/* lock_path(lockpath, exclusive, waiting) for a tool about to write out:
+ * a failure is told in terms of out, which is what the user named
+ * ("cannot create OUT: Permission denied", EX_CANTCREAT or EX_NOPERM),
+ * not of a lock file the user never heard of. */
+int lock_output(const char *out, const char *lockpath, struct vs_err *e);
+
 /* 1 when a lock held through another open file on fd's file conflicts with
  * writing bytes [start, start+len) (len 0: to the end), 0 when none does,
  * -1 with errno set when it cannot be told. */

@@ -165,6 +165,24 @@ open("f", "w").write("deep\n")'
 	assert_no_temp .
 }
 
+@test "paths longer than PATH_MAX arrive" {
+	name=$(printf 'n%.0s' $(seq 200))
+	python3 -c '
+import os, sys
+os.mkdir("tree")
+os.chdir("tree")
+for i in range(30):
+    os.mkdir(sys.argv[1])
+    os.chdir(sys.argv[1])
+open("f", "w").write("far\n")' "$name"
+	run_split mkbase -q -s 5G -o "$T/p.img" tree
+	assert_success
+	e2fsck -fn p.img > /dev/null
+	for ((i = 0; i < 30; i++)); do echo "cd $name"; done > cmds
+	echo "cat f" >> cmds
+	[ "$(debugfs -f cmds p.img 2>/dev/null | tail -1)" = far ]
+}
+
 @test "a tree its user cannot read is refused with 77" {
 	need_root "changing to another user needs root"
 	R=$(mktemp -d /tmp/vmstrap-rootless.XXXXXX)
@@ -305,6 +323,21 @@ open("f", "w").write("deep\n")'
 	assert_no_temp .
 }
 
+@test "outputs that cannot be: a directory, inside the tree, a place nothing can be made" {
+	mkdir -p tree/sub dir
+	echo x > tree/f
+	run_split mkbase -s 5G -o "$T/dir" tree
+	assert_refused 73 "dir is a directory: name the image file"
+	run_split mkbase -s 5G -o "$T/tree/sub/b.img" tree
+	assert_refused 64 "b.img is inside the tree it is built from .*: it would copy itself"
+	[ ! -e tree/sub/b.img ]
+	assert_no_temp tree/sub
+	run_split mkbase -s 5G -o /proc/vmstrap-b.img tree
+	assert_refused 73 "cannot create /proc/vmstrap-b.img: No such file or directory"
+	run_split mkbase -s 5G -o "$T/none/b.img" tree
+	assert_refused 73 "none"
+}
+
 @test "the warm path: reused; rebuilt for a new digest, a new size, or -f" {
 	image a "f|a|one"
 	image b "f|b|two"
@@ -410,6 +443,11 @@ open("f", "w").write("deep\n")'
 	[ "$(jq -r .base.uuid one)" != "$(jq -r .base.uuid three)" ]
 	run_split env SOURCE_DATE_EPOCH=soon mkbase -s 5G -o "$T/4.img" tree-a
 	assert_refused 64 "SOURCE_DATE_EPOCH"
+	# beyond what an ext4 inode holds (2446): refused, not wrapped
+	run_split env SOURCE_DATE_EPOCH=15032385536 mkbase -s 5G -o "$T/4.img" tree-a
+	assert_refused 64 "SOURCE_DATE_EPOCH '15032385536': expected a whole number from 0 to 15032385535"
+	[ ! -e 4.img ]
+	assert_no_temp .
 	# the same image unpacked again, a second later: the tree's root
 	# (which no layer declares) has a newer time, clamped
 	sleep 1.1
