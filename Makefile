@@ -42,7 +42,7 @@ ARCHIVE = $(call pkg,libarchive,libarchive-dev,$(1))
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone kextract mkbase oci-fetch oci-unpack
+TOOLS := cowclone kextract mkbase oci-fetch oci-unpack vmrun
 cowclone_COMMON := atomic clone doc err fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
@@ -65,6 +65,10 @@ oci-unpack_COMMON := atomic digest doc err fe image layout lock path progress \
 oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	-pthread
 oci-unpack_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
+vmrun_COMMON := atomic config doc err fe kernel lock path run size stamp stop \
+	vmstate
+vmrun_LIBS = $(call JANSSON,libs) $(call YAML,libs)
+vmrun_CFLAGS = $(call JANSSON,cflags)
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:common/%.c=$(BUILD)/common/%.o)

@@ -1,0 +1,1257 @@
+/* vmrun: start a VM from a kernel and a cloned disk with QEMU, stop it,
+ * list the workspace's VMs.  State lives in run/NAME/ (common/vmstate.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <jansson.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "config.h"
+#include "doc.h"
+#include "err.h"
+#include "fe.h"
+#include "kernel.h"
+#include "lock.h"
+#include "path.h"
+#include "run.h"
+#include "size.h"
+#include "stamp.h"
+#include "stop.h"
+#include "vmstate.h"
+
+#define SYNOPSIS "vmrun [-dqV] [-A auto|kvm|hvf|tcg] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-t SECS] [--cpus N] [--mem SIZE] [--kernel K] [--initrd I] [--disk D] [-a ARGS] [--allow-base]\n       vmrun [-C DIR] [-t SECS] stop NAME\n       vmrun [-C DIR] ls"
+#define DEFAULT_GROUP "slicer"
+#define PROBE_SECS 3
+
+enum { OPT_CPUS = 256, OPT_MEM, OPT_KERNEL, OPT_INITRD, OPT_DISK,
+	OPT_ALLOW_BASE };
+
+struct opts {
+	const char *dir, *config, *group, *name, *accel, *mem, *kernel,
+	    *initrd, *disk, *args;
+	long cpus, timeout;
+	bool detach, quiet, allow_base, start_only;
+};
+
+/* What a VM is started from and with. */
+struct vm {
+	char *name, *kernel, *initrd, *disk, *rundir;
+	const char *arch;		/* amd64, 386, arm64 */
+	const char *accel;		/* kvm, hvf, tcg */
+	char why[256];			/* why that accel */
+	long cpus;
+	uint64_t mem;
+	int port;			/* host port forwarded to the guest's 22 */
+	char *append;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: %s\n", SYNOPSIS);
+	fputs("Start a VM with QEMU from a kernel and a disk (the pipeline document's\n"
+	    "kernel and disk sections, or --kernel and --disk), stop it, list VMs.\n"
+	    "\n"
+	    "  -A, --accel MODE   auto (default), kvm, hvf or tcg; VMRUN_ACCEL too\n"
+	    "  -a, --append ARGS  more kernel command-line arguments\n"
+	    "      --allow-base   boot a base image itself (every clone inherits it)\n"
+	    "  -C, --directory DIR  the workspace (default: the current directory)\n"
+	    "  -c, --config FILE  slicer-mac.yaml to read (default: DIR/slicer-mac.yaml)\n"
+	    "      --cpus N       virtual CPUs (default: the group's vcpu, or 2)\n"
+	    "  -d, --detach       return once QEMU is up (default: wait for poweroff)\n"
+	    "      --disk D       the VM's disk (default: the document's disk.path)\n"
+	    "  -g, --group GROUP  host group for vcpu and ram_gb (default: slicer)\n"
+	    "  -h, --help         this help\n"
+	    "      --initrd I     the initrd (default: the document's kernel.initrd)\n"
+	    "      --kernel K     the kernel (default: the document's kernel.path)\n"
+	    "      --mem SIZE     memory, like 2G or 512M (default: the group's ram_gb)\n"
+	    "  -n, --name NAME    the VM's name (default: the disk's name without .img)\n"
+	    "  -q, --quiet        no console on stderr, no notes\n"
+	    "  -t, --timeout SECS stop: how long to wait for a poweroff (default 30)\n"
+	    "  -V, --version      print the version\n"
+	    "\n"
+	    "  stop NAME          ACPI power-down, wait, then kill\n"
+	    "  ls                 one JSON line per VM: its state, pid, disk, ports\n", f);
+}
+
+/* --- small helpers ---------------------------------------------------- */
+
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void nap_ms(long ms)
+{
+	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&t, NULL);
+}
+
+static const char *host_arch(void)
+{
+	static struct utsname u;
+
+	if (uname(&u) < 0)
+		return "";
+	if (strcmp(u.machine, "x86_64") == 0)
+		return "amd64";
+	if (strcmp(u.machine, "aarch64") == 0)
+		return "arm64";
+	return u.machine;
+}
+
+/* Close every descriptor above 2 (doas's closefrom): QEMU inherits
+ * nothing of ours (locks, the document). */
+static void close_stray(void)
+{
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 3U, ~0U, 0) == 0)
+		return;
+#endif
+	for (int fd = 3; fd < 65536; fd++)
+		close(fd);
+}
+
+/* A free TCP port on 127.0.0.1 (the kernel's choice), or -1. */
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof a;
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+
+	if (s < 0)
+		return -1;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+	    getsockname(s, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	close(s);
+	return port;
+}
+
+/* --- QMP --------------------------------------------------------------- */
+
+/* Connect to the QMP socket in directory dir (through /proc/self/fd, so
+ * that a long workspace path does not overflow sun_path) and leave
+ * capabilities negotiation done.  Returns the socket, or -1. */
+static int qmp_open(const char *dir)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct timeval tv = { 5, 0 };
+	char buf[4096];
+	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC), s;
+	ssize_t n;
+
+	if (dfd < 0)
+		return -1;
+	snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/qmp.sock", dfd);
+	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+		if (s >= 0)
+			close(s);
+		close(dfd);
+		return -1;
+	}
+	close(dfd);
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	static const char caps[] = "{\"execute\":\"qmp_capabilities\"}\n";
+	/* the greeting, then the answer to qmp_capabilities */
+	if ((n = read(s, buf, sizeof buf - 1)) <= 0 ||
+	    write(s, caps, sizeof caps - 1) != (ssize_t)sizeof caps - 1 ||
+	    (n = read(s, buf, sizeof buf - 1)) <= 0) {
+		close(s);
+		return -1;
+	}
+	return s;
+}
+
+static int qmp_command(int s, const char *cmd)
+{
+	char line[128];
+	int n = snprintf(line, sizeof line, "{\"execute\":\"%s\"}\n", cmd);
+
+	return write(s, line, (size_t)n) == n ? 0 : -1;
+}
+
+/* --- accelerator --------------------------------------------------------- */
+
+/* Where a probe's answer is kept for this boot of the host. */
+static char *probe_cache(void)
+{
+	char boot[64] = "", *p = NULL;
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd >= 0) {
+		n = read(fd, boot, sizeof boot - 1);
+		close(fd);
+		boot[n > 0 ? n : 0] = '\0';
+		boot[strcspn(boot, "\n")] = '\0';
+	}
+	if (!boot[0])
+		return NULL;
+	if (base && *base) {
+		if (asprintf(&p, "%s/vmstrap-kvm-%s", base, boot) < 0)
+			return NULL;
+	} else if (asprintf(&p, "/tmp/vmstrap-kvm-%u-%s", (unsigned)geteuid(),
+	    boot) < 0)
+		return NULL;
+	return p;
+}
+
+/* Does /dev/kvm really run a guest?  Its existence says little: under
+ * nested virtualisation it can be there and still hang a Linux guest in
+ * early boot.  So boot the kernel itself under KVM, with no disk, and
+ * wait (PROBE_SECS at most) for the first line the kernel proper prints.
+ * 1 yes, 0 no, with why filled in. */
+static int kvm_probe(const char *qemu, const struct vm *v, char *why,
+    size_t n)
+{
+	cleanup_free char *cache = probe_cache();
+	char buf[4096], seen[8192] = "";
+	size_t nseen = 0;
+	int p[2], ok = 0, fd;
+	bool ended = false;
+	pid_t pid;
+	double end;
+
+	/* (the cache may sit in /tmp: only a file of our own is believed,
+	 * and a link there is never followed) */
+	if (cache && (fd = open(cache, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+		char line[256];
+		struct stat st;
+		ssize_t got = -1;
+		if (fstat(fd, &st) == 0 && st.st_uid == geteuid() &&
+		    S_ISREG(st.st_mode))
+			got = read(fd, line, sizeof line - 1);
+		close(fd);
+		if (got > 2 && (line[0] == '0' || line[0] == '1')) {
+			line[got] = '\0';
+			line[strcspn(line, "\n")] = '\0';
+			line[200] = '\0';
+			snprintf(why, n, "%.200s (probed earlier this boot)", line + 2);
+			return line[0] == '1';
+		}
+	}
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return snprintf(why, n, "cannot probe /dev/kvm: %s", strerror(errno)), 0;
+	pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return snprintf(why, n, "cannot probe /dev/kvm: %s", strerror(errno)), 0;
+	}
+	if (pid == 0) {
+		const bool arm = strcmp(v->arch, "arm64") == 0;
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(p[1], 1);
+		dup2(null, 2);
+		close_stray();
+		execl(qemu, qemu, "-accel", "kvm", "-M", arm ? "virt" : "q35",
+		    "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
+		    "-no-user-config", "-display", "none", "-no-reboot",
+		    "-serial", "stdio", "-kernel", v->kernel, "-append",
+		    arm ? "earlycon console=ttyAMA0 panic=-1" :
+		    "earlyprintk=serial,ttyS0,115200 console=ttyS0 panic=-1",
+		    (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	end = now_s() + PROBE_SECS;
+	for (;;) {
+		struct pollfd pfd = { p[0], POLLIN, 0 };
+		double left = end - now_s();
+		ssize_t got;
+		if (left <= 0)
+			break;
+		if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
+			continue;
+		got = read(p[0], buf, sizeof buf);
+		if (got <= 0) {
+			ended = true;
+			break;
+		}
+		if (nseen + (size_t)got >= sizeof seen) {
+			size_t keep = sizeof seen / 2;
+			memmove(seen, seen + nseen - keep, keep);
+			nseen = keep;
+		}
+		memcpy(seen + nseen, buf, (size_t)got);
+		nseen += (size_t)got;
+		seen[nseen] = '\0';
+		if (strstr(seen, "Linux version")) {
+			ok = 1;
+			break;
+		}
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	close(p[0]);
+	if (ok)
+		snprintf(why, n, "/dev/kvm booted a test kernel");
+	else if (ended)
+		snprintf(why, n,
+		    "/dev/kvm is there but QEMU with KVM failed before a test kernel printed anything");
+	else
+		snprintf(why, n,
+		    "/dev/kvm is there but did not boot a test kernel within %d s (nested virtualisation?)",
+		    PROBE_SECS);
+	if (cache && (fd = open(cache, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+	    O_CLOEXEC, 0644)) >= 0) {
+		struct stat st;
+		char line[300];
+		int len = snprintf(line, sizeof line, "%d %s\n", ok, why);
+		if (fstat(fd, &st) == 0 && st.st_uid == geteuid() && len > 0 &&
+		    write(fd, line, (size_t)len) < 0)
+			unlink(cache);
+		close(fd);
+	}
+	return ok;
+}
+
+/* Choose v->accel: an explicit -A wins, then VMRUN_ACCEL, then auto. */
+static int choose_accel(const char *asked, const char *qemu, struct vm *v,
+    struct vs_err *e)
+{
+	const char *env = getenv("VMRUN_ACCEL");
+	const char *mode = asked && strcmp(asked, "auto") != 0 ? asked :
+	    env && *env ? env : "auto";
+	const char *from = asked && strcmp(asked, "auto") != 0 ? "-A" :
+	    env && *env ? "VMRUN_ACCEL" : NULL;
+	bool native = strcmp(v->arch, host_arch()) == 0 ||
+	    (strcmp(v->arch, "386") == 0 && strcmp(host_arch(), "amd64") == 0);
+
+	if (strcmp(mode, "tcg") == 0) {
+		v->accel = "tcg";
+		snprintf(v->why, sizeof v->why, "%s=tcg", from);
+		return 0;
+	}
+	if (strcmp(mode, "kvm") == 0) {
+		if (!native)
+			return vs_error(e, EX_UNAVAILABLE, 0,
+			    "kvm runs only guests of the host's architecture (%s), not %s: use tcg",
+			    host_arch(), v->arch);
+		if (access("/dev/kvm", R_OK | W_OK) < 0)
+			return vs_error(e, EX_UNAVAILABLE, errno, "kvm: /dev/kvm");
+		v->accel = "kvm";
+		snprintf(v->why, sizeof v->why, "%s=kvm", from);
+		return 0;
+	}
+	if (strcmp(mode, "hvf") == 0) {
+#ifdef __APPLE__
+		v->accel = "hvf";
+		snprintf(v->why, sizeof v->why, "%s=hvf", from);
+		return 0;
+#else
+		return vs_error(e, EX_UNAVAILABLE, 0,
+		    "hvf is macOS's Hypervisor.framework: use kvm or tcg here");
+#endif
+	}
+	if (strcmp(mode, "auto") != 0)
+		return vs_error(e, EX_USAGE, 0,
+		    "unknown accelerator '%s'%s%s: use auto, kvm, hvf or tcg", mode,
+		    from ? " from " : "", from ? from : "");
+#ifdef __APPLE__
+	if (native) {
+		v->accel = "hvf";
+		snprintf(v->why, sizeof v->why, "macOS: Hypervisor.framework");
+		return 0;
+	}
+#endif
+	v->accel = "tcg";
+	if (!native)
+		snprintf(v->why, sizeof v->why,
+		    "a %s guest on a %s host: emulated", v->arch, host_arch());
+	else if (access("/dev/kvm", F_OK) < 0)
+		snprintf(v->why, sizeof v->why, "no /dev/kvm");
+	else if (access("/dev/kvm", R_OK | W_OK) < 0)
+		snprintf(v->why, sizeof v->why, "/dev/kvm: %s", strerror(errno));
+	else if (kvm_probe(qemu, v, v->why, sizeof v->why))
+		v->accel = "kvm";
+	return 0;
+}
+
+/* --- starting ------------------------------------------------------------ */
+
+static const char *kernel_arch(const char *path, struct vs_err *e)
+{
+	unsigned char head[KERNEL_HEAD];
+	struct kernel_info ki;
+	struct stat st;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno,
+		    "kernel %s", path), NULL;
+	if (fstat(fd, &st) < 0 || (n = pread(fd, head, sizeof head, 0)) < 0) {
+		vs_error(e, EX_IOERR, errno, "kernel %s", path);
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	if (S_ISDIR(st.st_mode))
+		return vs_error(e, EX_DATAERR, 0, "kernel %s is a directory", path),
+		    NULL;
+	if (kernel_identify(head, (size_t)n, (uint64_t)st.st_size, &ki, e) < 0) {
+		vs_error_prefix(e, "kernel %s", path);
+		return NULL;
+	}
+	if (ki.arch == NULL)
+		return vs_error(e, EX_DATAERR, 0,
+		    "kernel %s: cannot tell its architecture", path), NULL;
+	return ki.arch;
+}
+
+/* The disk must be a file we can write, not a base (without
+ * --allow-base), and not held by another VM or program. */
+static int check_disk(const struct vm *v, bool allow_base, struct vs_err *e)
+{
+	cleanup_json json_t *stamp = NULL;
+	struct vm_info holder;
+	struct stat st;
+	int fd, r;
+
+	if (stat(v->disk, &st) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno,
+		    "disk %s", v->disk);
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return vs_error(e, EX_DATAERR, 0,
+		    "disk %s is not a file or block device", v->disk);
+	stamp = stamp_read(v->disk);
+	if (!allow_base && json_object_get(stamp, "group") &&
+	    json_object_get(stamp, "uuid"))
+		return vs_error(e, EX_USAGE, 0,
+		    "%s is the base image of group %s: every clone of it would inherit what the VM changes; boot a clone (cowclone NAME), or give --allow-base",
+		    v->disk, json_string_value(json_object_get(stamp, "group")));
+	r = vmstate_holder(VM_RUN_DIR, v->disk, &holder, e);
+	if (r < 0)
+		return -1;
+	if (r > 0) {
+		vs_error(e, EX_TEMPFAIL, 0,
+		    "disk %s is in use by VM %s (QEMU pid %ld): stop it first (vmrun stop %s)",
+		    v->disk, holder.name, (long)holder.pid, holder.name);
+		vmstate_free(&holder);
+		return -1;
+	}
+	fd = open(v->disk, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno,
+		    "disk %s", v->disk);
+	r = lock_conflict(fd, 0, 0);
+	close(fd);
+	if (r > 0)
+		return vs_error(e, EX_TEMPFAIL, 0,
+		    "disk %s is in use by another program (it holds a lock on it, as a running QEMU does)",
+		    v->disk);
+	return 0;
+}
+
+/* QEMU's argv holds our strings as execv wants them. */
+static char *unconst(const char *s)
+{
+	union { const char *c; char *m; } u = { s };
+
+	return u.m;
+}
+
+/* QEMU's command line for v; console to console.log, QMP and pid file in
+ * the run directory (QEMU's working directory). */
+static int qemu_argv(const struct vm *v, const char *qemu, bool detach,
+    char ***out, struct vs_err *e)
+{
+	const bool arm = strcmp(v->arch, "arm64") == 0;
+	static char mem[32], smp[32], drive[PATH_MAX + 128], net[96];
+	char **a = calloc(64, sizeof *a);
+	int n = 0;
+
+	if (a == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
+	snprintf(mem, sizeof mem, "%lluM", (unsigned long long)(v->mem >> 20));
+	snprintf(smp, sizeof smp, "%ld", v->cpus);
+	snprintf(drive, sizeof drive,
+	    "file=%s,format=raw,if=none,id=disk0,discard=unmap", v->disk);
+	snprintf(net, sizeof net,
+	    "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22", v->port);
+#define A(s) (a[n++] = unconst(s))
+	A(qemu);
+	A("-name"); A(v->name);
+	A("-accel"); A(v->accel);
+	A("-M"); A(arm ? "virt" : "q35");
+	if (strcmp(v->accel, "tcg") != 0) {
+		A("-cpu"); A("host");
+	} else if (arm) {
+		A("-cpu"); A("max,pauth-impdef=on");
+	}
+	A("-m"); A(mem);
+	A("-smp"); A(smp);
+	A("-nodefaults"); A("-no-user-config");
+	A("-display"); A("none");
+	A("-no-reboot");
+	A("-kernel"); A(v->kernel);
+	if (v->initrd) {
+		A("-initrd"); A(v->initrd);
+	}
+	A("-append"); A(v->append);
+	A("-drive"); A(drive);
+	A("-device"); A("virtio-blk-pci,drive=disk0");
+	A("-netdev"); A(net);
+	A("-device"); A("virtio-net-pci,netdev=net0");
+	A("-chardev"); A("file,id=con0,path=console.log");
+	A("-serial"); A("chardev:con0");
+	A("-qmp"); A("unix:qmp.sock,server=on,wait=off");
+	A("-pidfile"); A("qemu.pid");
+	if (detach)
+		A("-daemonize");
+#undef A
+	a[n] = NULL;
+	*out = a;
+	return 0;
+}
+
+static json_t *vm_section(const struct vm *v, pid_t pid, const char *state)
+{
+	char ssh[32], *con = NULL, *qmp = NULL;
+	json_t *j;
+
+	snprintf(ssh, sizeof ssh, "127.0.0.1:%d", v->port);
+	if (asprintf(&con, "%s/console.log", v->rundir) < 0 ||
+	    asprintf(&qmp, "%s/qmp.sock", v->rundir) < 0) {
+		free(con);
+		return NULL;
+	}
+	j = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s}",
+	    "name", v->name, "pid", (json_int_t)pid, "accel", v->accel,
+	    "arch", v->arch, "console", con, "qmp", qmp, "ssh", ssh,
+	    "state", state);
+	free(con);
+	free(qmp);
+	return j;
+}
+
+/* The record in run/NAME/vm.json: the vm section and what it ran. */
+static int save_record(const struct vm *v, const json_t *sec, struct vs_err *e)
+{
+	cleanup_free char *path = NULL;
+	cleanup_json json_t *rec = json_deep_copy(sec);
+	struct atomic_file af;
+	char *text;
+	size_t len;
+
+	if (rec == NULL || asprintf(&path, "%s/vm.json", v->rundir) < 0)
+		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
+	json_object_set_new(rec, "disk", json_string(v->disk));
+	json_object_set_new(rec, "kernel", json_string(v->kernel));
+	if (v->initrd)
+		json_object_set_new(rec, "initrd", json_string(v->initrd));
+	text = json_dumps(rec, JSON_COMPACT);
+	if (text == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
+	len = strlen(text);
+	if (atomic_open(&af, path, 0644, e) < 0) {
+		free(text);
+		return -1;
+	}
+	if (write(af.fd, text, len) != (ssize_t)len || write(af.fd, "\n", 1) != 1) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", path);
+		free(text);
+		atomic_abort(&af);
+		return -1;
+	}
+	free(text);
+	if (atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
+		atomic_abort(&af);
+		return -1;
+	}
+	return 0;
+}
+
+/* Copy what the console log gained since *off to stderr. */
+static void follow(int con, off_t *off, bool show)
+{
+	char buf[16384];
+	ssize_t n;
+
+	if (con < 0)
+		return;
+	while ((n = pread(con, buf, sizeof buf, *off)) > 0) {
+		*off += n;
+		if (show && write(2, buf, (size_t)n) < 0)
+			show = false;
+	}
+}
+
+/* Spawn QEMU in the run directory, in its own process group (a Ctrl-C
+ * at the terminal is vmrun's to handle: a clean power-down first). */
+static pid_t spawn(char **argv, const char *dir, struct vs_err *e)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return vs_error(e, EX_OSERR, errno, "fork"), -1;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		setpgid(0, 0);
+		if (chdir(dir) < 0)
+			_exit(126);
+		dup2(null, 0);
+		dup2(2, 1);	/* stdout is the pipeline's: QEMU says things on stderr */
+		close_stray();
+		execv(argv[0], argv);
+		fprintf(stderr, "vmrun: %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+static int start(struct vm *v, const struct opts *o, json_t *doc,
+    bool *fresh, struct vs_err *e)
+{
+	const char *qname = strcmp(v->arch, "arm64") == 0 ?
+	    "qemu-system-aarch64" : "qemu-system-x86_64";
+	const char *qpkg = strcmp(v->arch, "arm64") == 0 ? "qemu-system-arm" :
+	    "qemu-system-x86";
+	cleanup_free char *qemu = NULL, *lockp = NULL, *pidf = NULL,
+	    *conp = NULL;
+	cleanup_fd int lock = -1, con = -1;
+	char **argv = NULL;
+	struct vm_info old;
+	json_t *sec;
+	pid_t pid, qpid = 0;
+	int status, rc = -1;
+	off_t off = 0;
+
+	qemu = run_find(qname, qpkg, e);
+	if (qemu == NULL)
+		return -1;
+	if (mkdir(VM_RUN_DIR, 0755) < 0 && errno != EEXIST)
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+		    "%s", VM_RUN_DIR);
+	if (mkdir(v->rundir, 0700) == 0)
+		*fresh = true;
+	else if (errno != EEXIST)
+		return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT), errno,
+		    "%s", v->rundir);
+	if (asprintf(&lockp, "%s/.lock", v->rundir) < 0 ||
+	    asprintf(&pidf, "%s/qemu.pid", v->rundir) < 0 ||
+	    asprintf(&conp, "%s/console.log", v->rundir) < 0)
+		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
+	lock = lock_path(lockp, true, false, e);
+	if (lock < 0)
+		return vs_error(e, EX_TEMPFAIL, 0,
+		    "VM %s is being started or stopped by another vmrun", v->name);
+	if (vmstate_get(VM_RUN_DIR, v->name, &old, e) == 0) {
+		enum vm_state s = old.state;
+		pid_t p = old.pid;
+		vmstate_free(&old);
+		if (s == VM_RUNNING)
+			return vs_error(e, EX_TEMPFAIL, 0,
+			    "VM %s is already running (QEMU pid %ld): vmrun stop %s",
+			    v->name, (long)p, v->name);
+		if (s == VM_CRASHED && !o->quiet)
+			fe_warn("%s: the last run crashed; its stale state is cleared",
+			    v->name);
+	}
+	if (check_disk(v, o->allow_base, e) < 0)
+		return -1;
+	if (choose_accel(o->accel, qemu, v, e) < 0)
+		return -1;
+	if (!o->quiet)
+		fe_warn("%s: accel %s: %s", v->name, v->accel, v->why);
+	v->port = free_port();
+	if (v->port < 0)
+		return vs_error(e, EX_OSERR, errno, "no free port for ssh");
+	unlink(pidf);
+	if (qemu_argv(v, qemu, o->detach, &argv, e) < 0)
+		return -1;
+	/* a fresh console log for this run */
+	{
+		int fd = open(conp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT),
+			    errno, "%s", conp);
+		close(fd);
+	}
+	pid = spawn(argv, v->rundir, e);
+	free(argv);
+	if (pid < 0)
+		return -1;
+
+	if (o->detach) {
+		/* QEMU's first process returns once the VM is set up */
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			return vs_error(e, EX_UNAVAILABLE, 0,
+			    "QEMU could not start VM %s (%s %d; its message is above)",
+			    v->name, WIFEXITED(status) ? "status" : "signal",
+			    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		{
+			struct vm_info now;
+			if (vmstate_get(VM_RUN_DIR, v->name, &now, e) < 0)
+				return -1;
+			qpid = now.pid;
+			vmstate_free(&now);
+		}
+		if (qpid <= 0)
+			return vs_error(e, EX_UNAVAILABLE, 0,
+			    "QEMU started VM %s but is not running now (see %s)",
+			    v->name, conp);
+		sec = vm_section(v, qpid, "running");
+		if (sec == NULL || save_record(v, sec, e) < 0) {
+			json_decref(sec);
+			return -1;
+		}
+		return doc_set(doc, "vm", sec, e);
+	}
+
+	/* foreground: follow the console until QEMU ends */
+	con = open(conp, O_RDONLY | O_CLOEXEC);
+	{
+		bool asked = false, killed = false;
+		double deadline = 0;
+		bool saved = false;
+		for (;;) {
+			pid_t w = waitpid(pid, &status, WNOHANG);
+			follow(con, &off, !o->quiet);
+			if (w == pid)
+				break;
+			if (!saved) {
+				struct vm_info now;
+				struct vs_err ignore;
+				if (vmstate_get(VM_RUN_DIR, v->name, &now, &ignore) == 0 &&
+				    now.state == VM_RUNNING) {
+					qpid = now.pid;
+					sec = vm_section(v, qpid, "running");
+					if (sec)
+						save_record(v, sec, &ignore);
+					json_decref(sec);
+					saved = true;
+				}
+				vmstate_free(&now);
+			}
+			if (stop_signal && !asked) {
+				int s = qmp_open(v->rundir);
+				asked = true;
+				deadline = now_s() + (double)o->timeout;
+				if (!o->quiet)
+					fe_warn("%s: powering off (ACPI); up to %ld s, then it is killed",
+					    v->name, o->timeout);
+				if (s < 0 || qmp_command(s, "system_powerdown") < 0)
+					deadline = now_s();
+				if (s >= 0)
+					close(s);
+			}
+			if (asked && !killed && now_s() >= deadline) {
+				kill(pid, SIGKILL);
+				killed = true;
+			}
+			nap_ms(20);
+		}
+		follow(con, &off, !o->quiet);
+		if (asked) {
+			sec = vm_section(v, qpid, killed ? "crashed" : "stopped");
+			if (sec)
+				save_record(v, sec, e);
+			json_decref(sec);
+			if (killed)
+				return vs_error(e, EX_TEMPFAIL, 0,
+				    "VM %s did not power off within %ld s: killed",
+				    v->name, o->timeout);
+			stop_reraise();
+			return vs_error(e, EX_TEMPFAIL, 0, "VM %s: interrupted",
+			    v->name);
+		}
+	}
+	if (WIFSIGNALED(status)) {
+		sec = vm_section(v, qpid, "crashed");
+		if (sec)
+			save_record(v, sec, e);
+		json_decref(sec);
+		return vs_error(e, EX_OSERR, 0, "QEMU (VM %s) was killed by signal %d",
+		    v->name, WTERMSIG(status));
+	}
+	if (WEXITSTATUS(status) != 0) {
+		sec = vm_section(v, qpid, "crashed");
+		if (sec)
+			save_record(v, sec, e);
+		json_decref(sec);
+		return vs_error(e, qpid ? EX_OSERR : EX_UNAVAILABLE, 0,
+		    "QEMU %s VM %s with status %d (its message is above; the console is %s)",
+		    qpid ? "ended" : "could not start", v->name,
+		    WEXITSTATUS(status), conp);
+	}
+	{
+		char line[160];
+		bool panic = vmstate_panic(conp, line, sizeof line);
+		sec = vm_section(v, qpid, panic ? "crashed" : "stopped");
+		if (sec == NULL)
+			return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
+		if (save_record(v, sec, e) < 0) {
+			json_decref(sec);
+			return -1;
+		}
+		if (panic) {
+			json_decref(sec);
+			return vs_error(e, EX_DATAERR, 0,
+			    "VM %s crashed: %s (the console is %s)", v->name, line,
+			    conp);
+		}
+	}
+	rc = doc_set(doc, "vm", sec, e);
+	return rc;
+}
+
+/* --- stop and ls ------------------------------------------------------- */
+
+static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
+{
+	struct vm_info vi;
+	double t0 = now_s(), deadline;
+	bool forced = false;
+	int s;
+
+	if (!path_valid_name(name))
+		return vs_error(e, EX_USAGE, 0,
+		    "invalid VM name '%s': use letters, digits, '.', '_' and '-'",
+		    name);
+	if (vmstate_get(VM_RUN_DIR, name, &vi, e) < 0)
+		return -1;
+	if (vi.state != VM_RUNNING) {
+		if (!quiet)
+			fe_warn("%s is not running (%s)", name, vm_state_name(vi.state));
+		vmstate_free(&vi);
+		return 0;
+	}
+	s = qmp_open(vi.dir);
+	if (s < 0 || qmp_command(s, "system_powerdown") < 0) {
+		if (!quiet)
+			fe_warn("%s: no answer on its QMP socket: killing it", name);
+		deadline = now_s();
+	} else
+		deadline = now_s() + (double)timeout;
+	for (;;) {
+		struct vm_info now;
+		struct vs_err ignore;
+		bool running = vmstate_get(VM_RUN_DIR, name, &now, &ignore) == 0 &&
+		    now.state == VM_RUNNING;
+		if (running)
+			vmstate_free(&now);
+		else {
+			if (now.name)
+				vmstate_free(&now);
+			break;
+		}
+		if (stop_signal || now_s() >= deadline) {
+			if (!forced) {
+				if (s >= 0)
+					qmp_command(s, "quit");
+				nap_ms(500);
+				if (kill(vi.pid, 0) == 0)
+					kill(vi.pid, SIGKILL);
+				forced = true;
+			}
+		}
+		nap_ms(50);
+	}
+	if (s >= 0)
+		close(s);
+	{
+		cleanup_free char *pidf = NULL;
+		if (asprintf(&pidf, "%s/qemu.pid", vi.dir) >= 0)
+			unlink(pidf);	/* (stale after a kill) */
+	}
+	json_object_set_new(vi.rec, "state", json_string("stopped"));
+	json_object_set_new(vi.rec, "pid", json_integer(0));
+	{
+		cleanup_free char *rec = NULL;
+		if (asprintf(&rec, "%s/vm.json", vi.dir) >= 0)
+			json_dump_file(vi.rec, rec, JSON_COMPACT);
+	}
+	if (!quiet) {
+		if (forced)
+			fe_warn("%s did not power off within %ld s: stopped it", name,
+			    timeout);
+		else
+			fe_warn("%s powered off (%.1f s)", name, now_s() - t0);
+	}
+	vmstate_free(&vi);
+	return 0;
+}
+
+static int list_vms(struct vs_err *e)
+{
+	char **names = vmstate_names(VM_RUN_DIR, e);
+
+	if (names == NULL)
+		return -1;
+	for (char **p = names; *p; p++) {
+		struct vm_info vi;
+		struct vs_err ignore;
+		json_t *j;
+		char *line;
+
+		if (vmstate_get(VM_RUN_DIR, *p, &vi, &ignore) < 0)
+			continue;
+		if (json_object_size(vi.rec) == 0 && vi.state != VM_RUNNING) {
+			vmstate_free(&vi);	/* (never started) */
+			continue;
+		}
+		j = json_pack("{s:s, s:s, s:I, s:O?, s:O?, s:O?, s:O?, s:O?}",
+		    "name", vi.name, "state", vm_state_name(vi.state),
+		    "pid", (json_int_t)vi.pid,
+		    "disk", json_object_get(vi.rec, "disk"),
+		    "ssh", json_object_get(vi.rec, "ssh"),
+		    "accel", json_object_get(vi.rec, "accel"),
+		    "arch", json_object_get(vi.rec, "arch"),
+		    "console", json_object_get(vi.rec, "console"));
+		if (j && vi.state == VM_CRASHED)
+			json_object_set_new(j, "why", json_string(vi.why));
+		line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		json_decref(j);
+		vmstate_free(&vi);
+		if (line == NULL) {
+			vmstate_free_names(names);
+			return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
+		}
+		if (printf("%s\n", line) < 0) {
+			free(line);
+			vmstate_free_names(names);
+			return vs_error(e, EX_IOERR, errno, "stdout");
+		}
+		free(line);
+	}
+	vmstate_free_names(names);
+	if (fflush(stdout) != 0)
+		return vs_error(e, EX_IOERR, errno, "stdout");
+	return 0;
+}
+
+/* A VM whose first start failed before QEMU ran leaves no state. */
+static void forget(const struct vm *v)
+{
+	static const char *const files[] = { ".lock", "console.log", NULL };
+	cleanup_free char *rec = NULL;
+
+	if (asprintf(&rec, "%s/vm.json", v->rundir) < 0 || access(rec, F_OK) == 0)
+		return;
+	for (int i = 0; files[i]; i++) {
+		cleanup_free char *p = NULL;
+		if (asprintf(&p, "%s/%s", v->rundir, files[i]) >= 0)
+			unlink(p);
+	}
+	rmdir(v->rundir);
+}
+
+/* --- main ------------------------------------------------------------- */
+
+static char *abs_or_null(const char *p, struct vs_err *e, bool *failed)
+{
+	char *a;
+
+	if (p == NULL)
+		return NULL;
+	a = path_abs(p, e);
+	if (a == NULL)
+		*failed = true;
+	return a;
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "accel", required_argument, NULL, 'A' },
+		{ "allow-base", no_argument, NULL, OPT_ALLOW_BASE },
+		{ "append", required_argument, NULL, 'a' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "cpus", required_argument, NULL, OPT_CPUS },
+		{ "detach", no_argument, NULL, 'd' },
+		{ "directory", required_argument, NULL, 'C' },
+		{ "disk", required_argument, NULL, OPT_DISK },
+		{ "group", required_argument, NULL, 'g' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "initrd", required_argument, NULL, OPT_INITRD },
+		{ "kernel", required_argument, NULL, OPT_KERNEL },
+		{ "mem", required_argument, NULL, OPT_MEM },
+		{ "name", required_argument, NULL, 'n' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { .timeout = 30 };
+	struct vs_err e = { 0 };
+	struct vm v = { 0 };
+	cleanup_json json_t *doc = NULL;
+	cleanup_free char *cfgpath = NULL;
+	const char *group;
+	bool failed = false;
+	long long num;
+	int c, rc;
+
+	fe_init(argv[0]);
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":A:a:C:c:dg:hn:qt:V", longopts,
+	    NULL)) != -1) {
+		switch (c) {
+		case 'A': o.accel = optarg; o.start_only = true; break;
+		case 'a': o.args = optarg; o.start_only = true; break;
+		case 'C': o.dir = optarg; break;
+		case 'c': o.config = optarg; o.start_only = true; break;
+		case 'd': o.detach = true; o.start_only = true; break;
+		case 'g': o.group = optarg; o.start_only = true; break;
+		case 'h':
+			usage(stdout);
+			return fe_finish(0);
+		case 'n': o.name = optarg; o.start_only = true; break;
+		case 'q': o.quiet = true; break;
+		case 't':
+			if (fe_number(optarg, 1, 3600, &num, "-t", &e) < 0)
+				return fe_fail(&e);
+			o.timeout = (long)num;
+			break;
+		case 'V':
+			fe_version();
+			return fe_finish(0);
+		case OPT_ALLOW_BASE: o.allow_base = true; o.start_only = true; break;
+		case OPT_CPUS:
+			if (fe_number(optarg, 1, 256, &num, "--cpus", &e) < 0)
+				return fe_fail(&e);
+			o.cpus = (long)num;
+			o.start_only = true;
+			break;
+		case OPT_DISK: o.disk = optarg; o.start_only = true; break;
+		case OPT_INITRD: o.initrd = optarg; o.start_only = true; break;
+		case OPT_KERNEL: o.kernel = optarg; o.start_only = true; break;
+		case OPT_MEM: o.mem = optarg; o.start_only = true; break;
+		default:
+			return fe_bad_option(SYNOPSIS, c, optopt, argv[optind - 1]);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc > 0 && strcmp(argv[0], "stop") != 0 && strcmp(argv[0], "ls") != 0)
+		return fe_usage_error(SYNOPSIS,
+		    "unknown command '%s': stop NAME, ls, or none to start a VM",
+		    argv[0]);
+	if (argc > 0 && o.start_only)
+		return fe_usage_error(SYNOPSIS,
+		    "%s takes only -C, -q and -t", argv[0]);
+	if (o.dir && chdir(o.dir) < 0) {
+		vs_error(&e, EX_NOINPUT, errno, "%s", o.dir);
+		return fe_fail(&e);
+	}
+	if (argc > 0 && strcmp(argv[0], "ls") == 0) {
+		if (argc > 1)
+			return fe_usage_error(SYNOPSIS, "ls takes no operands");
+		return fe_finish(list_vms(&e) < 0 ? fe_fail(&e) : 0);
+	}
+	if (argc > 0) {
+		if (argc != 2)
+			return fe_usage_error(SYNOPSIS, "stop needs one VM NAME");
+		stop_on_signals();
+		return fe_finish(stop_vm(argv[1], o.timeout, o.quiet, &e) < 0 ?
+		    fe_fail(&e) : 0);
+	}
+
+	/* start */
+	if (o.name && !path_valid_name(o.name))
+		return fe_usage_error(SYNOPSIS,
+		    "invalid VM name '%s': use letters, digits, '.', '_' and '-'",
+		    o.name);
+	if (o.group && !path_valid_name(o.group))
+		return fe_usage_error(SYNOPSIS,
+		    "invalid group name '%s': use letters, digits, '.', '_' and '-'",
+		    o.group);
+	if (o.mem) {
+		if (size_parse(o.mem, &v.mem, &e) < 0)
+			return fe_fail(&e);
+		if (v.mem < (64u << 20))
+			return fe_usage_error(SYNOPSIS,
+			    "--mem %s is too little: a VM needs at least 64M", o.mem);
+	}
+	if (o.args && strpbrk(o.args, "\n\r"))
+		return fe_usage_error(SYNOPSIS, "-a: the arguments hold a newline");
+	group = o.group ? o.group : DEFAULT_GROUP;
+	v.cpus = o.cpus;
+	if (config_locate(".", o.config, &cfgpath, &e) < 0)
+		return fe_fail(&e);
+	if (cfgpath) {
+		struct vs_config cfg = { 0 };
+		const struct vs_group *g;
+		if (config_load(&cfg, cfgpath, &e) < 0)
+			return fe_fail(&e);
+		for (size_t i = 0; i < cfg.nwarnings && !o.quiet; i++)
+			fe_warn("%s", cfg.warnings[i]);
+		g = config_group(&cfg, group, &e);
+		if (g == NULL && (o.group || cfg.ngroups)) {
+			config_free(&cfg);
+			return fe_fail(&e);
+		}
+		if (g) {
+			if (v.cpus == 0)
+				v.cpus = g->vcpu;
+			if (v.mem == 0)
+				v.mem = g->ram;
+			if (g->network.mode && strcmp(g->network.mode, "nat") != 0) {
+				vs_error(&e, EX_CONFIG, 0,
+				    "%s: group %s: network mode '%s': vmrun gives VMs user-mode NAT (mode: nat) only",
+				    cfgpath, group, g->network.mode);
+				config_free(&cfg);
+				return fe_fail(&e);
+			}
+		}
+		config_free(&cfg);
+	}
+	if (v.cpus == 0)
+		v.cpus = 2;
+	if (v.mem == 0)
+		v.mem = 4ull << 30;
+
+	if (o.kernel && o.disk) {
+		doc = json_object();
+	} else {
+		bool present;
+		doc = doc_read_stdin(&present, &e);
+		if (doc == NULL)
+			return fe_fail(&e);
+		if (!present)
+			return fe_usage_error(SYNOPSIS,
+			    "no pipeline document on stdin: give --kernel and --disk, or pipe kextract and cowclone's output into vmrun");
+	}
+	if (doc == NULL) {
+		vs_error(&e, EX_OSERR, ENOMEM, "vmrun");
+		return fe_fail(&e);
+	}
+	{
+		const json_t *k = json_object_get(doc, "kernel");
+		const char *kp = o.kernel, *ip = o.initrd, *dp = o.disk;
+		if (kp == NULL) {
+			kp = json_string_value(json_object_get(k, "path"));
+			if (kp == NULL) {
+				vs_error(&e, EX_DATAERR, 0,
+				    "the document has no kernel.path: give --kernel, or run kextract before vmrun");
+				return fe_finish(fe_fail(&e));
+			}
+			if (ip == NULL)
+				ip = json_string_value(json_object_get(k, "initrd"));
+		}
+		if (dp == NULL) {
+			dp = json_string_value(json_object_get(
+			    json_object_get(doc, "disk"), "path"));
+			if (dp == NULL) {
+				vs_error(&e, EX_DATAERR, 0,
+				    "the document has no disk.path: give --disk, or run cowclone before vmrun");
+				return fe_finish(fe_fail(&e));
+			}
+		}
+		v.kernel = abs_or_null(kp, &e, &failed);
+		v.initrd = abs_or_null(ip, &e, &failed);
+		v.disk = abs_or_null(dp, &e, &failed);
+		if (failed)
+			return fe_finish(fe_fail(&e));
+	}
+	if (v.initrd && access(v.initrd, R_OK) < 0) {
+		vs_error(&e, vs_code_for_errno(errno, EX_NOINPUT), errno, "initrd %s",
+		    v.initrd);
+		rc = fe_fail(&e);
+		goto out;
+	}
+	v.arch = kernel_arch(v.kernel, &e);
+	if (v.arch == NULL) {
+		rc = fe_fail(&e);
+		goto out;
+	}
+	if (o.name)
+		v.name = strdup(o.name);
+	else {
+		cleanup_free char *dir = NULL, *base = NULL;
+		size_t l;
+		if (path_split(v.disk, &dir, &base) < 0) {
+			vs_error(&e, EX_OSERR, ENOMEM, "vmrun");
+			rc = fe_fail(&e);
+			goto out;
+		}
+		l = strlen(base);
+		if (l > 4 && strcmp(base + l - 4, ".img") == 0)
+			base[l - 4] = '\0';
+		if (!path_valid_name(base)) {
+			rc = fe_usage_error(SYNOPSIS,
+			    "cannot name the VM after its disk '%s': give -n NAME", base);
+			goto out;
+		}
+		v.name = strdup(base);
+	}
+	if (v.name == NULL || asprintf(&v.rundir, "%s/%s", VM_RUN_DIR, v.name) < 0) {
+		vs_error(&e, EX_OSERR, ENOMEM, "vmrun");
+		rc = fe_fail(&e);
+		goto out;
+	}
+	{
+		/* the run directory, absolute, for the document */
+		char *cwd = getcwd(NULL, 0);
+		char *abs = NULL;
+		if (cwd == NULL || asprintf(&abs, "%s/%s", cwd, v.rundir) < 0) {
+			free(cwd);
+			vs_error(&e, EX_OSERR, errno, "getcwd");
+			rc = fe_fail(&e);
+			goto out;
+		}
+		free(cwd);
+		free(v.rundir);
+		v.rundir = abs;
+	}
+	if (asprintf(&v.append, "console=%s root=/dev/vda rw panic=-1 systemd.hostname=%s%s%s",
+	    strcmp(v.arch, "arm64") == 0 ? "ttyAMA0" : "ttyS0", v.name,
+	    o.args ? " " : "", o.args ? o.args : "") < 0) {
+		vs_error(&e, EX_OSERR, ENOMEM, "vmrun");
+		rc = fe_fail(&e);
+		goto out;
+	}
+	stop_on_signals();
+	{
+		bool fresh = false;
+		if (start(&v, &o, doc, &fresh, &e) < 0 ||
+		    doc_write(stdout, doc, &e) < 0) {
+			rc = fe_fail(&e);
+			if (fresh)
+				forget(&v);
+		} else
+			rc = 0;
+	}
+out:
+	free(v.name);
+	free(v.kernel);
+	free(v.initrd);
+	free(v.disk);
+	free(v.rundir);
+	free(v.append);
+	return fe_finish(rc);
+}
