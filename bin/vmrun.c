@@ -187,12 +187,32 @@ static int qmp_open(const char *dir)
 	return s;
 }
 
+/* Send cmd and wait for its answer (events may come first): QEMU drops a
+ * command whose connection closes before it is carried out. */
 static int qmp_command(int s, const char *cmd)
 {
-	char line[128];
+	char line[128], buf[4096];
 	int n = snprintf(line, sizeof line, "{\"execute\":\"%s\"}\n", cmd);
+	size_t have = 0;
 
-	return write(s, line, (size_t)n) == n ? 0 : -1;
+	if (write(s, line, (size_t)n) != n)
+		return -1;
+	for (;;) {
+		ssize_t got = read(s, buf + have, sizeof buf - 1 - have);
+		if (got <= 0)
+			return -1;
+		have += (size_t)got;
+		buf[have] = '\0';
+		if (strstr(buf, "\"return\""))
+			return 0;
+		if (strstr(buf, "\"error\""))
+			return -1;
+		if (have > sizeof buf / 2) {
+			/* (keep the tail: an answer may straddle) */
+			memmove(buf, buf + have - 64, 64);
+			have = 64;
+		}
+	}
 }
 
 /* --- accelerator --------------------------------------------------------- */
@@ -737,6 +757,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	{
 		bool asked = false, killed = false;
 		double deadline = 0;
+		int qmp = -1;
 		bool saved = false;
 		for (;;) {
 			pid_t w = waitpid(pid, &status, WNOHANG);
@@ -758,16 +779,14 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 				vmstate_free(&now);
 			}
 			if (stop_signal && !asked) {
-				int s = qmp_open(v->rundir);
+				qmp = qmp_open(v->rundir);
 				asked = true;
 				deadline = now_s() + (double)o->timeout;
 				if (!o->quiet)
 					fe_warn("%s: powering off (ACPI); up to %ld s, then it is killed",
 					    v->name, o->timeout);
-				if (s < 0 || qmp_command(s, "system_powerdown") < 0)
+				if (qmp < 0 || qmp_command(qmp, "system_powerdown") < 0)
 					deadline = now_s();
-				if (s >= 0)
-					close(s);
 			}
 			if (asked && !killed && now_s() >= deadline) {
 				kill(pid, SIGKILL);
@@ -776,6 +795,8 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 			nap_ms(20);
 		}
 		follow(con, &off, !o->quiet);
+		if (qmp >= 0)
+			close(qmp);
 		if (asked) {
 			sec = vm_section(v, qpid, killed ? "crashed" : "stopped");
 			if (sec)
@@ -1082,6 +1103,10 @@ int main(int argc, char *argv[])
 	}
 
 	/* start */
+	if (o.accel && strcmp(o.accel, "auto") != 0 && strcmp(o.accel, "kvm") != 0 &&
+	    strcmp(o.accel, "hvf") != 0 && strcmp(o.accel, "tcg") != 0)
+		return fe_usage_error(SYNOPSIS,
+		    "unknown accelerator '%s': use auto, kvm, hvf or tcg", o.accel);
 	if (o.name && !path_valid_name(o.name))
 		return fe_usage_error(SYNOPSIS,
 		    "invalid VM name '%s': use letters, digits, '.', '_' and '-'",

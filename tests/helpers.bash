@@ -187,3 +187,8 @@ rich_fixture() {
 	"$VS_TOP/scripts/mkrootfs" "$RICH" rich > /dev/null || fail "mkrootfs failed"
 	chmod -R a+rX "$RICH"
 }
+
+# assert_ok: the command succeeded; on failure, its stderr is shown too.
+assert_ok() {
+	[ "$status" -eq 0 ] || fail "exit status $status (stderr: ${stderr:-})"
+}
