@@ -53,7 +53,7 @@ kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
 mkbase_COMMON := atomic config digest doc err fe lock path progress ref \
 	rootfs rootless run size stamp stop strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
-	$(call CRYPTO,libs)
+	$(call CRYPTO,libs) -pthread
 mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags)
 oci-fetch_COMMON := atomic config creds digest doc err fe image layout lock path \
 	progress ref registry size stop

@@ -10,11 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <time.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <ext2fs/ext2fs.h>
@@ -43,8 +46,15 @@
 #define SYNOPSIS "mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]"
 #define DEFAULT_GROUP "slicer"
 #define CHUNK (4u << 20)
-/* the last second an ext4 inode can hold (2446-05-10) */
+/* the last second an ext4 inode can hold (2446-05-10), the first
+ * (1901-12-13) */
 #define EXT4_TIME_MAX 15032385535LL
+#define EXT4_TIME_MIN (-2147483648LL)
+/* the last second a superblock's times hold (2106-02-07) */
+#define SB_TIME_MAX 4294967295LL
+#define EXT4_LINK_MAX 65000
+/* 2^32 blocks of 4096 bytes, less one */
+#define EXT4_FILE_MAX ((((uint64_t)1 << 32) - 1) * 4096)
 
 struct opts {
 	const char *dir, *config, *group, *size, *out;
@@ -116,6 +126,28 @@ static int src_error(struct build *b, const char *what)
  * unreadable to us too: give the owner read (and, for a directory,
  * search) permission while the entry is read, as umoci's rootless mode
  * does, and take it back after.  Returns the mode to restore, or 0. */
+/* What is lent now (the directories down to the entry being read, and
+ * that entry): a stack the signal handler gives back before the process
+ * dies, so that an interrupted build leaves the tree's modes as they were.
+ * It only grows with signals blocked, so the handler never sees it moved. */
+struct lent {
+	int dfd;
+	const char *name;	/* lives until the entry is taken back */
+	mode_t was;
+};
+static struct lent *lent_v;
+static size_t lent_cap;
+static volatile sig_atomic_t lent_n;
+
+static void give_back_all(void)
+{
+	for (sig_atomic_t i = lent_n; i-- > 0; )
+		if (fchmodat(lent_v[i].dfd, lent_v[i].name,
+		    lent_v[i].was & 07777, 0) < 0)
+			continue;	/* (nothing more a handler can do) */
+	lent_n = 0;
+}
+
 static mode_t lend_read(bool rootless, int dfd, const char *name,
     const struct stat *st)
 {
@@ -124,17 +156,40 @@ static mode_t lend_read(bool rootless, int dfd, const char *name,
 	if (!rootless || S_ISLNK(st->st_mode) || st->st_uid != geteuid())
 		return 0;
 	need = S_ISDIR(st->st_mode) ? 0500 : 0400;
-	if ((st->st_mode & need) == need ||
-	    fchmodat(dfd, name, (st->st_mode & 07777) | need, 0) < 0)
+	if ((st->st_mode & need) == need)
 		return 0;
+	if ((size_t)lent_n == lent_cap) {
+		sigset_t all, old;
+		struct lent *nv;
+		sigfillset(&all);
+		sigprocmask(SIG_BLOCK, &all, &old);
+		nv = realloc(lent_v, (lent_cap ? lent_cap * 2 : 64) * sizeof *nv);
+		if (nv) {
+			lent_v = nv;
+			lent_cap = lent_cap ? lent_cap * 2 : 64;
+		}
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (nv == NULL)
+			return 0;	/* (then reading it fails, and says so) */
+	}
+	lent_v[lent_n] = (struct lent){ dfd, name, (st->st_mode & 07777) | S_IFMT };
+	lent_n = lent_n + 1;
+	if (fchmodat(dfd, name, (st->st_mode & 07777) | need, 0) < 0) {
+		lent_n = lent_n - 1;
+		return 0;
+	}
 	return (st->st_mode & 07777) | S_IFMT;	/* S_IFMT: 0 is a mode too */
 }
 
 static void take_back(int dfd, const char *name, mode_t was)
 {
-	if (was && fchmodat(dfd, name, was & 07777, 0) < 0)
+	if (!was)
+		return;
+	if (fchmodat(dfd, name, was & 07777, 0) < 0)
 		fe_warn("%s: cannot give back its mode %04o: %s", name,
 		    (unsigned)(was & 07777), strerror(errno));
+	if (lent_n > 0)
+		lent_n = lent_n - 1;
 }
 
 /* --- the tree: what it needs ---------------------------------------- */
@@ -220,11 +275,11 @@ struct measuring {
 };
 
 /* Blocks of extent tree a file of n data blocks may need beyond the four
- * extents its inode holds: every run of data may be its own extent when
- * blocks of zeros split it (at most one for every two blocks). */
+ * extents its inode holds: every block may be its own extent (data
+ * between holes; a directory's blocks allocated between files'). */
 static uint64_t extent_blocks(uint64_t n)
 {
-	uint64_t ext = (n + 1) / 2, total = 0;
+	uint64_t ext = n, total = 0;
 
 	while (ext > 4) {
 		ext = (ext + 339) / 340;	/* entries in a 4096-byte node */
@@ -237,9 +292,11 @@ static uint64_t extent_blocks(uint64_t n)
  * block: a 256-byte inode has room for about 90 bytes of them. */
 static int xattr_block(struct measuring *m, int dfd, const char *name)
 {
+	static const char *const prefixes[] = { "user.", "trusted.",
+	    "security.", "system.", NULL };
 	char p[64 + NAME_MAX];
 	ssize_t len;
-	size_t room = 0;
+	size_t room = 0, exact = 0;
 
 	snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dfd, name);
 	len = llistxattr(p, m->xlist, XLIST_MAX);
@@ -255,7 +312,28 @@ static int xattr_block(struct measuring *m, int dfd, const char *name)
 		v = lgetxattr(p, k, NULL, 0);
 		room += 16 + ((strlen(k) + 3) & ~(size_t)3) +
 		    (v > 0 ? ((size_t)v + 3) & ~(size_t)3 : 0);
+		{
+			const char *key = k;
+			size_t kl;
+			if (m->rootless && strncmp(k, ROOTLESS_XATTR_PREFIX,
+			    strlen(ROOTLESS_XATTR_PREFIX)) == 0)
+				key = k + strlen(ROOTLESS_XATTR_PREFIX);
+			kl = strlen(key);
+			for (int i = 0; prefixes[i]; i++)
+				if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0) {
+					kl -= strlen(prefixes[i]);
+					break;
+				}
+			exact += 16 + ((kl + 3) & ~(size_t)3) +
+			    (v > 0 ? ((size_t)v + 3) & ~(size_t)3 : 0);
+		}
 	}
+	/* ext4 keeps what the inode cannot hold in one block (its header
+	 * 32 bytes, the list's end 4) */
+	if (exact > m->bs - 36)
+		return vs_error(m->e, EX_DATAERR, 0,
+		    "%s: its attributes take %zu bytes; ext4 holds at most %u in a block",
+		    name, exact, m->bs - 36);
 	return room > 80;
 }
 
@@ -292,7 +370,23 @@ static int measure(struct measuring *m, int fd)
 			}
 		}
 		m->nd.inodes++;
-		m->nd.blocks += (uint64_t)xattr_block(m, fd, names[i]);
+		if ((k = xattr_block(m, fd, names[i])) < 0) {
+			rc = -1;
+			break;
+		}
+		m->nd.blocks += (uint64_t)k;
+		if (!S_ISDIR(st.st_mode) && st.st_nlink > EXT4_LINK_MAX) {
+			rc = vs_error(m->e, EX_DATAERR, 0,
+			    "%s has %lu hard links; an ext4 file has at most %d",
+			    names[i], (unsigned long)st.st_nlink, EXT4_LINK_MAX);
+			break;
+		}
+		if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > EXT4_FILE_MAX) {
+			rc = vs_error(m->e, EX_DATAERR, 0,
+			    "%s is %llu bytes; an ext4 file with 4096-byte blocks holds at most 16T",
+			    names[i], (unsigned long long)st.st_size);
+			break;
+		}
 		if (S_ISREG(st.st_mode)) {
 			/* a sparse file needs its data, not its size */
 			uint64_t data = (uint64_t)st.st_blocks * 512, nb;
@@ -385,6 +479,14 @@ static int apply_stat(struct build *b, int dfd, const char *name,
 		long nsec = st->st_mtim.tv_nsec;
 		if (b->reproducible && sec >= b->now) {
 			sec = b->now;
+			nsec = 0;
+		}
+		/* (as the kernel does with a time ext4 cannot hold) */
+		if ((long long)sec > EXT4_TIME_MAX) {
+			sec = (time_t)EXT4_TIME_MAX;
+			nsec = 0;
+		} else if ((long long)sec < EXT4_TIME_MIN) {
+			sec = (time_t)EXT4_TIME_MIN;
 			nsec = 0;
 		}
 		set_time(&in->i_mtime, &in->i_mtime_extra, sec, nsec);
@@ -575,7 +677,7 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 	unsigned bs = b->fs->blocksize;
 	struct filling f = { .goal = ext2fs_find_inode_goal(b->fs, ino, NULL, 0) };
 	struct ext2_inode_large in;
-	off_t off = 0;
+	off_t off = 0, done = 0;	/* done: bytes up to here are in */
 	errcode_t err;
 	int rc = 0;
 
@@ -593,7 +695,14 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 			rc = src_error(b, "read");
 			break;
 		}
+		/* whole blocks: the source's may be smaller than ours, so a
+		 * block may hold the end of one run of data and the start of
+		 * the next; it is read once, holes in it read as zeros */
 		data -= data % bs;
+		if (data < done)
+			data = done;
+		if (hole % bs)
+			hole += bs - hole % bs;
 		while (rc == 0 && data < hole) {
 			size_t want = hole - data < CHUNK ? (size_t)(hole - data) : CHUNK;
 			ssize_t got = pread(src, b->buf, want, data);
@@ -620,6 +729,7 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 				i = j;
 			}
 			data += got;
+			done = data;
 			b->done += (uint64_t)got;
 			progress_update(&b->prog, b->done);
 		}
@@ -708,15 +818,30 @@ static int copy_entry_as_is(struct build *b, int dfd, const char *name,
 		    ext2fs_lookup(fs, dir, name, strlen(name), NULL, &ino) == 0)
 			;	/* mke2fs made it: take it over */
 		else {
+			struct ext2_inode parent;
+			bool many;
 			if ((err = ext2fs_new_inode(fs, dir, LINUX_S_IFDIR, NULL,
 			    &ino)) != 0)
 				return ext2_error(b, err, "allocate an inode for");
+			/* dir_nlink: a directory with more subdirectories
+			 * than a link count holds has the count 1 */
+			if ((err = ext2fs_read_inode(fs, dir, &parent)) != 0)
+				return ext2_error(b, err, "read the inode of");
+			many = parent.i_links_count == 1 ||
+			    parent.i_links_count >= EXT4_LINK_MAX - 1;
 			err = ext2fs_mkdir(fs, dir, ino, name);
 			if (err == EXT2_ET_DIR_NO_SPACE &&
 			    (err = ext2fs_expand_dir(fs, dir)) == 0)
 				err = ext2fs_mkdir(fs, dir, ino, name);
 			if (err)
 				return ext2_error(b, err, "make the directory");
+			if (many) {
+				if ((err = ext2fs_read_inode(fs, dir, &parent)) != 0)
+					return ext2_error(b, err, "read the inode of");
+				parent.i_links_count = 1;
+				if ((err = ext2fs_write_inode(fs, dir, &parent)) != 0)
+					return ext2_error(b, err, "write the inode of");
+			}
 		}
 	} else if (S_ISLNK(st.st_mode)) {
 		/* (b->target, not the stack: this frame is on it once for
@@ -884,8 +1009,9 @@ static int fixed_ids(const struct rootfs *src, uint64_t size,
 	unsigned char raw[32];
 	const char *hex;
 
+	/* (a tree without a digest: the same ids wherever it is) */
 	snprintf(text, sizeof text, "vmstrap-base\n%s\n%llu\n",
-	    src->digest[0] ? src->digest : src->tree, (unsigned long long)size);
+	    src->digest[0] ? src->digest : "no digest", (unsigned long long)size);
 	if (digest_buffer(text, strlen(text), "sha256:", dg, e) < 0)
 		return -1;
 	hex = strchr(dg, ':') + 1;
@@ -1014,11 +1140,22 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 	if (treefd < 0)
 		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
 		    "%s", src->tree);
+	/* rootless, the tree's modes are lent for reading: one build of a
+	 * tree at a time, or one would read another's lent modes */
+	if (src->rootless)
+		while (flock(treefd, LOCK_EX) < 0)
+			if (errno != EINTR)
+				return vs_error(e, EX_OSERR, errno, "%s: lock", src->tree);
 	m.xlist = malloc(XLIST_MAX);
 	rc = m.xlist ? measure(&m, treefd) :
 	    vs_error(e, EX_OSERR, ENOMEM, "mkbase");
-	if (rc == 0)
-		m.nd.blocks += (uint64_t)xattr_block(&m, treefd, ".");
+	if (rc == 0) {
+		int k = xattr_block(&m, treefd, ".");
+		if (k < 0)
+			rc = -1;
+		else
+			m.nd.blocks += (uint64_t)k;
+	}
 	strmap_free(&m.seen);
 	free(m.xlist);
 	if (rc < 0)
@@ -1029,7 +1166,7 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 	b.now = time(NULL);
 	if (sde && *sde) {
 		long long t;
-		if (fe_number(sde, 0, EXT4_TIME_MAX, &t, "SOURCE_DATE_EPOCH", e) < 0)
+		if (fe_number(sde, 0, SB_TIME_MAX, &t, "SOURCE_DATE_EPOCH", e) < 0)
 			return -1;
 		b.reproducible = true;
 		b.now = (time_t)t;
@@ -1088,6 +1225,46 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 		return vs_error(e, EX_IOERR, 0, "write %s: %s", af->tmp,
 		    error_message(err));
 	return 0;
+}
+
+/* The walk recurses once per level of the tree: it runs on a stack as
+ * deep as the open-file limit lets a tree be (pages are only used as the
+ * walk goes down), not on the main thread's 8 MiB. */
+struct deep {
+	const struct rootfs *src;
+	struct atomic_file *af;
+	uint64_t size;
+	bool quiet;
+	char *uuid;
+	struct vs_err *e;
+	int rc;
+};
+
+static void *deep_run(void *arg)
+{
+	struct deep *d = arg;
+
+	d->rc = build_image(d->src, d->af, d->size, d->quiet, d->uuid, d->e);
+	return NULL;
+}
+
+static int build_deep(const struct rootfs *src, struct atomic_file *af,
+    uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
+{
+	struct deep d = { src, af, size, quiet, uuid, e, -1 };
+	pthread_attr_t attr;
+	pthread_t t;
+	int err;
+
+	if ((err = pthread_attr_init(&attr)) != 0 ||
+	    (err = pthread_attr_setstacksize(&attr, (size_t)1 << 30)) != 0 ||
+	    (err = pthread_create(&t, &attr, deep_run, &d)) != 0) {
+		/* (no room for a big stack: the main thread's will do) */
+		return build_image(src, af, size, quiet, uuid, e);
+	}
+	pthread_attr_destroy(&attr);
+	pthread_join(t, NULL);
+	return d.rc;
 }
 
 /* --- what a base was built from -------------------------------------- */
@@ -1154,7 +1331,7 @@ static json_t *make_base(const struct rootfs *src, const char *img,
 	}
 	if (atomic_open(&af, img, 0644, e) < 0)
 		return NULL;
-	if (build_image(src, &af, size, o->quiet, uuid, e) < 0 ||
+	if (build_deep(src, &af, size, o->quiet, uuid, e) < 0 ||
 	    atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
 		atomic_abort(&af);
 		return NULL;
@@ -1198,6 +1375,7 @@ int main(int argc, char *argv[])
 
 	fe_init(argv[0]);
 	atomic_on_signals();
+	atomic_signal_hook(give_back_all);
 	tree_fd_limit();
 	initialize_ext2_error_table();	/* messages, not "Unknown code ext2 N" */
 	opterr = 0;

@@ -38,10 +38,19 @@ static void slot_drop(int i)
 		slot_used[i] = 0;
 }
 
+static void (*volatile signal_hook)(void);
+
+void atomic_signal_hook(void (*fn)(void))
+{
+	signal_hook = fn;
+}
+
 static void on_signal(int sig)
 {
 	int saved = errno;
 
+	if (signal_hook)
+		signal_hook();
 	for (int i = 0; i < SLOTS; i++)
 		if (slot_used[i])
 			unlink(slot_name[i]);

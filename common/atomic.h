@@ -41,4 +41,8 @@ void atomic_abort(struct atomic_file *af);
  * signal do what it would have done. */
 void atomic_on_signals(void);
 
+/* fn runs first in those handlers (it must be async-signal-safe): what
+ * else a tool must undo before it dies. */
+void atomic_signal_hook(void (*fn)(void));
+
 #endif

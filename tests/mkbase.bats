@@ -16,6 +16,7 @@ setup() {
 teardown() {
 	[ -z "${R:-}" ] || { umount "$R/m" 2>/dev/null || true; rm -rf "$R"; }
 	umount "$T/m" 2>/dev/null || true
+	unmount_all
 }
 
 # image REF LINES...: a layout ./L with a one-layer image REF from
@@ -145,19 +146,21 @@ listing() {
 }
 
 @test "a deep tree is built, not a crash" {
-	# 1800 levels: the frames of the walk must stay small
+	# 6000 levels: deeper than the main thread's stack would take
 	python3 -c '
 import os
 os.mkdir("tree")
 os.chdir("tree")
-for i in range(1800):
+for i in range(6000):
     os.mkdir("a")
     os.chdir("a")
 open("f", "w").write("deep\n")'
 	run_split mkbase -q -s 5G -o "$T/d.img" tree
 	assert_success
 	e2fsck -fn d.img > /dev/null
-	[ "$(debugfs -R "cat /$(printf 'a/%.0s' $(seq 1800))f" d.img 2>/dev/null)" = deep ]
+	for ((i = 0; i < 6000; i++)); do echo "cd a"; done > cmds
+	echo "cat f" >> cmds
+	[ "$(debugfs -f cmds d.img 2>/dev/null | tail -1)" = deep ]
 	# deeper than the open-file limit allows: said so, nothing left
 	run_split bash -c 'ulimit -n 64 && exec "$0" -q -s 5G -o "$1" tree' "$VS_BIN/mkbase" "$T/d2.img"
 	assert_refused 71 "the tree is deeper than the limit on open files allows: raise it \(ulimit -n\)"
@@ -338,6 +341,71 @@ open("f", "w").write("far\n")' "$name"
 	assert_refused 73 "none"
 }
 
+@test "what ext4 cannot hold: too many links, too big a file, too many attributes; times clamped" {
+	R=$(mktemp -d /dev/shm/vmstrap-limits.XXXXXX)
+	mkdir "$R/t"
+	echo x > "$R/t/f"
+	(cd "$R/t" && for ((i = 0; i < 65001; i++)); do echo "h$i"; done | xargs -n 5000 sh -c 'for n; do ln f "$n"; done' -)
+	run_split mkbase -s 5G -o "$T/b.img" "$R/t"
+	assert_refused 65 "f has 65002 hard links; an ext4 file has at most 65000"
+	rm -rf "$R/t" && mkdir "$R/t"
+	truncate -s 17T "$R/t/huge"
+	run_split mkbase -s 5G -o "$T/b.img" "$R/t"
+	assert_refused 65 "huge is 18691697672192 bytes; an ext4 file with 4096-byte blocks holds at most 16T"
+	rm -f "$R/t/huge"
+	echo x > "$R/t/big"
+	setfattr -n user.big -v "$(head -c 5000 /dev/zero | tr '\0' v)" "$R/t/big"
+	run_split mkbase -s 5G -o "$T/b.img" "$R/t"
+	assert_refused 65 "big: its attributes take 5020 bytes; ext4 holds at most 4060"
+	[ ! -e b.img ]
+	assert_no_temp .
+	setfattr -x user.big "$R/t/big"
+	touch -d 1800-01-01 "$R/t/old"
+	touch -d @20000000000 "$R/t/future"
+	mkbase -q -s 5G -o "$T/b.img" "$R/t" > /dev/null
+	[[ $(debugfs -R 'stat /old' b.img 2>/dev/null | grep ' mtime:') == *1901* ]]
+	[[ $(debugfs -R 'stat /future' b.img 2>/dev/null | grep ' mtime:') == *2446* ]]
+	rm -rf "$R"
+}
+
+@test "a source with 1 KiB blocks: runs of data sharing one of our blocks arrive once, exactly" {
+	need_root "a loop-mounted ext4 with 1 KiB blocks"
+	mount_loop ext4 64M "$T/small" -b 1024
+	mkdir "$T/small/t"
+	python3 -c 'import os
+f = os.open("'"$T"'/small/t/f", os.O_CREAT | os.O_WRONLY)
+os.pwrite(f, b"A" * 1024, 0)
+os.pwrite(f, b"B" * 1024, 3072)
+os.pwrite(f, b"C" * 1024, 5120)'
+	mkbase -q -s 5G -o "$T/b.img" "$T/small/t" > /dev/null
+	e2fsck -fn b.img > /dev/null
+	debugfs -R 'cat /f' b.img 2>/dev/null | cmp - "$T/small/t/f"
+	unmount_all
+}
+
+@test "rootless: a build stopped while it reads an unreadable file gives the tree its modes back" {
+	need_root "changing user"
+	R=$(mktemp -d /tmp/vmstrap-rootless.XXXXXX)
+	chmod 755 "$R"
+	chown nobody "$R"
+	runuser -u nobody -- sh -c 'cd "$1" && mkdir -p t/locked && head -c 1500M /dev/zero | tr "\0" x > t/locked/big &&
+		chmod 0 t/locked/big && chmod 0311 t/locked' - "$R"
+	runuser -u nobody -- "$VS_BIN/mkbase" -q -s 5G -o "$R/b.img" "$R/t" > /dev/null 2>&1 8>&- &
+	pid=$!
+	# until the file is being read (its mode lent), then stop the build
+	for ((i = 0; i < 500; i++)); do
+		[ "$(stat -c %a "$R/t/locked/big")" = 400 ] && break
+		sleep 0.01
+	done
+	[ "$(stat -c %a "$R/t/locked/big")" = 400 ] || fail "the build never read the file"
+	kill -TERM "$pid"
+	wait "$pid" || true
+	[ "$(stat -c %a "$R/t/locked/big")" = 0 ]
+	[ "$(stat -c %a "$R/t/locked")" = 311 ]
+	[ ! -e "$R/b.img" ]
+	assert_no_temp "$R"
+}
+
 @test "the warm path: reused; rebuilt for a new digest, a new size, or -f" {
 	image a "f|a|one"
 	image b "f|b|two"
@@ -443,9 +511,9 @@ open("f", "w").write("far\n")' "$name"
 	[ "$(jq -r .base.uuid one)" != "$(jq -r .base.uuid three)" ]
 	run_split env SOURCE_DATE_EPOCH=soon mkbase -s 5G -o "$T/4.img" tree-a
 	assert_refused 64 "SOURCE_DATE_EPOCH"
-	# beyond what an ext4 inode holds (2446): refused, not wrapped
-	run_split env SOURCE_DATE_EPOCH=15032385536 mkbase -s 5G -o "$T/4.img" tree-a
-	assert_refused 64 "SOURCE_DATE_EPOCH '15032385536': expected a whole number from 0 to 15032385535"
+	# beyond what an ext4 superblock holds (2106): refused, not wrapped
+	run_split env SOURCE_DATE_EPOCH=4294967296 mkbase -s 5G -o "$T/4.img" tree-a
+	assert_refused 64 "SOURCE_DATE_EPOCH '4294967296': expected a whole number from 0 to 4294967295"
 	[ ! -e 4.img ]
 	assert_no_temp .
 	# the same image unpacked again, a second later: the tree's root
@@ -455,6 +523,11 @@ open("f", "w").write("far\n")' "$name"
 	[ "$(stat -c %Y tree-a)" != "$(stat -c %Y again)" ] || fail "the trees' times do not differ"
 	SOURCE_DATE_EPOCH=1700000000 mkbase -q -s 5G -o "$T/5.img" < doc-again > five
 	cmp 1.img 5.img
+	# a tree with no digest: the same image wherever the tree is
+	cp -a tree-a o1 && mkdir -p x/y && cp -a tree-a x/y/o2
+	SOURCE_DATE_EPOCH=1700000000 mkbase -q -s 5G -o "$T/6.img" o1 > /dev/null
+	SOURCE_DATE_EPOCH=1700000000 mkbase -q -s 5G -o "$T/7.img" x/y/o2 > /dev/null
+	cmp 6.img 7.img
 }
 
 @test "the base section's keys are the ones vmstrap(7) and mkbase(1) document" {
