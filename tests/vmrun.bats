@@ -321,3 +321,15 @@ boots() {
 	grep -q "power button: powering off" run/fg/console.log
 	e2fsck -fn fg.img > /dev/null
 }
+
+@test "the vm section's keys are the ones vmstrap(7) and vmrun(1) document" {
+	disk amd64 keys
+	boot amd64 keys -q -A tcg
+	assert_ok
+	local code seven one
+	code=$(jq -r '.vm | keys_unsorted | .[]' <<< "$output")
+	seven=$(awk '/^\.Ss vm$/ {f=1; next} f && /^\.S[sh] / {f=0} f && /^\.It Li / {print $3}' "$VS_TOP/man/vmstrap.7")
+	one=$(awk '/^section:$/ {f=1; next} f && /^\.El/ {f=0} f && /^\.It Li / {print $3}' "$VS_TOP/man/vmrun.1")
+	[ "$code" = "$seven" ] || fail "code: $code; vmstrap.7: $seven"
+	[ "$code" = "$one" ] || fail "code: $code; vmrun.1: $one"
+}
