@@ -42,10 +42,13 @@ ARCHIVE = $(call pkg,libarchive,libarchive-dev,$(1))
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone kextract mkbase oci-fetch oci-unpack vmrun
+TOOLS := cowclone imgcheck kextract mkbase oci-fetch oci-unpack vmrun
 cowclone_COMMON := atomic clone doc err fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
+imgcheck_COMMON := doc err fe lock path run size stop vmstate
+imgcheck_LIBS = $(call JANSSON,libs)
+imgcheck_CFLAGS = $(call JANSSON,cflags)
 kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
 	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)

@@ -76,3 +76,21 @@ char *size_format(uint64_t bytes, char *buf, size_t len)
 	snprintf(buf, len, "%llu bytes", (unsigned long long)bytes);
 	return buf;
 }
+
+char *size_human(uint64_t bytes, char *buf, size_t len)
+{
+	static const char units[] = "KMGTPE";
+	double v = (double)bytes;
+	int i = -1;
+
+	if (bytes < 1024) {
+		snprintf(buf, len, "%lluB", (unsigned long long)bytes);
+		return buf;
+	}
+	while (v >= 1024 && i < 5) {
+		v /= 1024;
+		i++;
+	}
+	snprintf(buf, len, v < 10 ? "%.1f%c" : "%.0f%c", v, units[i]);
+	return buf;
+}

@@ -24,4 +24,8 @@ int size_parse_disk(const char *s, uint64_t *bytes, struct vs_err *e);
  * or in bytes ("1234 bytes").  Returns buf. */
 char *size_format(uint64_t bytes, char *buf, size_t len);
 
+/* bytes for people, rounded, as du -h writes them: "0B", "4.0K", "507M",
+ * "15G". */
+char *size_human(uint64_t bytes, char *buf, size_t len);
+
 #endif

@@ -113,8 +113,11 @@ options_of_help() {
 	seven=$(awk '/^\.Sh EXIT STATUS/ {f=1; next} f && /^\.Sh / {f=0} f && /^\.It [0-9]/ {print $2}' man/vmstrap.7 | sort -n | tr '\n' ' ')
 	[ "$table" = "$seven" ] || fail "status.h: $table; vmstrap.7: $seven"
 	for t in $tools; do
+		# (imgcheck's filesystem states are e2fsck's bits, as status.h says)
+		allowed=" $table "
+		[ "$t" = imgcheck ] && allowed="$allowed 1 4 "
 		for s in $(awk '/^\.Sh EXIT STATUS/ {f=1; next} f && /^\.Sh / {f=0} f && /^\.It [0-9]/ {print $2}' "man/$t.1"); do
-			[[ " $table " == *" $s "* ]] || fail "$t.1 lists $s, which status.h does not"
+			[[ $allowed == *" $s "* ]] || fail "$t.1 lists $s, which status.h does not"
 		done
 	done
 }

@@ -157,6 +157,13 @@ static void test_size(void)
 	    "1536M formats as 1536M");
 	ok(strcmp(size_format(1000, buf, sizeof buf), "1000 bytes") == 0,
 	    "1000 formats in bytes");
+	ok(strcmp(size_human(0, buf, sizeof buf), "0B") == 0, "0 for people: 0B");
+	ok(strcmp(size_human(4096, buf, sizeof buf), "4.0K") == 0,
+	    "4096 for people: 4.0K");
+	ok(strcmp(size_human(UINT64_C(531) << 20, buf, sizeof buf), "531M") == 0,
+	    "531M for people: 531M");
+	ok(strcmp(size_human(UINT64_C(15) << 30, buf, sizeof buf), "15G") == 0,
+	    "15G for people: 15G");
 }
 
 /* ---- pipeline document ---- */
