@@ -38,7 +38,7 @@
 #include "stop.h"
 #include "vmstate.h"
 
-#define SYNOPSIS "vmrun [-dqV] [-A auto|kvm|hvf|tcg] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-t SECS] [--cpus N] [--mem SIZE] [--kernel K] [--initrd I] [--disk D] [-a ARGS] [--allow-base]\n       vmrun [-C DIR] [-t SECS] stop NAME\n       vmrun [-C DIR] ls"
+#define SYNOPSIS "vmrun [-dqV] [-A auto|kvm|hvf|tcg] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-t SECS] [--cpus N] [--mem SIZE] [--kernel K] [--initrd I] [--disk D] [-a ARGS] [--allow-base]\n       vmrun [-C DIR] [-t SECS] stop NAME\n       vmrun [-C DIR] ls\n       vmrun [-C DIR] [-c FILE] config"
 #define DEFAULT_GROUP "slicer"
 #define PROBE_SECS 3
 
@@ -89,7 +89,8 @@ static void usage(FILE *f)
 	    "  -V, --version      print the version\n"
 	    "\n"
 	    "  stop NAME          ACPI power-down, wait, then kill\n"
-	    "  ls                 one JSON line per VM: its state, pid, disk, ports\n", f);
+	    "  ls                 one JSON line per VM: its state, pid, disk, ports\n"
+	    "  config             the configuration, checked, as one JSON object\n", f);
 }
 
 /* --- small helpers ---------------------------------------------------- */
@@ -991,6 +992,52 @@ static void forget(const struct vm *v)
 	rmdir(v->rundir);
 }
 
+/* The configuration, checked, as one JSON object: what a script (vmstrap)
+ * needs of it without a YAML parser of its own. */
+static int show_config(const char *explicit, bool quiet, struct vs_err *e)
+{
+	cleanup_free char *path = NULL;
+	struct vs_config cfg = { 0 };
+	json_t *groups, *j;
+	char *text;
+
+	if (config_locate(".", explicit, &path, e) < 0)
+		return -1;
+	if (path == NULL)
+		return vs_error(e, EX_NOINPUT, 0,
+		    "no %s here: give -c FILE", CONFIG_FILE);
+	if (config_load(&cfg, path, e) < 0)
+		return -1;
+	for (size_t i = 0; i < cfg.nwarnings && !quiet; i++)
+		fe_warn("%s", cfg.warnings[i]);
+	groups = json_array();
+	for (size_t i = 0; groups && i < cfg.ngroups; i++) {
+		const struct vs_group *g = &cfg.groups[i];
+		json_array_append_new(groups, json_pack(
+		    "{s:s, s:I, s:I, s:I, s:I, s:{s:s?, s:s?}}",
+		    "name", g->name, "count", (json_int_t)g->count,
+		    "vcpu", (json_int_t)g->vcpu, "ram", (json_int_t)g->ram,
+		    "storage_size", (json_int_t)g->storage_size,
+		    "network", "mode", g->network.mode, "gateway",
+		    g->network.gateway));
+	}
+	j = json_pack("{s:s, s:s?, s:s?, s:s?, s:b, s:o}", "path", cfg.path,
+	    "image", cfg.image, "kernel_image", cfg.kernel_image,
+	    "hypervisor", cfg.hypervisor, "insecure_registry",
+	    cfg.insecure_registry, "host_groups", groups);
+	config_free(&cfg);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (text == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
+	if (printf("%s\n", text) < 0 || fflush(stdout) != 0) {
+		free(text);
+		return vs_error(e, EX_IOERR, errno, "stdout");
+	}
+	free(text);
+	return 0;
+}
+
 /* --- main ------------------------------------------------------------- */
 
 static char *abs_or_null(const char *p, struct vs_err *e, bool *failed)
@@ -1078,9 +1125,19 @@ int main(int argc, char *argv[])
 	}
 	argc -= optind;
 	argv += optind;
+	if (argc > 0 && strcmp(argv[0], "config") == 0) {
+		if (argc > 1)
+			return fe_usage_error(SYNOPSIS, "config takes no operands");
+		if (o.dir && chdir(o.dir) < 0) {
+			vs_error(&e, EX_NOINPUT, errno, "%s", o.dir);
+			return fe_fail(&e);
+		}
+		return fe_finish(show_config(o.config, o.quiet, &e) < 0 ?
+		    fe_fail(&e) : 0);
+	}
 	if (argc > 0 && strcmp(argv[0], "stop") != 0 && strcmp(argv[0], "ls") != 0)
 		return fe_usage_error(SYNOPSIS,
-		    "unknown command '%s': stop NAME, ls, or none to start a VM",
+		    "unknown command '%s': stop NAME, ls, config, or none to start a VM",
 		    argv[0]);
 	if (argc > 0 && o.start_only)
 		return fe_usage_error(SYNOPSIS,

@@ -333,3 +333,37 @@ boots() {
 	[ "$code" = "$seven" ] || fail "code: $code; vmstrap.7: $seven"
 	[ "$code" = "$one" ] || fail "code: $code; vmrun.1: $one"
 }
+
+@test "config: the configuration checked, as one JSON object; bad ones refused with where" {
+	cat > slicer-mac.yaml <<-EOF
+	config:
+	  image: "127.0.0.1:5000/demo:1"
+	  host_groups:
+	    - name: web
+	      count: 2
+	      vcpu: 1
+	      ram_gb: 1
+	      storage_size: 5G
+	      network: {mode: nat, gateway: 192.168.64.1/24}
+	    - name: db
+	      count: 0
+	      storage_size: 10G
+	EOF
+	run_split vmrun config
+	assert_ok
+	[ "$(jq -r .image <<< "$output")" = 127.0.0.1:5000/demo:1 ]
+	[ "$(jq -c '[.host_groups[] | [.name, .count, .storage_size]]' <<< "$output")" = '[["web",2,5368709120],["db",0,10737418240]]' ]
+	[ "$(jq -r '.host_groups[0].ram' <<< "$output")" = 1073741824 ]
+	[ "$(jq -r '.host_groups[0].network.mode' <<< "$output")" = nat ]
+	run_split vmrun -c none.yaml config
+	assert_refused 66 "none.yaml"
+	mkdir empty
+	run_split vmrun -C empty config
+	assert_refused 66 "no slicer-mac.yaml here"
+	sed -i 's/storage_size: 5G/storage_size: 4G/' slicer-mac.yaml
+	run_split vmrun config
+	assert_refused 78 "slicer-mac.yaml:[0-9]+:[0-9]+: storage_size: size '4G' is too small"
+	printf 'config:\n  host_groups: [\n' > slicer-mac.yaml
+	run_split vmrun config
+	assert_refused 78 "slicer-mac.yaml:[0-9]+:[0-9]+:"
+}
