@@ -79,7 +79,9 @@ COMMON_CFLAGS = $(call JANSSON,cflags) $(call YAML,cflags) $(call CURL,cflags)
 UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CURL,libs) \
 	$(call CRYPTO,libs) -pthread
 
-BINS := $(TOOLS:%=$(BUILD)/bin/%)
+# vmstrap: a shell script, built from the tools
+SCRIPTS := vmstrap
+BINS := $(TOOLS:%=$(BUILD)/bin/%) $(SCRIPTS:%=$(BUILD)/bin/%)
 UNIT := $(BUILD)/tests/test-common
 MANS := $(wildcard man/*.[1-9])
 BASHCOMP := $(wildcard completions/bash/*)
@@ -93,6 +95,11 @@ $(BUILD)/common/%.o: common/%.c
 $(BUILD)/obj/%.o: bin/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $($*_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(SCRIPTS:%=$(BUILD)/bin/%): $(BUILD)/bin/%: bin/%
+	@mkdir -p $(@D)
+	cp $< $@
+	chmod 755 $@
 
 .SECONDEXPANSION:
 $(BUILD)/bin/%: $(BUILD)/obj/%.o $$(addprefix $(BUILD)/common/,$$(addsuffix .o,$$($$*_COMMON)))
