@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <signal.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <stdbool.h>
@@ -13,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,9 +53,13 @@ struct image {
 	double seconds;
 	uint64_t logical, allocated, shared, unique;
 	dev_t dev;
+	ino_t ino;
+	int fd;			/* open (and, to repair, locked) until the end */
 	bool reflinks;		/* its filesystem shares extents */
+	bool noshare;		/* its filesystem cannot (ext4, tmpfs) */
 	bool check;		/* e2fsck is to run on it */
 	bool failed;		/* err says how */
+	char held[300];		/* in use: by whom */
 	struct vs_err err;
 };
 
@@ -134,8 +141,8 @@ static int space(int fd, struct image *im, struct extents *x, struct vs_err *e)
 		if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0) {
 			if (errno == EOPNOTSUPP || errno == ENOTTY) {
 				/* (no extent map here: all of it its own) */
-				im->unique = im->allocated;
-				return 0;
+				im->noshare = true;
+				break;
 			}
 			return vs_error(e, EX_IOERR, errno, "%s: extents", im->path);
 		}
@@ -143,20 +150,24 @@ static int space(int fd, struct image *im, struct extents *x, struct vs_err *e)
 			break;
 		for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
 			const struct fiemap_extent *fe = &fm->fm_extents[i];
+			/* (only shared extents are kept, to count each once
+			 * over the set: memory grows with what is shared) */
 			if (fe->fe_flags & FIEMAP_EXTENT_SHARED) {
 				im->shared += fe->fe_length;
 				im->reflinks = true;
-			} else
-				im->unique += fe->fe_length;
-			if (!(fe->fe_flags & (FIEMAP_EXTENT_UNKNOWN |
-			    FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_INLINE)) &&
-			    add_pext(x, im->dev, fe->fe_physical, fe->fe_length) < 0)
-				return vs_error(e, EX_OSERR, ENOMEM, "imgcheck");
+				if (add_pext(x, im->dev, fe->fe_physical,
+				    fe->fe_length) < 0)
+					return vs_error(e, EX_OSERR, ENOMEM, "imgcheck");
+			}
 			if (fe->fe_flags & FIEMAP_EXTENT_LAST)
 				last = true;
 			start = fe->fe_logical + fe->fe_length;
 		}
 	}
+	/* its own: what its blocks take (metadata too) but the shared */
+	if (im->shared > im->allocated)
+		im->shared = im->allocated;
+	im->unique = im->allocated - im->shared;
 	return 0;
 }
 
@@ -171,7 +182,7 @@ static int cmp_pext(const void *a, const void *b)
 	return 0;
 }
 
-/* Bytes the extents take, each physical block counted once. */
+/* Bytes the shared extents take, each physical block counted once. */
 static uint64_t real_total(struct extents *x)
 {
 	uint64_t total = 0, end = 0;
@@ -305,6 +316,8 @@ static int spawn_e2fsck(const char *e2fsck, struct image *im, enum mode mode,
 	if (r->pid == 0) {
 		union { const char *const *c; char *const *v; } a = { .c = argv };
 		int null = open("/dev/null", O_RDONLY);
+		/* (no e2fsck -y goes on repairing alone if we are killed) */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		dup2(null, 0);
 		dup2(p[1], 1);
 		dup2(p[1], 2);
@@ -362,61 +375,70 @@ static int holder(int fd, const char *path, char *who, size_t n)
 	return 0;
 }
 
-static int check_one(struct image *im, const struct opts *o,
-    const char *e2fsck, struct extents *x, struct vs_err *e)
+/* Is im an image we can check at all?  Opens it (for writing, to
+ * repair), without blocking on a FIFO; fills in what stat says. */
+static int validate(struct image *im, const struct opts *o, struct vs_err *e)
 {
-	cleanup_fd int fd = -1;
 	struct stat st;
-	char who[300];
+	struct statfs sf;
 
 	im->status = -1;
-	fd = open(im->path, (o->mode == PREEN || o->mode == REPAIR ? O_RDWR :
-	    O_RDONLY) | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == EISDIR)
-			return vs_error(e, EX_DATAERR, 0, "%s is a directory, not a disk image",
-			    im->path);
+	im->fd = -1;
+	if (stat(im->path, &st) < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno, "%s",
 		    im->path);
-	}
-	if (fstat(fd, &st) < 0)
-		return vs_error(e, EX_IOERR, errno, "%s", im->path);
 	if (S_ISDIR(st.st_mode))
 		return vs_error(e, EX_DATAERR, 0, "%s is a directory, not a disk image",
 		    im->path);
 	if (!S_ISREG(st.st_mode))
-		return vs_error(e, EX_DATAERR, 0, "%s is not a regular file", im->path);
-	if (!is_ext(fd))
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s is not a regular file, not a disk image", im->path);
+	im->fd = open(im->path, (o->mode == PREEN || o->mode == REPAIR ?
+	    O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (im->fd < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno, "%s",
+		    im->path);
+	if (fstat(im->fd, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", im->path);
+	if (!S_ISREG(st.st_mode))
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s is not a regular file, not a disk image", im->path);
+	if (!is_ext(im->fd))
 		return vs_error(e, EX_DATAERR, 0,
 		    "%s is not an ext2/ext3/ext4 filesystem image (no superblock magic)",
 		    im->path);
 	im->logical = (uint64_t)st.st_size;
 	im->allocated = (uint64_t)st.st_blocks * 512;
 	im->dev = st.st_dev;
-	if (space(fd, im, x, e) < 0)
-		return -1;
-	if (o->mode == SPACE)
-		return 0;
-	if (holder(fd, im->path, who, sizeof who)) {
+	im->ino = st.st_ino;
+	if (fstatfs(im->fd, &sf) == 0 && ((unsigned long)sf.f_type == 0xEF53 ||
+	    (unsigned long)sf.f_type == 0x01021994))
+		im->noshare = true;	/* ext2/3/4, tmpfs: no reflinks */
+	return 0;
+}
+
+/* Who holds im, and whether it may be checked (and repaired). */
+static void claim(struct image *im, const struct opts *o)
+{
+	if (holder(im->fd, im->path, im->held, sizeof im->held)) {
 		if (o->mode != CHECK) {
 			im->state = "in-use";
-			return vs_error(e, EX_TEMPFAIL, 0,
-			    "%s is in use by %s: not repairing it; stop the VM first",
-			    im->path, who);
+			fe_warn("%s is in use by %s: not repairing it; stop the VM first",
+			    im->path, im->held);
+			return;
 		}
 		if (!o->quiet)
 			fe_warn("%s is in use by %s: a check of it while it runs may report stale errors",
-			    im->path, who);
-	} else if (o->mode != CHECK && lock_whole(fd) < 0) {
+			    im->path, im->held);
+	} else if (o->mode != CHECK && lock_whole(im->fd) < 0) {
 		/* (a QEMU starting right now) */
+		snprintf(im->held, sizeof im->held, "another program (it just opened it)");
 		im->state = "in-use";
-		return vs_error(e, EX_TEMPFAIL, 0,
-		    "%s was just opened by another program: not repairing it",
-		    im->path);
+		fe_warn("%s is in use by %s: not repairing it", im->path, im->held);
+		return;
 	}
-	(void)e2fsck;
+	/* (the lock stays, with im->fd, until e2fsck is done) */
 	im->check = true;
-	return 0;
 }
 
 /* e2fsck on every image to be checked, as many at once as there are
@@ -430,6 +452,7 @@ static void check_all(struct image *ims, size_t n, const struct opts *o,
 	struct run *runs = calloc(n, sizeof *runs);
 	struct pollfd *pf = calloc(n, sizeof *pf);
 	size_t *who = calloc(n, sizeof *who);
+	bool forwarded = false;
 
 	if (runs == NULL || pf == NULL || who == NULL) {
 		for (size_t i = 0; i < n; i++)
@@ -464,9 +487,17 @@ static void check_all(struct image *ims, size_t n, const struct opts *o,
 		if (np == 0)
 			continue;
 		if (poll(pf, np, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
+			if (errno != EINTR)
+				break;
+			/* a stop: e2fsck cancels safely on SIGTERM (it
+			 * exits 32), so pass it on and wait for it */
+			if (stop_signal && !forwarded) {
+				for (size_t i = 0; i < next; i++)
+					if (runs[i].fd >= 0)
+						kill(runs[i].pid, SIGTERM);
+				forwarded = true;
+			}
+			continue;
 		}
 		for (size_t k = 0; k < np; k++) {
 			struct run *r = &runs[who[k]];
@@ -495,6 +526,9 @@ static void check_all(struct image *ims, size_t n, const struct opts *o,
 			}
 			if (finish_e2fsck(e2fsck, im, r, status, &im->err) < 0)
 				im->failed = true;
+			free(r->head);
+			free(r->tail);
+			r->head = r->tail = NULL;
 		}
 	}
 out:
@@ -521,7 +555,7 @@ static json_t *image_json(const struct image *im)
 }
 
 static void table(const struct image *v, size_t n, uint64_t du, uint64_t real,
-    bool any_reflinks)
+    bool any_reflinks, bool all_noshare)
 {
 	char a[32], b[32], c[32], d[32];
 
@@ -536,8 +570,10 @@ static void table(const struct image *v, size_t n, uint64_t du, uint64_t real,
 		    size_human(v[i].unique, d, sizeof d), v[i].path);
 	fprintf(stderr, "total: %s as du counts it, %s really (each shared block once)\n",
 	    size_human(du, a, sizeof a), size_human(real, b, sizeof b));
-	if (!any_reflinks)
-		fprintf(stderr, "no extent is shared: without reflinks (ext4, tmpfs) every disk's blocks are its own\n");
+	if (all_noshare)
+		fprintf(stderr, "no reflinks on this filesystem (ext4, tmpfs): every disk's blocks are its own\n");
+	else if (!any_reflinks)
+		fprintf(stderr, "no extent is shared: every disk's blocks are its own\n");
 }
 
 int main(int argc, char *argv[])
@@ -562,8 +598,8 @@ int main(int argc, char *argv[])
 	struct image *ims = NULL;
 	json_t *list = NULL, *sec;
 	size_t n = 0;
-	uint64_t du = 0, real;
-	bool any_reflinks = false, failed = false;
+	uint64_t du = 0, real = 0;
+	bool any_reflinks = false, all_noshare = true, failed = false, busy = false;
 	int c, bits = 0, modes = 0;
 
 	fe_init(argv[0]);
@@ -604,13 +640,21 @@ int main(int argc, char *argv[])
 		if (!present)
 			return fe_usage_error(SYNOPSIS,
 			    "no image: give IMG, or pipe a document with a disk or base section into imgcheck");
-		p = json_string_value(json_object_get(json_object_get(doc, "disk"), "path"));
-		if (p == NULL)
-			p = json_string_value(json_object_get(json_object_get(doc, "base"), "path"));
-		if (p == NULL) {
-			vs_error(&e, EX_DATAERR, 0,
-			    "the document has no disk.path or base.path: give IMG");
-			return fe_fail(&e);
+		{
+			/* the disk when there is one, else the base: never the
+			 * base in place of a disk the document gets wrong */
+			const char *which = json_object_get(doc, "disk") ? "disk" : "base";
+			json_t *v = json_object_get(json_object_get(doc, which), "path");
+			if (v == NULL) {
+				vs_error(&e, EX_DATAERR, 0,
+				    "the document has no disk.path or base.path: give IMG");
+				return fe_fail(&e);
+			}
+			if ((p = json_string_value(v)) == NULL || *p != '/') {
+				vs_error(&e, EX_DATAERR, 0,
+				    "the document's %s.path is not an absolute path", which);
+				return fe_fail(&e);
+			}
 		}
 		ims = calloc(1, sizeof *ims);
 		if (ims == NULL || (ims[0].path = strdup(p)) == NULL) {
@@ -631,45 +675,79 @@ int main(int argc, char *argv[])
 			ims[i].path = path_abs(argv[i], &e);
 			if (ims[i].path == NULL) {
 				n = (size_t)i;
+				fe_fail(&e);
 				failed = true;
 				goto done;
 			}
 		}
 		n = (size_t)argc;
 	}
+	for (size_t i = 0; i < n; i++)
+		ims[i].fd = -1;
 	if (o.dir && chdir(o.dir) < 0) {
 		vs_error(&e, EX_NOINPUT, errno, "%s", o.dir);
+		fe_fail(&e);
 		failed = true;
 		goto done;
 	}
 	stop_on_signals();
-	/* every image, even after one fails: the report covers them all */
-	for (size_t i = 0; i < n && !stop_signal; i++)
-		if (check_one(&ims[i], &o, e2fsck, &x, &ims[i].err) < 0)
-			ims[i].failed = true;
-	if (o.mode != SPACE)
+	/* every image is looked at before any is checked: bad input
+	 * (missing, not an image, the same file twice) changes nothing */
+	for (size_t i = 0; i < n; i++) {
+		struct vs_err ie = { 0 };
+		if (validate(&ims[i], &o, &ie) < 0) {
+			fe_fail(&ie);
+			if (!failed)
+				e = ie;
+			failed = true;
+			continue;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (ims[j].fd >= 0 && ims[j].dev == ims[i].dev &&
+			    ims[j].ino == ims[i].ino) {
+				vs_error(&ie, EX_USAGE, 0, "%s and %s are the same file",
+				    ims[j].path, ims[i].path);
+				fe_fail(&ie);
+				if (!failed)
+					e = ie;
+				failed = true;
+				break;
+			}
+	}
+	if (failed)
+		goto done;
+	for (size_t i = 0; i < n; i++)
+		if (space(ims[i].fd, &ims[i], &x, &e) < 0) {
+			fe_fail(&e);
+			failed = true;
+			goto done;
+		}
+	if (o.mode != SPACE) {
+		for (size_t i = 0; i < n; i++)
+			claim(&ims[i], &o);
 		check_all(ims, n, &o, e2fsck);
+	}
 	stop_reraise();
 	for (size_t i = 0; i < n; i++) {
 		if (ims[i].failed) {
 			fe_fail(&ims[i].err);
-			if (!failed || ims[i].err.code == EX_TEMPFAIL)
+			if (!failed)
 				e = ims[i].err;
 			failed = true;
 			continue;
 		}
 		if (ims[i].status > 0)
 			bits |= ims[i].status & 7;
+		if (ims[i].state && strcmp(ims[i].state, "in-use") == 0)
+			busy = true;
 		du += ims[i].allocated;
+		real += ims[i].unique;
 		any_reflinks |= ims[i].reflinks;
+		all_noshare &= ims[i].noshare;
 	}
-	if (failed) {
-		/* (the table still says what was found) */
-		if (o.table)
-			table(ims, n, du, real_total(&x), any_reflinks);
+	if (failed)
 		goto done;
-	}
-	real = real_total(&x);
+	real += real_total(&x);
 	list = json_array();
 	for (size_t i = 0; list && i < n; i++)
 		json_array_append_new(list, image_json(&ims[i]));
@@ -680,15 +758,22 @@ int main(int argc, char *argv[])
 		goto done;
 	}
 	if (o.table)
-		table(ims, n, du, real, any_reflinks);
-	if (doc_write(stdout, doc, &e) < 0)
+		table(ims, n, du, real, any_reflinks, all_noshare);
+	if (doc_write(stdout, doc, &e) < 0) {
+		fe_fail(&e);
 		failed = true;
+	}
 done:
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		free(ims[i].path);
+		if (ims[i].fd >= 0)
+			close(ims[i].fd);
+	}
 	free(ims);
 	free(x.v);
 	if (failed)
 		return fe_finish(e.code ? e.code : EX_SOFTWARE);
-	return fe_finish(bits);
+	/* (an image left alone because a VM holds it: busy, try later; the
+	 * report on stdout says which) */
+	return fe_finish(busy ? EX_TEMPFAIL : bits);
 }

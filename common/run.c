@@ -34,7 +34,15 @@ char *run_find(const char *prog, const char *pkg, struct vs_err *e)
 	    d = strtok_r(NULL, ":", &save)) {
 		char *p = path_join(*d ? d : ".", prog);
 		if (p && executable(p)) {
+			/* (absolute: a tool may change directory before it
+			 * runs it, and a relative PATH entry would then name
+			 * another program) */
+			char *abs = *p == '/' ? NULL : realpath(p, NULL);
 			free(paths);
+			if (abs) {
+				free(p);
+				return abs;
+			}
 			return p;
 		}
 		free(p);

@@ -1,0 +1,247 @@
+#!/usr/bin/env bats
+# The whole flow, end to end: vmstrap up from slicer-mac.yaml against a real
+# docker-registry on loopback serving the test guest as an OCI image, VMs
+# booted by QEMU under TCG; the warm path, launch, down, every reset recipe,
+# crash recovery with imgcheck, a new tag; the examples.
+
+load helpers
+
+setup_file() {
+	local L=$BATS_FILE_TMPDIR/layout
+	"$VS_TOP/scripts/mkguest-image" -m stay amd64 "$L" one > /dev/null || return 1
+	"$VS_TOP/scripts/mkguest-image" -m stay amd64 "$L" two "a second tag" > /dev/null || return 1
+	start_registry "$BATS_FILE_TMPDIR/registry"
+	push "$L:one" demo:1
+	push "$L:two" demo:2
+}
+
+teardown_file() {
+	kill "$REG_PID" 2>/dev/null || true
+}
+
+setup() {
+	cd "$T"
+	export VMRUN_ACCEL=tcg
+}
+
+teardown() {
+	local p
+	for p in $(cd "$T" && vmrun ls 2>/dev/null | jq -r 'select(.state == "running") | .pid'); do
+		kill -9 "$p" 2>/dev/null
+	done
+	return 0
+}
+
+# config TAG WEB_COUNT: slicer-mac.yaml with two host groups.
+config() {
+	cat > slicer-mac.yaml <<-EOF
+	config:
+	  image: "$REG/demo:$1"
+	  insecure_registry: true
+	  hypervisor: apple
+	  host_groups:
+	    - name: web
+	      count: $2
+	      vcpu: 1
+	      ram_gb: 1
+	      storage_size: 5G
+	      network: {mode: nat, gateway: 192.168.64.1/24}
+	    - name: db
+	      count: 0
+	      vcpu: 1
+	      ram_gb: 1
+	      storage_size: 6G
+	EOF
+}
+
+# wait_console NAME PATTERN: until NAME's console shows PATTERN (60 s).
+wait_console() {
+	local i
+	for ((i = 0; i < 600; i++)); do
+		grep -q "$2" "$T/run/$1/console.log" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "no '$2' on $1's console: $(tail -5 "$T/run/$1/console.log" 2>/dev/null)"
+}
+
+# ids FILE...: inode and modification time of each, to tell a rebuild.
+ids() {
+	stat -c '%n %i %Y' "$@"
+}
+
+@test "first start, then the warm path: nothing rebuilt, disks kept, the VM's data survives" {
+	config 1 2
+	run_split vmstrap up
+	assert_ok
+	[ "$(wc -l <<< "$output")" -eq 2 ]
+	[ "$(jq -r .name <<< "$output" | tr '\n' ' ')" = "web-1 web-2 " ]
+	[ "$(jq -r .group <<< "$output" | sort -u)" = web ]
+	[ "$(jq -r .state <<< "$output" | sort -u)" = running ]
+	[ -f oci-cache/index.json ] && [ -f web-base.img ] && [ -f db-base.img ]
+	[ -f kernel/web/Image ] && [ -f kernel/web/initrd ] && [ -f kernel/db/Image ]
+	[ ! -e db-1.img ]
+	[ "$(stat -c %s web-base.img)" = 5368709120 ] && [ "$(stat -c %s db-base.img)" = 6442450944 ]
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	wait_console web-2 "vmstrap-guest: up web-2 boot 1"
+	run_split vmstrap down
+	assert_ok
+	[ -z "$(vmrun ls | jq -r 'select(.state == "running") | .name')" ]
+	before=$(ids web-base.img db-base.img kernel/web/Image web-1.img web-2.img oci-cache/index.json)
+	requests=$(registry_requests)
+	run_split vmstrap up
+	assert_ok
+	[ "$(wc -l <<< "$output")" -eq 2 ]
+	# no transfer beyond the manifest check (one per group), nothing rebuilt
+	[ $(($(registry_requests) - requests)) -le 2 ] || fail "$(($(registry_requests) - requests)) requests"
+	[ "$(ids web-base.img db-base.img kernel/web/Image web-1.img web-2.img oci-cache/index.json)" = "$before" ]
+	wait_console web-1 "vmstrap-guest: up web-1 boot 2"
+	# running VMs are left alone by a third up
+	run_split vmstrap up
+	assert_ok
+	[[ $stderr == *"web-1: already running"* ]]
+	vmstrap -q down
+	[ "$(debugfs -R 'cat /var/lib/vmstrap/boots' web-1.img 2>/dev/null)" = 2 ]
+}
+
+@test "launch adds the next free VM of a group; down stops the ones named" {
+	config 1 1
+	vmstrap -q up > /dev/null
+	run_split vmstrap launch web
+	assert_ok
+	[ "$(jq -r .name <<< "$output")" = web-2 ]
+	[ -f web-2.img ]
+	run_split vmstrap launch db
+	assert_ok
+	[ "$(jq -r .name <<< "$output")" = db-1 ]
+	[ "$(jq -r .disk <<< "$output")" = "$T/db-1.img" ]
+	run_split vmstrap launch nosuch
+	assert_refused 78 "no host group nosuch"
+	wait_console web-2 "vmstrap-guest: up web-2"
+	run_split vmstrap down web-2
+	assert_ok
+	[ "$(vmrun ls | jq -r 'select(.name == "web-2") | .state')" = stopped ]
+	[ "$(vmrun ls | jq -r 'select(.name == "web-1") | .state')" = running ]
+	vmstrap -q down
+}
+
+@test "every reset recipe, refused while a VM uses what it would remove" {
+	config 1 1
+	vmstrap -q up > /dev/null
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	run_split vmstrap reset --disk web-1
+	assert_refused 75 "VM web-1 is running on web-1.img"
+	run_split vmstrap reset --all
+	assert_refused 75 "VM web-1 is running"
+	[ -f web-1.img ] && [ -d oci-cache ]
+	vmstrap -q down
+	# --disk: the next up clones it afresh
+	run_split vmstrap reset --disk web-1
+	assert_ok
+	[ ! -e web-1.img ]
+	vmstrap -q up > /dev/null
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	vmstrap -q down
+	# --base: the next up rebuilds it; the disk is kept
+	base=$(ids web-base.img) disk=$(ids web-1.img)
+	run_split vmstrap reset --base web
+	assert_ok
+	[ ! -e web-base.img ]
+	vmstrap -q up > /dev/null
+	[ "$(ids web-base.img)" != "$base" ]
+	[ "$(ids web-1.img)" = "$disk" ]
+	vmstrap -q down
+	# --cache: the next up pulls the image again
+	run_split vmstrap reset --cache
+	assert_ok
+	[ ! -e oci-cache ]
+	requests=$(registry_requests)
+	vmstrap -q up > /dev/null
+	[ $(($(registry_requests) - requests)) -ge 3 ]
+	vmstrap -q down
+	# --all: back to a first start
+	run_split vmstrap reset --all
+	assert_ok
+	[ "$(ls -A | grep -v "^separate-stderr-")" = slicer-mac.yaml ] || fail "left: $(ls -A)"
+	run_split vmstrap up
+	assert_ok
+	[ -f web-1.img ]
+	vmstrap -q down
+}
+
+@test "crash recovery: QEMU killed while the guest writes; imgcheck -p repairs; the VM boots again" {
+	config 1 1
+	vmstrap -q up > /dev/null
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	vmstrap -q down
+	# the same VM, its guest writing without end
+	run_split vmrun -d -g web --kernel kernel/web/Image --initrd kernel/web/initrd --disk web-1.img -a vmstrap.mode=write
+	assert_ok
+	pid=$(jq -r .vm.pid <<< "$output")
+	wait_console web-1 "vmstrap-guest: writing"
+	sleep 2
+	kill -9 "$pid"
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+	[ "$(vmrun ls | jq -r 'select(.name == "web-1") | .state')" = crashed ]
+	run_split imgcheck -q -p web-1.img
+	[ "$status" -le 1 ] || fail "imgcheck -p: status $status: $stderr"
+	run_split imgcheck -q web-1.img
+	assert_ok
+	[ "$(jq -r '.check.images[0].state' <<< "$output")" = clean ]
+	run_split vmstrap up
+	assert_ok
+	wait_console web-1 "vmstrap-guest: up web-1 boot 3"
+	vmstrap -q down
+}
+
+@test "a new tag (new digest) rebuilds the base; clones of the old base still boot" {
+	config 1 1
+	vmstrap -q up > /dev/null
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	vmstrap -q down
+	old=$(jq -r .source .web-base.img.json)
+	config 2 1
+	run_split vmstrap up
+	assert_ok
+	new=$(jq -r .source .web-base.img.json)
+	[ "$old" != "$new" ]
+	[ "$(debugfs -R 'cat /etc/vmstrap-mark' web-base.img 2>/dev/null)" = "a second tag" ]
+	# web-1 is a clone of the old base, kept: it boots
+	wait_console web-1 "vmstrap-guest: up web-1 boot 2"
+	run_split vmstrap launch web
+	assert_ok
+	wait_console web-2 "vmstrap-guest: up web-2 boot 1"
+	[ "$(debugfs -R 'cat /etc/vmstrap-mark' web-2.img 2>/dev/null)" = "a second tag" ]
+	vmstrap -q down
+}
+
+@test "bad configurations fail before anything is written" {
+	run_split vmstrap -c none.yaml up
+	assert_refused 66 "none.yaml"
+	run_split vmstrap up
+	assert_refused 66 "no slicer-mac.yaml here"
+	printf 'config:\n  host_groups: [\n' > slicer-mac.yaml
+	run_split vmstrap up
+	assert_refused 78 "slicer-mac.yaml:[0-9]+:[0-9]+:"
+	config 1 1
+	sed -i 's/storage_size: 5G/storage_size: 4G/' slicer-mac.yaml
+	run_split vmstrap up
+	assert_refused 78 "storage_size: size '4G' is too small"
+	config 1 1
+	run_split vmstrap launch nosuch
+	assert_refused 78 "no host group nosuch"
+	run_split vmstrap frob
+	assert_refused 64 "unknown command 'frob'"
+	run_split vmstrap -x up
+	assert_refused 64 "unknown option '-x'"
+	[ "$(ls -A | grep -v "^separate-stderr-")" = slicer-mac.yaml ] || fail "left: $(ls -A)"
+}
+
+@test "df: the workspace's disks, what each really uses" {
+	config 1 2
+	vmstrap -q up > /dev/null
+	vmstrap -q down
+	run_split vmstrap df
+	assert_ok
+	[ "$(jq -r '.check.images[].path' <<< "$output" | sed "s|$T/||" | tr '\n' ' ')" = "db-base.img web-1.img web-2.img web-base.img " ]
+	[[ $stderr == *"as du counts it"* ]]
+}
