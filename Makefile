@@ -148,16 +148,17 @@ install: all
 	$(INSTALL) -m 644 completions/zsh/_vmstrap $(DESTDIR)$(ZSHCOMPDIR)
 
 uninstall:
-	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) \
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(SCRIPTS:%=$(DESTDIR)$(BINDIR)/%) \
 		$(patsubst man/%,$(DESTDIR)$(MANDIR)/man1/%,$(filter %.1,$(MANS))) \
 		$(patsubst man/%,$(DESTDIR)$(MANDIR)/man7/%,$(filter %.7,$(MANS))) \
 		$(patsubst completions/bash/%,$(DESTDIR)$(BASHCOMPDIR)/%,$(BASHCOMP)) \
 		$(DESTDIR)$(ZSHCOMPDIR)/_vmstrap
 
+# The whole flow on a small image built offline (scripts/demo).
 demo:
-	@echo "make demo: the whole flow arrives with oci-fetch, oci-unpack, mkbase," >&2
-	@echo "kextract and vmrun; today only cowclone exists (see README.md)." >&2
-	@exit 1
+	scripts/install-deps
+	$(MAKE) all
+	scripts/demo $(DEMO_DIR)
 
 clean:
 	rm -rf build
