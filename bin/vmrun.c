@@ -757,7 +757,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	con = open(conp, O_RDONLY | O_CLOEXEC);
 	{
 		bool asked = false, killed = false;
-		double deadline = 0;
+		double deadline = 0, again = 0;
 		int qmp = -1;
 		bool saved = false;
 		for (;;) {
@@ -788,6 +788,11 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 					    v->name, o->timeout);
 				if (qmp < 0 || qmp_command(qmp, "system_powerdown") < 0)
 					deadline = now_s();
+				again = now_s() + 2;
+			}
+			if (asked && qmp >= 0 && !killed && now_s() >= again) {
+				qmp_command(qmp, "system_powerdown");
+				again = now_s() + 2;
 			}
 			if (asked && !killed && now_s() >= deadline) {
 				kill(pid, SIGKILL);
@@ -879,11 +884,17 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 		deadline = now_s();
 	} else
 		deadline = now_s() + (double)timeout;
-	for (;;) {
+	for (double again = now_s() + 2;;) {
 		struct vm_info now;
 		struct vs_err ignore;
 		bool running = vmstate_get(VM_RUN_DIR, name, &now, &ignore) == 0 &&
 		    now.state == VM_RUNNING;
+		/* (a guest still booting has nothing listening to the power
+		 * button yet: press it again every two seconds) */
+		if (running && s >= 0 && !forced && now_s() >= again) {
+			qmp_command(s, "system_powerdown");
+			again = now_s() + 2;
+		}
 		if (running)
 			vmstate_free(&now);
 		else {

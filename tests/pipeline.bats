@@ -245,3 +245,43 @@ ids() {
 	[ "$(jq -r '.check.images[].path' <<< "$output" | sed "s|$T/||" | tr '\n' ' ')" = "db-base.img web-1.img web-2.img web-base.img " ]
 	[[ $stderr == *"as du counts it"* ]]
 }
+
+@test "examples/Makefile: the first start once, then only what changed; disks kept" {
+	mk() { make -s -f "$VS_TOP/examples/Makefile" IMAGE="$REG/demo:$1" VMS="vm-1 vm-2" SIZE=5G "${@:2}"; }
+	run mk 1
+	assert_success
+	[ -f slicer-base.img ] && [ -f kernel/slicer/Image ] && [ -f vm-1.img ] && [ -f vm-2.img ]
+	before=$(ids slicer-base.img kernel/slicer/Image vm-1.img vm-2.img image.digest)
+	requests=$(registry_requests)
+	run mk 1
+	assert_success
+	[ "$(ids slicer-base.img kernel/slicer/Image vm-1.img vm-2.img image.digest)" = "$before" ]
+	[ $(($(registry_requests) - requests)) -le 1 ]
+	run mk 1 up
+	assert_success
+	[ "$(vmrun ls | jq -r 'select(.state == "running") | .name' | tr '\n' ' ')" = "vm-1 vm-2 " ]
+	wait_console vm-1 "vmstrap-guest: up vm-1 boot 1"
+	run mk 1 down
+	assert_success
+	# a new tag: the base and kernel again, the disks kept
+	disks=$(ids vm-1.img vm-2.img)
+	run mk 2
+	assert_success
+	[ "$(ids slicer-base.img)" != "$(grep slicer-base.img <<< "$before")" ]
+	[ "$(ids vm-1.img vm-2.img)" = "$disks" ]
+	[ "$(debugfs -R 'cat /etc/vmstrap-mark' slicer-base.img 2>/dev/null)" = "a second tag" ]
+}
+
+@test "examples/ci.sh: the pipeline form, set -euo pipefail, the VM up and then stopped and checked" {
+	run_split env OCI_FETCH_FLAGS=--insecure "$VS_TOP/examples/ci.sh" "$REG/demo:1" job-1
+	assert_ok
+	[[ $output == "job-1 is up: ssh -p "[0-9]*" root@127.0.0.1" ]]
+	[ "$(jq -r .vm.state job-1.json)" = running ]
+	[ "$(jq -r .disk.path job-1.json)" = "$T/job-1.img" ]
+	# the trap stopped it and checked its disk
+	[ "$(vmrun ls | jq -r 'select(.name == "job-1") | .state')" = stopped ]
+	# a failed step stops the job with its own status
+	run_split "$VS_TOP/examples/ci.sh" "$REG/nosuch:1" job-2
+	[ "$status" -ne 0 ]
+	[ ! -e job-2.img ]
+}
