@@ -162,6 +162,7 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 	cleanup_fd int sfd = -1, dfd = -1;
 	struct atomic_file af = { .fd = -1, .slot = -1 };
 	struct clone_stats cs;
+	int commit_flags = 0;
 	struct progress bar;
 	struct stat sst, st;
 	bool needs_fsck = false;
@@ -263,6 +264,11 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 		return vs_error_prefix(e, "cloning %s to %s", src, dst);
 	}
 	progress_end(&bar);
+	/* a reflink is metadata in the filesystem's journal, ahead of the
+	 * rename: no fsync needed for it to be whole under its name (a
+	 * copy's data, or a grown filesystem's, is not) */
+	if (cs.method == CLONE_REFLINK && o->grow <= size)
+		commit_flags |= ATOMIC_NOSYNC;
 	if (o->grow > size) {
 		if (ftruncate(af.fd, (off_t)o->grow) < 0) {
 			vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
@@ -276,8 +282,8 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 		}
 		size = o->grow;
 	}
-	if (atomic_commit(&af, o->force ? ATOMIC_REPLACE : ATOMIC_NOREPLACE,
-	    e) < 0)
+	if (atomic_commit(&af, commit_flags | (o->force ? ATOMIC_REPLACE :
+	    ATOMIC_NOREPLACE), e) < 0)
 		return -1;
 	if (stat(dst_abs, &st) < 0)
 		return vs_error(e, EX_IOERR, errno, "%s", dst);

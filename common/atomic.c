@@ -169,7 +169,7 @@ int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
 	if (af->tmp == NULL)
 		return vs_error(e, EX_SOFTWARE, 0, "%s: committed twice",
 		    af->path ? af->path : "?");
-	if (fsync(af->fd) < 0)
+	if (!(flags & ATOMIC_NOSYNC) && fsync(af->fd) < 0)
 		return commit_failed(af, EX_IOERR, errno, e);
 	rc = close(af->fd);
 	af->fd = -1;
@@ -183,7 +183,7 @@ int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
 	free(af->tmp);
 	af->tmp = NULL;
 	/* Make the new name itself durable. */
-	if (path_split(af->path, &dir, NULL) == 0) {
+	if (!(flags & ATOMIC_NOSYNC) && path_split(af->path, &dir, NULL) == 0) {
 		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {
 			fsync(dfd);

@@ -24,13 +24,20 @@ struct atomic_file {
 enum {
 	ATOMIC_REPLACE = 0,	/* replace an existing final name */
 	ATOMIC_NOREPLACE = 1,	/* fail with EX_CANTCREAT if it exists */
+	/* no fsync: for a file whose content is already in the
+	 * filesystem's journal, ahead of the rename (a reflink clone on
+	 * XFS or btrfs, whose log commits transactions in order: if the
+	 * name is there after a crash, so is all of the clone), or a
+	 * record whose truth is elsewhere */
+	ATOMIC_NOSYNC = 2,
 };
 
 /* Create the temporary file for path with permissions mode & ~umask. */
 int atomic_open(struct atomic_file *af, const char *path, mode_t mode,
     struct vs_err *e);
 
-/* fsync, rename into place (honouring flags), fsync the directory.  On
+/* fsync, rename into place (honouring flags), fsync the directory (no
+ * fsync at all with ATOMIC_NOSYNC).  On
  * failure the temporary file is removed and the final name is untouched. */
 int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e);
 
