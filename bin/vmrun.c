@@ -1,5 +1,6 @@
 /* vmrun: start a VM from a kernel and a cloned disk with QEMU, stop it,
  * list the workspace's VMs.  State lives in run/NAME/ (common/vmstate.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -288,6 +289,7 @@ static int kvm_probe(const char *qemu, const struct vm *v, char *why,
 	if (pid == 0) {
 		const bool arm = strcmp(v->arch, "arm64") == 0;
 		int null = open("/dev/null", O_RDWR);
+		setpgid(0, 0);	/* (a Ctrl-C is vmrun's, not the probe's) */
 		dup2(null, 0);
 		dup2(p[1], 1);
 		dup2(null, 2);
@@ -307,7 +309,7 @@ static int kvm_probe(const char *qemu, const struct vm *v, char *why,
 		struct pollfd pfd = { p[0], POLLIN, 0 };
 		double left = end - now_s();
 		ssize_t got;
-		if (left <= 0)
+		if (left <= 0 || stop_signal)
 			break;
 		if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
 			continue;
@@ -341,6 +343,8 @@ static int kvm_probe(const char *qemu, const struct vm *v, char *why,
 		snprintf(why, n,
 		    "/dev/kvm is there but did not boot a test kernel within %d s (nested virtualisation?)",
 		    PROBE_SECS);
+	if (stop_signal)
+		return 0;	/* (interrupted: no answer to keep) */
 	if (cache && (fd = open(cache, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
 	    O_CLOEXEC, 0644)) >= 0) {
 		struct stat st;
@@ -429,6 +433,11 @@ static const char *kernel_arch(const char *path, struct vs_err *e)
 	if (fd < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno,
 		    "kernel %s", path), NULL;
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		close(fd);
+		return vs_error(e, EX_DATAERR, 0, "kernel %s is not a file", path),
+		    NULL;
+	}
 	if (fstat(fd, &st) < 0 || (n = pread(fd, head, sizeof head, 0)) < 0) {
 		vs_error(e, EX_IOERR, errno, "kernel %s", path);
 		close(fd);
@@ -448,13 +457,58 @@ static const char *kernel_arch(const char *path, struct vs_err *e)
 	return ki.arch;
 }
 
+/* Is disk a base image mkbase built?  Known by mkbase's record beside
+ * it, matched by inode, not by name or time: a symbolic or hard link to
+ * a base is the base, and so is a base whose time an allowed boot
+ * changed.  Fills in group. */
+static bool is_base(const char *disk, char *group, size_t n)
+{
+	cleanup_free char *real = realpath(disk, NULL), *dir = NULL;
+	struct stat st;
+	struct dirent *de;
+	DIR *d;
+	bool found = false;
+
+	if (real == NULL || stat(real, &st) < 0 ||
+	    path_split(real, &dir, NULL) < 0 || (d = opendir(dir)) == NULL)
+		return false;
+	while (!found && (de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		cleanup_free char *rec = NULL, *img = NULL;
+		json_t *j, *ino;
+		struct stat ist;
+
+		if (de->d_name[0] != '.' || l < 10 ||
+		    strcmp(de->d_name + l - 9, ".img.json") != 0)
+			continue;
+		if (asprintf(&rec, "%s/%s", dir, de->d_name) < 0 ||
+		    asprintf(&img, "%s/%.*s", dir, (int)(l - 6), de->d_name + 1) < 0)
+			break;
+		j = json_load_file(rec, 0, NULL);
+		ino = json_object_get(j, "ino");
+		if (json_object_get(j, "group") && json_object_get(j, "uuid") &&
+		    json_is_integer(ino) &&
+		    (ino_t)json_integer_value(ino) == st.st_ino &&
+		    stat(img, &ist) == 0 && ist.st_dev == st.st_dev &&
+		    ist.st_ino == st.st_ino) {
+			snprintf(group, n, "%s", json_string_value(
+			    json_object_get(j, "group")) ?
+			    json_string_value(json_object_get(j, "group")) : "?");
+			found = true;
+		}
+		json_decref(j);
+	}
+	closedir(d);
+	return found;
+}
+
 /* The disk must be a file we can write, not a base (without
  * --allow-base), and not held by another VM or program. */
 static int check_disk(const struct vm *v, bool allow_base, struct vs_err *e)
 {
-	cleanup_json json_t *stamp = NULL;
 	struct vm_info holder;
 	struct stat st;
+	char group[256];
 	int fd, r;
 
 	if (stat(v->disk, &st) < 0)
@@ -463,12 +517,10 @@ static int check_disk(const struct vm *v, bool allow_base, struct vs_err *e)
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
 		return vs_error(e, EX_DATAERR, 0,
 		    "disk %s is not a file or block device", v->disk);
-	stamp = stamp_read(v->disk);
-	if (!allow_base && json_object_get(stamp, "group") &&
-	    json_object_get(stamp, "uuid"))
+	if (!allow_base && is_base(v->disk, group, sizeof group))
 		return vs_error(e, EX_USAGE, 0,
 		    "%s is the base image of group %s: every clone of it would inherit what the VM changes; boot a clone (cowclone NAME), or give --allow-base",
-		    v->disk, json_string_value(json_object_get(stamp, "group")));
+		    v->disk, group);
 	r = vmstate_holder(VM_RUN_DIR, v->disk, &holder, e);
 	if (r < 0)
 		return -1;
@@ -506,7 +558,7 @@ static int qemu_argv(const struct vm *v, const char *qemu, bool detach,
     char ***out, struct vs_err *e)
 {
 	const bool arm = strcmp(v->arch, "arm64") == 0;
-	static char mem[32], smp[32], drive[PATH_MAX + 128], net[96];
+	static char mem[32], smp[32], drive[2 * PATH_MAX + 128], net[96];
 	char **a = calloc(64, sizeof *a);
 	int n = 0;
 
@@ -514,8 +566,18 @@ static int qemu_argv(const struct vm *v, const char *qemu, bool detach,
 		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
 	snprintf(mem, sizeof mem, "%lluM", (unsigned long long)(v->mem >> 20));
 	snprintf(smp, sizeof smp, "%ld", v->cpus);
-	snprintf(drive, sizeof drive,
-	    "file=%s,format=raw,if=none,id=disk0,discard=unmap", v->disk);
+	{
+		/* (QEMU's option syntax: a comma in a value is written twice,
+		 * or it would start another option) */
+		char *w = drive + snprintf(drive, sizeof drive, "file=");
+		for (const char *c = v->disk; *c && w < drive + sizeof drive - 64; c++) {
+			if (*c == ',')
+				*w++ = ',';
+			*w++ = *c;
+		}
+		snprintf(w, (size_t)(drive + sizeof drive - w),
+		    ",format=raw,if=none,id=disk0,discard=unmap");
+	}
 	snprintf(net, sizeof net,
 	    "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22", v->port);
 #define A(s) (a[n++] = unconst(s))
@@ -614,6 +676,29 @@ static int save_record(const struct vm *v, const json_t *sec, struct vs_err *e)
 	return 0;
 }
 
+/* Does the tail of the console log hold what? */
+static bool console_says(const char *console, const char *what)
+{
+	char buf[4096];
+	int fd = open(console, O_RDONLY | O_CLOEXEC);
+	off_t end;
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	end = lseek(fd, 0, SEEK_END);
+	n = pread(fd, buf, sizeof buf - 1, end > (off_t)sizeof buf - 1 ?
+	    end - (off_t)sizeof buf + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i] == '\0')
+			buf[i] = ' ';
+	return strstr(buf, what) != NULL;
+}
+
 /* Copy what the console log gained since *off to stderr. */
 static void follow(int con, off_t *off, bool show)
 {
@@ -688,9 +773,22 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	    asprintf(&conp, "%s/console.log", v->rundir) < 0)
 		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
 	lock = lock_path(lockp, true, false, e);
-	if (lock < 0)
+	if (lock < 0) {
+		struct vm_info now;
+		struct vs_err ignore;
+		if (vmstate_get(VM_RUN_DIR, v->name, &now, &ignore) == 0 &&
+		    now.state == VM_RUNNING) {
+			vs_error(e, EX_TEMPFAIL, 0,
+			    "VM %s is already running (QEMU pid %ld): vmrun stop %s",
+			    v->name, (long)now.pid, v->name);
+			vmstate_free(&now);
+			return -1;
+		}
+		if (now.name)
+			vmstate_free(&now);
 		return vs_error(e, EX_TEMPFAIL, 0,
 		    "VM %s is being started or stopped by another vmrun", v->name);
+	}
 	if (vmstate_get(VM_RUN_DIR, v->name, &old, e) == 0) {
 		enum vm_state s = old.state;
 		pid_t p = old.pid;
@@ -713,6 +811,9 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	if (v->port < 0)
 		return vs_error(e, EX_OSERR, errno, "no free port for ssh");
 	unlink(pidf);
+	if (stop_signal)
+		return vs_error(e, EX_TEMPFAIL, 0, "VM %s: interrupted before it started",
+		    v->name);
 	if (qemu_argv(v, qemu, o->detach, &argv, e) < 0)
 		return -1;
 	/* a fresh console log for this run */
@@ -797,7 +898,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 				qmp_command(qmp, "system_powerdown");
 				again = now_s() + 2;
 			}
-			if (asked && !killed && now_s() >= deadline) {
+			if (asked && !killed && (now_s() >= deadline || stop_count > 1)) {
 				kill(pid, SIGKILL);
 				killed = true;
 			}
@@ -829,13 +930,19 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 		    v->name, WTERMSIG(status));
 	}
 	if (WEXITSTATUS(status) != 0) {
-		sec = vm_section(v, qpid, "crashed");
-		if (sec)
-			save_record(v, sec, e);
-		json_decref(sec);
-		return vs_error(e, qpid ? EX_OSERR : EX_UNAVAILABLE, 0,
+		/* (a QEMU that never ran the guest could not start it: the
+		 * VM's state is what it was) */
+		struct stat cst;
+		bool ran = qpid && stat(conp, &cst) == 0 && cst.st_size > 0;
+		if (ran) {
+			sec = vm_section(v, qpid, "crashed");
+			if (sec)
+				save_record(v, sec, e);
+			json_decref(sec);
+		}
+		return vs_error(e, ran ? EX_OSERR : EX_UNAVAILABLE, 0,
 		    "QEMU %s VM %s with status %d (its message is above; the console is %s)",
-		    qpid ? "ended" : "could not start", v->name,
+		    ran ? "ended" : "could not start", v->name,
 		    WEXITSTATUS(status), conp);
 	}
 	{
@@ -853,6 +960,15 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 			return vs_error(e, EX_DATAERR, 0,
 			    "VM %s crashed: %s (the console is %s)", v->name, line,
 			    conp);
+		}
+		/* the kernel says "reboot: Power down" when it powers off;
+		 * without it the guest reset (a reboot, a triple fault), and
+		 * -no-reboot ended the VM */
+		if (!console_says(conp, "reboot: Power down")) {
+			json_decref(sec);
+			return vs_error(e, EX_DATAERR, 0,
+			    "VM %s reset instead of powering off (a reboot or a fault; vmrun ends a VM that resets): see %s",
+			    v->name, conp);
 		}
 	}
 	rc = doc_set(doc, "vm", sec, e);
@@ -920,9 +1036,12 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 	if (s >= 0)
 		close(s);
 	{
-		cleanup_free char *pidf = NULL;
+		cleanup_free char *pidf = NULL, *sock = NULL;
 		if (asprintf(&pidf, "%s/qemu.pid", vi.dir) >= 0)
 			unlink(pidf);	/* (stale after a kill) */
+		/* (QEMU leaves it: it runs in / by then) */
+		if (asprintf(&sock, "%s/qmp.sock", vi.dir) >= 0)
+			unlink(sock);
 	}
 	json_object_set_new(vi.rec, "state", json_string("stopped"));
 	json_object_set_new(vi.rec, "pid", json_integer(0));
@@ -1004,6 +1123,7 @@ static void forget(const struct vm *v)
 			unlink(p);
 	}
 	rmdir(v->rundir);
+	rmdir(VM_RUN_DIR);	/* (only when nothing else is in it) */
 }
 
 /* The configuration, checked, as one JSON object: what a script (vmstrap)
@@ -1099,6 +1219,9 @@ int main(int argc, char *argv[])
 	int c, rc;
 
 	fe_init(argv[0]);
+	/* (a closed stdout is an error to handle, not a death: a VM just
+	 * started must not be left running unreported) */
+	signal(SIGPIPE, SIG_IGN);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":A:a:C:c:dg:hn:qt:V", longopts,
 	    NULL)) != -1) {
@@ -1230,6 +1353,16 @@ int main(int argc, char *argv[])
 		v.cpus = 2;
 	if (v.mem == 0)
 		v.mem = 4ull << 30;
+	/* (what QEMU would refuse only once it is starting) */
+	if (v.cpus > 256 || v.mem < (64u << 20) || v.mem > (1ull << 40)) {
+		char b[32];
+		vs_error(&e, o.cpus || o.mem ? EX_USAGE : EX_CONFIG, 0,
+		    "%s%s%s: a VM has 1 to 256 CPUs and 64M to 1T of memory, not %ld CPUs and %s",
+		    cfgpath && !(o.cpus || o.mem) ? cfgpath : "", cfgpath &&
+		    !(o.cpus || o.mem) ? ": group " : "", !(o.cpus || o.mem) ?
+		    group : "the command line", v.cpus, size_format(v.mem, b, sizeof b));
+		return fe_finish(fe_fail(&e));
+	}
 
 	if (o.kernel && o.disk) {
 		doc = json_object();
@@ -1251,13 +1384,20 @@ int main(int argc, char *argv[])
 		const char *kp = o.kernel, *ip = o.initrd, *dp = o.disk;
 		if (kp == NULL) {
 			kp = json_string_value(json_object_get(k, "path"));
-			if (kp == NULL) {
+			if (kp == NULL || *kp == '\0') {
 				vs_error(&e, EX_DATAERR, 0,
 				    "the document has no kernel.path: give --kernel, or run kextract before vmrun");
 				return fe_finish(fe_fail(&e));
 			}
-			if (ip == NULL)
-				ip = json_string_value(json_object_get(k, "initrd"));
+			if (ip == NULL) {
+				json_t *i = json_object_get(k, "initrd");
+				if (i && !json_is_null(i) && !json_is_string(i)) {
+					vs_error(&e, EX_DATAERR, 0,
+					    "the document's kernel.initrd is not a path");
+					return fe_finish(fe_fail(&e));
+				}
+				ip = json_string_value(i);
+			}
 		}
 		if (dp == NULL) {
 			dp = json_string_value(json_object_get(
@@ -1334,11 +1474,20 @@ int main(int argc, char *argv[])
 	stop_on_signals();
 	{
 		bool fresh = false;
-		if (start(&v, &o, doc, &fresh, &e) < 0 ||
-		    doc_write(stdout, doc, &e) < 0) {
+		if (start(&v, &o, doc, &fresh, &e) < 0) {
 			rc = fe_fail(&e);
 			if (fresh)
 				forget(&v);
+			stop_reraise();
+		} else if (doc_write(stdout, doc, &e) < 0) {
+			/* (nobody learns of a VM started with -d: stop it) */
+			pid_t p = (pid_t)json_integer_value(json_object_get(
+			    json_object_get(doc, "vm"), "pid"));
+			rc = fe_fail(&e);
+			if (o.detach && p > 0) {
+				kill(p, SIGTERM);
+				fe_warn("%s: stopped: its document could not be written", v.name);
+			}
 		} else
 			rc = 0;
 	}

@@ -4,10 +4,12 @@
 #include "stop.h"
 
 volatile sig_atomic_t stop_signal;
+volatile sig_atomic_t stop_count;
 
 static void on_stop(int sig)
 {
 	stop_signal = sig;
+	stop_count = stop_count + 1;
 }
 
 void stop_on_signals(void)

@@ -13,6 +13,9 @@
 /* The signal that asked us to stop, or 0. */
 extern volatile sig_atomic_t stop_signal;
 
+/* How many such signals came (a second Ctrl-C: stop now, not cleanly). */
+extern volatile sig_atomic_t stop_count;
+
 /* Catch SIGINT, SIGTERM and SIGHUP into stop_signal, without SA_RESTART
  * (so that a blocking wait returns EINTR).  A signal the parent chose to
  * ignore (nohup) stays ignored. */

@@ -253,6 +253,13 @@ boots() {
 	assert_refused 64 "slicer-base.img is the base image of group slicer: every clone of it would inherit"
 	run_split vmrun -A tcg --mem 512M --allow-base --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk slicer-base.img
 	assert_ok
+	# still the base after that boot changed its time, and through links
+	ln -s slicer-base.img sym.img
+	ln slicer-base.img hard.img
+	for d in slicer-base.img sym.img hard.img; do
+		run_split vmrun --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk "$d"
+		assert_refused 64 "is the base image of group slicer"
+	done
 }
 
 @test "auto acceleration probes /dev/kvm instead of trusting it, and says what it chose" {
@@ -366,4 +373,57 @@ boots() {
 	printf 'config:\n  host_groups: [\n' > slicer-mac.yaml
 	run_split vmrun config
 	assert_refused 78 "slicer-mac.yaml:[0-9]+:[0-9]+:"
+}
+
+@test "what QEMU would refuse is refused first; a comma in a path is a comma" {
+	disk amd64 m
+	run_split vmrun -A tcg --mem 99999T --kernel "$G/amd64/vmlinuz" --disk m.img
+	assert_refused 64 "64M to 1T of memory"
+	printf 'config:\n  host_groups:\n    - name: big\n      vcpu: 300\n' > slicer-mac.yaml
+	run_split vmrun -g big -A tcg --kernel "$G/amd64/vmlinuz" --disk m.img
+	assert_refused 78 "group big: a VM has 1 to 256 CPUs"
+	rm slicer-mac.yaml
+	[ ! -e run ]
+	run_split vmrun <<< '{"kernel": {"path": "'"$G/amd64/vmlinuz"'", "initrd": 7}, "disk": {"path": "'"$T/m.img"'"}}'
+	assert_refused 65 "kernel.initrd is not a path"
+	run_split vmrun --kernel "$T" --disk m.img
+	assert_refused 65 "is not a file"
+	# a path with a comma: QEMU must not read "readonly=on" as an option
+	mv m.img 'm,readonly=on.img'
+	run_split vmrun -q -A tcg --mem 512M -n comma --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk 'm,readonly=on.img'
+	assert_ok
+	grep -q "vmstrap-guest: up comma boot 1" run/comma/console.log
+	[ "$(debugfs -R 'cat /var/lib/vmstrap/booted' 'm,readonly=on.img' 2>/dev/null)" = "comma boot 1" ]
+}
+
+@test "a guest that resets is not a clean power-off; a second stop signal stops at once" {
+	disk amd64 r
+	vmrun -q -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk r.img -a vmstrap.mode=stay > out 2> err 8>&- &
+	pid=$!
+	wait_console r "vmstrap-guest: up r"
+	python3 -c '
+import socket, sys, json
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+f.readline()
+for c in ("qmp_capabilities", "system_reset"):
+    f.write(json.dumps({"execute": c}) + "\n"); f.flush(); f.readline()' run/r/qmp.sock
+	rc=0
+	wait "$pid" || rc=$?
+	[ "$rc" -eq 65 ] || fail "status $rc: $(cat err)"
+	grep -q "VM r reset instead of powering off" err
+	[ ! -s out ]
+	# two stops (SIGTERM: a background job of a script ignores SIGINT,
+	# and vmrun leaves an ignored signal ignored): the second does not
+	# wait for the guest
+	vmrun -q -t 60 -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk r.img -a vmstrap.mode=write > out 2> err 8>&- &
+	pid=$!
+	wait_console r "vmstrap-guest: writing"
+	kill -TERM "$pid"
+	sleep 0.3
+	start=$SECONDS
+	kill -TERM "$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	[ $((SECONDS - start)) -lt 10 ] || fail "the second SIGTERM waited $((SECONDS - start)) s"
+	[ "$rc" -ne 0 ]
 }
