@@ -921,21 +921,10 @@ int main(int argc, char *argv[])
 		return fe_fail(&e);
 	}
 
-	if (argc == 1 || o.image) {
-		doc = json_object();
-	} else {
-		bool present;
-		doc = doc_read_stdin(&present, &e);
-		if (doc == NULL)
-			return fe_fail(&e);
-		if (!present)
-			return fe_usage_error(SYNOPSIS,
-			    "no pipeline document on stdin: give ROOTFS, or pipe oci-unpack's output into kextract");
-	}
-	if (doc == NULL) {
-		vs_error(&e, EX_OSERR, ENOMEM, "kextract");
-		return fe_fail(&e);
-	}
+	doc = doc_input(!(argc == 1 || o.image),
+	    "give ROOTFS, or pipe oci-unpack's output into kextract", &e);
+	if (doc == NULL)
+		return fe_fail_usage(SYNOPSIS, &e);
 	if (o.image) {
 		if (kernel_image_tree(o.image, &src, &e) < 0)
 			goto fail;

@@ -1448,21 +1448,10 @@ int main(int argc, char *argv[])
 		    "no size: give -s SIZE (like 15G), or storage_size for group %s in %s",
 		    group, CONFIG_FILE);
 
-	if (argc == 1) {
-		doc = json_object();
-	} else {
-		bool present;
-		doc = doc_read_stdin(&present, &e);
-		if (doc == NULL)
-			return fe_fail(&e);
-		if (!present)
-			return fe_usage_error(SYNOPSIS,
-			    "no pipeline document on stdin: give ROOTFS, or pipe oci-unpack's output into mkbase");
-	}
-	if (doc == NULL) {
-		vs_error(&e, EX_OSERR, ENOMEM, "mkbase");
-		return fe_fail(&e);
-	}
+	doc = doc_input(!(argc == 1),
+	    "give ROOTFS, or pipe oci-unpack's output into mkbase", &e);
+	if (doc == NULL)
+		return fe_fail_usage(SYNOPSIS, &e);
 	if (rootfs_of(doc, argc == 1 ? argv[0] : NULL,
 	    "give ROOTFS, or pipe oci-unpack's output into mkbase", &src, &e) < 0)
 		goto fail;

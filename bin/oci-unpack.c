@@ -1632,21 +1632,10 @@ int main(int argc, char *argv[])
 	signal(SIGPIPE, SIG_IGN);
 	tree_fd_limit();
 
-	if (argc == 2) {
-		doc = json_object();
-		if (doc == NULL) {
-			vs_error(&e, EX_OSERR, ENOMEM, "oci-unpack");
-			return fe_fail(&e);
-		}
-	} else {
-		bool present;
-		doc = doc_read_stdin(&present, &e);
-		if (doc == NULL)
-			return fe_fail(&e);
-		if (!present)
-			return fe_usage_error(SYNOPSIS,
-			    "no pipeline document on stdin: give LAYOUT REF, or pipe oci-fetch's output into oci-unpack");
-	}
+	doc = doc_input(argc != 2,
+	    "give LAYOUT REF, or pipe oci-fetch's output into oci-unpack", &e);
+	if (doc == NULL)
+		return fe_fail_usage(SYNOPSIS, &e);
 	if (image_of(doc, argc, argv, &l, digest, &e) < 0 ||
 	    image_load(&l, digest, &img, &e) < 0)
 		goto fail;

@@ -1364,21 +1364,10 @@ int main(int argc, char *argv[])
 		return fe_finish(fe_fail(&e));
 	}
 
-	if (o.kernel && o.disk) {
-		doc = json_object();
-	} else {
-		bool present;
-		doc = doc_read_stdin(&present, &e);
-		if (doc == NULL)
-			return fe_fail(&e);
-		if (!present)
-			return fe_usage_error(SYNOPSIS,
-			    "no pipeline document on stdin: give --kernel and --disk, or pipe kextract and cowclone's output into vmrun");
-	}
-	if (doc == NULL) {
-		vs_error(&e, EX_OSERR, ENOMEM, "vmrun");
-		return fe_fail(&e);
-	}
+	doc = doc_input(!(o.kernel && o.disk),
+	    "give --kernel and --disk, or pipe kextract and cowclone's output into vmrun", &e);
+	if (doc == NULL)
+		return fe_fail_usage(SYNOPSIS, &e);
 	{
 		const json_t *k = json_object_get(doc, "kernel");
 		const char *kp = o.kernel, *ip = o.initrd, *dp = o.disk;

@@ -86,6 +86,26 @@ json_t *doc_read_stdin(bool *present, struct vs_err *e)
 	return doc_read(stdin, present, e);
 }
 
+json_t *doc_input(bool from_stdin, const char *hint, struct vs_err *e)
+{
+	bool present;
+	json_t *doc;
+
+	if (!from_stdin) {
+		doc = json_object();
+		if (doc == NULL)
+			vs_error(e, EX_OSERR, ENOMEM, "document");
+		return doc;
+	}
+	doc = doc_read_stdin(&present, e);
+	if (doc != NULL && !present) {
+		json_decref(doc);
+		vs_error(e, EX_USAGE, 0, "no pipeline document on stdin: %s", hint);
+		return NULL;
+	}
+	return doc;
+}
+
 int doc_write(FILE *out, const json_t *doc, struct vs_err *e)
 {
 	if (json_dumpf(doc, out, JSON_COMPACT | JSON_REAL_PRECISION(17)) != 0 ||

@@ -32,6 +32,11 @@ json_t *doc_read(FILE *in, bool *present, struct vs_err *e);
 /* doc_read(stdin) when stdin is not a terminal; an empty object when it is. */
 json_t *doc_read_stdin(bool *present, struct vs_err *e);
 
+/* What a tool works on: with from_stdin, the document on stdin, which must
+ * be there (else EX_USAGE, "no pipeline document on stdin: HINT"); without,
+ * a new empty document (its operands say everything). */
+json_t *doc_input(bool from_stdin, const char *hint, struct vs_err *e);
+
 /* Write doc as one line of compact JSON and a newline. */
 int doc_write(FILE *out, const json_t *doc, struct vs_err *e);
 

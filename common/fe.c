@@ -75,6 +75,13 @@ int fe_usage_error(const char *synopsis, const char *fmt, ...)
 	return EX_USAGE;
 }
 
+int fe_fail_usage(const char *synopsis, const struct vs_err *e)
+{
+	if (e->code == EX_USAGE)
+		return fe_usage_error(synopsis, "%s", e->msg);
+	return fe_fail(e);
+}
+
 int fe_bad_option(const char *synopsis, int c, int opt, const char *arg)
 {
 	if (c == ':')

@@ -25,6 +25,10 @@ int fe_fail(const struct vs_err *e);
 int fe_usage_error(const char *synopsis, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* fe_fail, but an EX_USAGE failure is shown with the synopsis, as a
+ * command-line error is. */
+int fe_fail_usage(const char *synopsis, const struct vs_err *e);
+
 /* Report what getopt_long refused: a missing value (getopt returned ':',
  * with optstring starting with ':') or an unknown option.  Returns EX_USAGE.
  * Call as fe_bad_option(SYNOPSIS, c, optopt, argv[optind - 1]). */

@@ -252,6 +252,42 @@ static void test_doc(void)
 	json_decref(doc);
 	json_decref(orig);
 	free(out);
+
+	/* doc_input: an empty object for operands, stdin's document, or
+	 * a usage error naming what to give */
+	{
+		int saved = dup(STDIN_FILENO), p[2];
+		json_t *d = doc_input(false, "give X", &e);
+		ok(json_is_object(d) && json_object_size(d) == 0,
+		    "doc_input without stdin: an empty document");
+		json_decref(d);
+		if (saved >= 0 && pipe(p) == 0) {
+			close(p[1]);	/* an empty pipe: no document */
+			dup2(p[0], STDIN_FILENO);
+			close(p[0]);
+			clearerr(stdin);
+			memset(&e, 0, sizeof e);
+			d = doc_input(true, "give X", &e);
+			ok(d == NULL && e.code == EX_USAGE &&
+			    strcmp(e.msg, "no pipeline document on stdin: give X") == 0,
+			    "doc_input with nothing on stdin: %s", e.msg);
+			if (pipe(p) == 0) {
+				ok(write(p[1], "{\"a\":1}\n", 8) == 8,
+				    "a document into a pipe");
+				close(p[1]);
+				dup2(p[0], STDIN_FILENO);
+				close(p[0]);
+				clearerr(stdin);
+				d = doc_input(true, "give X", &e);
+				ok(d && json_integer_value(json_object_get(d, "a")) == 1,
+				    "doc_input reads stdin's document");
+				json_decref(d);
+			}
+			dup2(saved, STDIN_FILENO);
+			close(saved);
+			clearerr(stdin);
+		}
+	}
 }
 
 /* ---- configuration ---- */
