@@ -96,14 +96,6 @@ static void usage(FILE *f)
 	    "See imgcheck(1).\n", f);
 }
 
-static double now_s(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* --- space --------------------------------------------------------------- */
 
 static int add_pext(struct extents *x, dev_t dev, uint64_t start, uint64_t len)
@@ -306,7 +298,7 @@ static int spawn_e2fsck(const char *e2fsck, struct image *im, enum mode mode,
 		return vs_error(e, EX_OSERR, ENOMEM, "imgcheck");
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return vs_error(e, EX_OSERR, errno, "pipe");
-	r->t0 = now_s();
+	r->t0 = run_clock();
 	r->pid = fork();
 	if (r->pid < 0) {
 		close(p[0]);
@@ -333,7 +325,7 @@ static int spawn_e2fsck(const char *e2fsck, struct image *im, enum mode mode,
 static int finish_e2fsck(const char *e2fsck, struct image *im, struct run *r,
     int status, struct vs_err *e)
 {
-	im->seconds = now_s() - r->t0;
+	im->seconds = run_clock() - r->t0;
 	summary(r, im->summary, sizeof im->summary);
 	if (!WIFEXITED(status))
 		return vs_error(e, EX_OSERR, 0, "%s: e2fsck was killed by signal %d",

@@ -96,14 +96,6 @@ static void usage(FILE *f)
 
 /* --- small helpers ---------------------------------------------------- */
 
-static double now_s(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static void nap_ms(long ms)
 {
 	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
@@ -304,10 +296,10 @@ static int kvm_probe(const char *qemu, const struct vm *v, char *why,
 		_exit(127);
 	}
 	close(p[1]);
-	end = now_s() + PROBE_SECS;
+	end = run_clock() + PROBE_SECS;
 	for (;;) {
 		struct pollfd pfd = { p[0], POLLIN, 0 };
-		double left = end - now_s();
+		double left = end - run_clock();
 		ssize_t got;
 		if (left <= 0 || stop_signal)
 			break;
@@ -676,29 +668,6 @@ static int save_record(const struct vm *v, const json_t *sec, struct vs_err *e)
 	return 0;
 }
 
-/* Does the tail of the console log hold what? */
-static bool console_says(const char *console, const char *what)
-{
-	char buf[4096];
-	int fd = open(console, O_RDONLY | O_CLOEXEC);
-	off_t end;
-	ssize_t n;
-
-	if (fd < 0)
-		return false;
-	end = lseek(fd, 0, SEEK_END);
-	n = pread(fd, buf, sizeof buf - 1, end > (off_t)sizeof buf - 1 ?
-	    end - (off_t)sizeof buf + 1 : 0);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
-	for (ssize_t i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
-	return strstr(buf, what) != NULL;
-}
-
 /* Copy what the console log gained since *off to stderr. */
 static void follow(int con, off_t *off, bool show)
 {
@@ -886,19 +855,19 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 			if (stop_signal && !asked) {
 				qmp = qmp_open(v->rundir);
 				asked = true;
-				deadline = now_s() + (double)o->timeout;
+				deadline = run_clock() + (double)o->timeout;
 				if (!o->quiet)
 					fe_warn("%s: powering off (ACPI); up to %ld s, then it is killed",
 					    v->name, o->timeout);
 				if (qmp < 0 || qmp_command(qmp, "system_powerdown") < 0)
-					deadline = now_s();
-				again = now_s() + 2;
+					deadline = run_clock();
+				again = run_clock() + 2;
 			}
-			if (asked && qmp >= 0 && !killed && now_s() >= again) {
+			if (asked && qmp >= 0 && !killed && run_clock() >= again) {
 				qmp_command(qmp, "system_powerdown");
-				again = now_s() + 2;
+				again = run_clock() + 2;
 			}
-			if (asked && !killed && (now_s() >= deadline || stop_count > 1)) {
+			if (asked && !killed && (run_clock() >= deadline || stop_count > 1)) {
 				kill(pid, SIGKILL);
 				killed = true;
 			}
@@ -964,7 +933,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 		/* the kernel says "reboot: Power down" when it powers off;
 		 * without it the guest reset (a reboot, a triple fault), and
 		 * -no-reboot ended the VM */
-		if (!console_says(conp, "reboot: Power down")) {
+		if (!vmstate_console_says(conp, "reboot: Power down")) {
 			json_decref(sec);
 			return vs_error(e, EX_DATAERR, 0,
 			    "VM %s reset instead of powering off (a reboot or a fault; vmrun ends a VM that resets): see %s",
@@ -980,7 +949,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 {
 	struct vm_info vi;
-	double t0 = now_s(), deadline;
+	double t0 = run_clock(), deadline;
 	bool forced = false;
 	int s;
 
@@ -1000,19 +969,19 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 	if (s < 0 || qmp_command(s, "system_powerdown") < 0) {
 		if (!quiet)
 			fe_warn("%s: no answer on its QMP socket: killing it", name);
-		deadline = now_s();
+		deadline = run_clock();
 	} else
-		deadline = now_s() + (double)timeout;
-	for (double again = now_s() + 2;;) {
+		deadline = run_clock() + (double)timeout;
+	for (double again = run_clock() + 2;;) {
 		struct vm_info now;
 		struct vs_err ignore;
 		bool running = vmstate_get(VM_RUN_DIR, name, &now, &ignore) == 0 &&
 		    now.state == VM_RUNNING;
 		/* (a guest still booting has nothing listening to the power
 		 * button yet: press it again every two seconds) */
-		if (running && s >= 0 && !forced && now_s() >= again) {
+		if (running && s >= 0 && !forced && run_clock() >= again) {
 			qmp_command(s, "system_powerdown");
-			again = now_s() + 2;
+			again = run_clock() + 2;
 		}
 		if (running)
 			vmstate_free(&now);
@@ -1021,7 +990,7 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 				vmstate_free(&now);
 			break;
 		}
-		if (stop_signal || now_s() >= deadline) {
+		if (stop_signal || run_clock() >= deadline) {
 			if (!forced) {
 				if (s >= 0)
 					qmp_command(s, "quit");
@@ -1055,7 +1024,7 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 			fe_warn("%s did not power off within %ld s: stopped it", name,
 			    timeout);
 		else
-			fe_warn("%s powered off (%.1f s)", name, now_s() - t0);
+			fe_warn("%s powered off (%.1f s)", name, run_clock() - t0);
 	}
 	vmstate_free(&vi);
 	return 0;

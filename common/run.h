@@ -19,4 +19,8 @@ char *run_find(const char *prog, const char *pkg, struct vs_err *e);
 int run_capture(const char *const argv[], int *status, char *out, size_t outlen,
     struct vs_err *e);
 
+/* Seconds on the monotonic clock: for deadlines and how long a helper
+ * took. */
+double run_clock(void);
+
 #endif

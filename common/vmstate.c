@@ -22,9 +22,10 @@ const char *vm_state_name(enum vm_state s)
 	}
 }
 
-bool vmstate_panic(const char *console, char *line, size_t n)
+/* The last n - 1 bytes of the console log into buf, as a string (a NUL
+ * the guest printed made a space); false when there is nothing. */
+static bool console_tail(const char *console, char *buf, size_t n)
 {
-	char buf[8192], *p, *found = NULL;
 	int fd = open(console, O_RDONLY | O_CLOEXEC);
 	off_t end;
 	ssize_t got;
@@ -32,13 +33,31 @@ bool vmstate_panic(const char *console, char *line, size_t n)
 	if (fd < 0)
 		return false;
 	end = lseek(fd, 0, SEEK_END);
-	if (end < 0 || (got = pread(fd, buf, sizeof buf - 1,
-	    end > (off_t)sizeof buf - 1 ? end - (off_t)sizeof buf + 1 : 0)) <= 0) {
-		close(fd);
-		return false;
-	}
+	got = end < 0 ? -1 : pread(fd, buf, n - 1,
+	    end > (off_t)n - 1 ? end - (off_t)n + 1 : 0);
 	close(fd);
+	if (got <= 0)
+		return false;
+	for (ssize_t i = 0; i < got; i++)
+		if (buf[i] == '\0')
+			buf[i] = ' ';
 	buf[got] = '\0';
+	return true;
+}
+
+bool vmstate_console_says(const char *console, const char *what)
+{
+	char buf[4096];
+
+	return console_tail(console, buf, sizeof buf) && strstr(buf, what);
+}
+
+bool vmstate_panic(const char *console, char *line, size_t n)
+{
+	char buf[8192], *p, *found = NULL;
+
+	if (!console_tail(console, buf, sizeof buf))
+		return false;
 	for (p = buf; (p = strstr(p, "Kernel panic - not syncing")) != NULL; p++)
 		found = p;
 	if (found == NULL)

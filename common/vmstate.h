@@ -53,6 +53,9 @@ void vmstate_free_names(char **names);
 
 void vmstate_free(struct vm_info *vi);
 
+/* Does the tail of a console log hold what? */
+bool vmstate_console_says(const char *console, const char *what);
+
 /* The last kernel panic line in the tail of a console log, or false. */
 bool vmstate_panic(const char *console, char *line, size_t n);
 

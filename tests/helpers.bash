@@ -192,3 +192,25 @@ rich_fixture() {
 assert_ok() {
 	[ "$status" -eq 0 ] || fail "exit status $status (stderr: ${stderr:-})"
 }
+
+# kill_vms: no QEMU that vmrun started in this test's workspace outlives it
+# (only running ones: a stale pid file's number may be another process's
+# by now).
+kill_vms() {
+	local p
+	for p in $(cd "$T" && vmrun ls 2>/dev/null | jq -r 'select(.state == "running") | .pid'); do
+		kill -9 "$p" 2>/dev/null
+	done
+	return 0
+}
+
+# wait_console NAME PATTERN [SECONDS]: until the console of VM NAME (in
+# this test's workspace) shows PATTERN; 30 seconds unless told.
+wait_console() {
+	local i
+	for ((i = 0; i < ${3:-30} * 10; i++)); do
+		grep -q "$2" "$T/run/$1/console.log" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "no '$2' on $1's console: $(tail -5 "$T/run/$1/console.log" 2>/dev/null)"
+}

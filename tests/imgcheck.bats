@@ -18,12 +18,8 @@ setup() {
 }
 
 teardown() {
-	local p
-	for p in $(cd "$T" && vmrun ls 2>/dev/null | jq -r 'select(.state == "running") | .pid'); do
-		kill -9 "$p" 2>/dev/null
-	done
+	kill_vms
 	unmount_all
-	return 0
 }
 
 # img NAME: a copy of the guest's base.

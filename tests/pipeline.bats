@@ -25,11 +25,7 @@ setup() {
 }
 
 teardown() {
-	local p
-	for p in $(cd "$T" && vmrun ls 2>/dev/null | jq -r 'select(.state == "running") | .pid'); do
-		kill -9 "$p" 2>/dev/null
-	done
-	return 0
+	kill_vms
 }
 
 # config TAG WEB_COUNT: slicer-mac.yaml with two host groups.
@@ -54,16 +50,6 @@ config() {
 	EOF
 }
 
-# wait_console NAME PATTERN: until NAME's console shows PATTERN (60 s).
-wait_console() {
-	local i
-	for ((i = 0; i < 600; i++)); do
-		grep -q "$2" "$T/run/$1/console.log" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	fail "no '$2' on $1's console: $(tail -5 "$T/run/$1/console.log" 2>/dev/null)"
-}
-
 # ids FILE...: inode and modification time of each, to tell a rebuild.
 ids() {
 	stat -c '%n %i %Y' "$@"
@@ -81,8 +67,8 @@ ids() {
 	[ -f kernel/web/Image ] && [ -f kernel/web/initrd ] && [ -f kernel/db/Image ]
 	[ ! -e db-1.img ]
 	[ "$(stat -c %s web-base.img)" = 5368709120 ] && [ "$(stat -c %s db-base.img)" = 6442450944 ]
-	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
-	wait_console web-2 "vmstrap-guest: up web-2 boot 1"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
+	wait_console web-2 "vmstrap-guest: up web-2 boot 1" 60
 	run_split vmstrap down
 	assert_ok
 	[ -z "$(vmrun ls | jq -r 'select(.state == "running") | .name')" ]
@@ -94,7 +80,7 @@ ids() {
 	# no transfer beyond the manifest check (one per group), nothing rebuilt
 	[ $(($(registry_requests) - requests)) -le 2 ] || fail "$(($(registry_requests) - requests)) requests"
 	[ "$(ids web-base.img db-base.img kernel/web/Image web-1.img web-2.img oci-cache/index.json)" = "$before" ]
-	wait_console web-1 "vmstrap-guest: up web-1 boot 2"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 2" 60
 	# running VMs are left alone by a third up
 	run_split vmstrap up
 	assert_ok
@@ -116,7 +102,7 @@ ids() {
 	[ "$(jq -r .disk <<< "$output")" = "$T/db-1.img" ]
 	run_split vmstrap launch nosuch
 	assert_refused 78 "no host group nosuch"
-	wait_console web-2 "vmstrap-guest: up web-2"
+	wait_console web-2 "vmstrap-guest: up web-2" 60
 	run_split vmstrap down web-2
 	assert_ok
 	[ "$(vmrun ls | jq -r 'select(.name == "web-2") | .state')" = stopped ]
@@ -127,7 +113,7 @@ ids() {
 @test "every reset recipe, refused while a VM uses what it would remove" {
 	config 1 1
 	vmstrap -q up > /dev/null
-	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
 	run_split vmstrap reset --disk web-1
 	assert_refused 75 "VM web-1 is running on web-1.img"
 	run_split vmstrap reset --all
@@ -139,7 +125,7 @@ ids() {
 	assert_ok
 	[ ! -e web-1.img ]
 	vmstrap -q up > /dev/null
-	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
 	vmstrap -q down
 	# --base: the next up rebuilds it; the disk is kept
 	base=$(ids web-base.img) disk=$(ids web-1.img)
@@ -171,13 +157,13 @@ ids() {
 @test "crash recovery: QEMU killed while the guest writes; imgcheck -p repairs; the VM boots again" {
 	config 1 1
 	vmstrap -q up > /dev/null
-	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
 	vmstrap -q down
 	# the same VM, its guest writing without end
 	run_split vmrun -d -g web --kernel kernel/web/Image --initrd kernel/web/initrd --disk web-1.img -a vmstrap.mode=write
 	assert_ok
 	pid=$(jq -r .vm.pid <<< "$output")
-	wait_console web-1 "vmstrap-guest: writing"
+	wait_console web-1 "vmstrap-guest: writing" 60
 	sleep 2
 	kill -9 "$pid"
 	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
@@ -189,14 +175,14 @@ ids() {
 	[ "$(jq -r '.check.images[0].state' <<< "$output")" = clean ]
 	run_split vmstrap up
 	assert_ok
-	wait_console web-1 "vmstrap-guest: up web-1 boot 3"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 3" 60
 	vmstrap -q down
 }
 
 @test "a new tag (new digest) rebuilds the base; clones of the old base still boot" {
 	config 1 1
 	vmstrap -q up > /dev/null
-	wait_console web-1 "vmstrap-guest: up web-1 boot 1"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
 	vmstrap -q down
 	old=$(jq -r .source .web-base.img.json)
 	config 2 1
@@ -206,10 +192,10 @@ ids() {
 	[ "$old" != "$new" ]
 	[ "$(debugfs -R 'cat /etc/vmstrap-mark' web-base.img 2>/dev/null)" = "a second tag" ]
 	# web-1 is a clone of the old base, kept: it boots
-	wait_console web-1 "vmstrap-guest: up web-1 boot 2"
+	wait_console web-1 "vmstrap-guest: up web-1 boot 2" 60
 	run_split vmstrap launch web
 	assert_ok
-	wait_console web-2 "vmstrap-guest: up web-2 boot 1"
+	wait_console web-2 "vmstrap-guest: up web-2 boot 1" 60
 	[ "$(debugfs -R 'cat /etc/vmstrap-mark' web-2.img 2>/dev/null)" = "a second tag" ]
 	vmstrap -q down
 }
@@ -260,7 +246,7 @@ ids() {
 	run mk 1 up
 	assert_success
 	[ "$(vmrun ls | jq -r 'select(.state == "running") | .name' | tr '\n' ' ')" = "vm-1 vm-2 " ]
-	wait_console vm-1 "vmstrap-guest: up vm-1 boot 1"
+	wait_console vm-1 "vmstrap-guest: up vm-1 boot 1" 60
 	run mk 1 down
 	assert_success
 	# a new tag: the base and kernel again, the disks kept

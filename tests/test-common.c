@@ -41,6 +41,7 @@
 #include "stop.h"
 #include "strmap.h"
 #include "tree.h"
+#include "vmstate.h"
 
 static int tests, failures;
 static char tmpdir[PATH_MAX];
@@ -1339,6 +1340,33 @@ static void test_kernel(void)
 		    b.found ? b.version : "nothing");
 }
 
+/* ---- vmstate: what a console log says ---- */
+
+static void test_vmstate(void)
+{
+	char *con = tmp_path("console.log"), line[160];
+	FILE *f = fopen(con, "w");
+
+	ok(f != NULL, "a console log");
+	if (f == NULL)
+		return;
+	fputs("[    1.0] booting\n", f);
+	fputc('\0', f);	/* (guests print NULs) */
+	fputs("[    2.5] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n", f);
+	fputs("[    2.6] reboot: Power down\n", f);
+	fclose(f);
+	ok(vmstate_console_says(con, "reboot: Power down"),
+	    "a line after a NUL is found");
+	ok(!vmstate_console_says(con, "Restarting system"), "an absent one is not");
+	ok(vmstate_panic(con, line, sizeof line) &&
+	    strcmp(line, "Kernel panic - not syncing: VFS: Unable to mount root fs") == 0,
+	    "the panic line, without its line end: %s", line);
+	ok(!vmstate_console_says("/nonexistent/console.log", "x"),
+	    "no log, nothing said");
+	unlink(con);
+	free(con);
+}
+
 int main(int argc, char *argv[])
 {
 	const char *t = getenv("TMPDIR");
@@ -1368,6 +1396,7 @@ int main(int argc, char *argv[])
 	test_image();
 	test_stamp();
 	test_kernel();
+	test_vmstate();
 	if (rmdir(tmpdir) < 0)
 		diag("%s left behind: %s", tmpdir, strerror(errno));
 	printf("1..%d\n", tests);

@@ -23,13 +23,7 @@ setup() {
 }
 
 teardown() {
-	# no QEMU outlives its test (only running ones: a stale pid file's
-	# number may be another process's by now)
-	local p
-	for p in $(cd "$T" && vmrun ls 2>/dev/null | jq -r 'select(.state == "running") | .pid'); do
-		kill -9 "$p" 2>/dev/null
-	done
-	return 0
+	kill_vms
 }
 
 # disk ARCH NAME: a clone of ARCH's base, NAME.img, as the warm path makes it.
@@ -43,16 +37,6 @@ boot() {
 	shift 2
 	run_split vmrun --kernel "$G/$a/vmlinuz" --initrd "$G/$a/initrd.img" \
 		--disk "$T/$n.img" --mem 512M "$@"
-}
-
-# wait_console NAME PATTERN: until NAME's console shows PATTERN (30 s).
-wait_console() {
-	local i
-	for ((i = 0; i < 300; i++)); do
-		grep -q "$2" "$T/run/$1/console.log" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	fail "no '$2' on $1's console: $(tail -5 "$T/run/$1/console.log" 2>/dev/null)"
 }
 
 @test "-h, -V, bad options, names, sizes and commands" {
