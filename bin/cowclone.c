@@ -24,11 +24,12 @@
 #include "run.h"
 #include "size.h"
 
-#define SYNOPSIS "cowclone [-fqV] [-s SIZE] SRC DST | NAME < document"
+#define SYNOPSIS "cowclone [-fqV] [-s SIZE] [--no-sync] SRC DST | NAME < document"
 
 struct opts {
 	bool force;
 	bool quiet;
+	bool nosync;		/* --no-sync: leave the copy to the kernel */
 	uint64_t grow;		/* -s, or 0 */
 	const char *grow_arg;
 };
@@ -36,8 +37,8 @@ struct opts {
 static void usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: cowclone [-fqV] [-s SIZE] SRC DST\n"
-	    "       cowclone [-fqV] [-s SIZE] NAME < document\n"
+	    "usage: cowclone [-fqV] [-s SIZE] [--no-sync] SRC DST\n"
+	    "       cowclone [-fqV] [-s SIZE] [--no-sync] NAME < document\n"
 	    "\n"
 	    "Clone the disk image SRC to DST copy-on-write (reflink, clonefile),\n"
 	    "or else as a sparse copy.  With NAME, the source is the pipeline\n"
@@ -45,6 +46,8 @@ static void usage(FILE *f)
 	    "\n"
 	    "  -f, --force       replace DST if it exists (never while a VM runs on it)\n"
 	    "  -s, --size SIZE   grow the clone and its ext4 filesystem to SIZE (like 20G)\n"
+	    "      --no-sync     do not wait for a copy to reach the disk before naming\n"
+	    "                    it DST (faster, like cp; for disks a crash may lose)\n"
 	    "  -q, --quiet       no progress display\n"
 	    "  -h, --help        show this help and exit\n"
 	    "  -V, --version     show the version and exit\n"
@@ -258,7 +261,8 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 	}
 	progress_start(&bar, stderr, "cowclone: copying",
 	    (uint64_t)sst.st_blocks * 512, progress_wanted(stderr, o->quiet));
-	if (clone_into(&af, sfd, 0, on_progress, &bar, &cs, e) < 0) {
+	if (clone_into(&af, sfd, o->nosync ? CLONE_NO_FLUSH : 0, on_progress,
+	    &bar, &cs, e) < 0) {
 		progress_end(&bar);
 		atomic_abort(&af);
 		return vs_error_prefix(e, "cloning %s to %s", src, dst);
@@ -267,7 +271,7 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 	/* a reflink is metadata in the filesystem's journal, ahead of the
 	 * rename: no fsync needed for it to be whole under its name (a
 	 * copy's data, or a grown filesystem's, is not) */
-	if (cs.method == CLONE_REFLINK && o->grow <= size)
+	if ((cs.method == CLONE_REFLINK && o->grow <= size) || o->nosync)
 		commit_flags |= ATOMIC_NOSYNC;
 	if (o->grow > size) {
 		if (ftruncate(af.fd, (off_t)o->grow) < 0) {
@@ -305,6 +309,7 @@ int main(int argc, char *argv[])
 	static const struct option longopts[] = {
 		{ "force", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "no-sync", no_argument, NULL, 'S' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "size", required_argument, NULL, 's' },
 		{ "version", no_argument, NULL, 'V' },
@@ -330,6 +335,9 @@ int main(int argc, char *argv[])
 			return fe_finish(0);
 		case 'q':
 			o.quiet = true;
+			break;
+		case 'S':	/* --no-sync (long only) */
+			o.nosync = true;
 			break;
 		case 's':
 			if (size_parse_disk(optarg, &o.grow, &e) < 0)

@@ -175,14 +175,48 @@ qemu_hold() {
 	assert_no_temp .
 }
 
+# syscalls FILE: the names of the file-syncing and renaming calls in an
+# strace log, in order, one per line.
+syscalls() {
+	grep -oE '^[0-9]+ +(fsync|fdatasync|sync_file_range|renameat2|rename)\(' "$1" |
+		sed -E 's/^[0-9]+ +//; s/\($//'
+}
+
+@test "a copy reaches the disk before it is named; --no-sync leaves it to the kernel" {
+	command -v strace >/dev/null || fail "strace missing"
+	ext4_dir "$T/e"
+	cd "$T/e"
+	mkimage src.img 1G 40
+	strace -f -o durable.trace -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 \
+		cowclone -q src.img durable.img > durable.json
+	[ "$(jq -r .disk.method durable.json)" = sparse-copy ]
+	cmp src.img durable.img
+	# the clone's fsync comes before the rename that names it
+	run syscalls durable.trace
+	assert_output --regexp '(^|
+)fsync
+renameat2'
+	strace -f -o fast.trace -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 \
+		cowclone -q --no-sync src.img fast.img > /dev/null
+	cmp src.img fast.img
+	[ "$(blocks fast.img)" -le "$(blocks src.img)" ]
+	run syscalls fast.trace
+	assert_output renameat2
+	assert_no_temp .
+}
+
 @test "reflink on a loop-mounted XFS: shared extents, nothing copied" {
 	command -v mkfs.xfs >/dev/null || fail "mkfs.xfs missing (xfsprogs)"
 	mount_loop xfs 1G "$T/xfs" -m reflink=1
 	mkimage "$T/xfs/base.img" 2G 32
-	run_split cowclone "$T/xfs/base.img" "$T/xfs/vm1.img"
-	assert_success
+	strace -f -o "$T/reflink.trace" -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 \
+		cowclone "$T/xfs/base.img" "$T/xfs/vm1.img" > "$T/out" 2> "$T/err"
+	run cat "$T/out"
 	[ "$(jqo '.disk.method')" = reflink ]
 	[ "$(jqo '.disk.copied')" -eq 0 ]
+	# a reflink is metadata the rename is logged after: nothing to flush
+	run syscalls "$T/reflink.trace"
+	assert_output renameat2
 	cmp "$T/xfs/base.img" "$T/xfs/vm1.img"
 	run filefrag -v "$T/xfs/vm1.img"
 	assert_success
