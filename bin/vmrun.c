@@ -116,15 +116,15 @@ static const char *host_arch(void)
 	return u.machine;
 }
 
-/* Close every descriptor above 2 (doas's closefrom): QEMU inherits
+/* Close every descriptor from `from` up (doas's closefrom): QEMU inherits
  * nothing of ours (locks, the document). */
-static void close_stray(void)
+static void close_stray(int from)
 {
 #ifdef SYS_close_range
-	if (syscall(SYS_close_range, 3U, ~0U, 0) == 0)
+	if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0)
 		return;
 #endif
-	for (int fd = 3; fd < 65536; fd++)
+	for (int fd = from; fd < 65536; fd++)
 		close(fd);
 }
 
@@ -179,6 +179,92 @@ static int qmp_open(const char *dir)
 		return -1;
 	}
 	return s;
+}
+
+/* Make QEMU's QMP socket, dir/qmp.sock, here: QEMU is handed the
+ * listening descriptor (-chardev socket,fd=), and *client, connected to it
+ * before QEMU even runs, is the first connection QEMU answers.  Returns the
+ * listening socket, or -1 with e filled in. */
+static int qmp_listen(const char *dir, int *client, struct vs_err *e)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	cleanup_fd int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int l, c;
+
+	if (dfd < 0)
+		return vs_error(e, EX_OSERR, errno, "%s", dir), -1;
+	snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/qmp.sock", dfd);
+	unlinkat(dfd, "qmp.sock", 0);
+	l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 ||
+	    listen(l, 4) < 0) {
+		vs_error(e, EX_OSERR, errno, "%s/qmp.sock", dir);
+		if (l >= 0)
+			close(l);
+		return -1;
+	}
+	c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0) {
+		vs_error(e, EX_OSERR, errno, "%s/qmp.sock", dir);
+		if (c >= 0)
+			close(c);
+		close(l);
+		return -1;
+	}
+	*client = c;
+	return l;
+}
+
+/* Wait until QEMU, pid, has set the VM up: its main loop answers the
+ * qmp_capabilities sent on the connection made before it started (QMP's
+ * greeting alone comes earlier, from the monitor's own thread).  0 when it
+ * is up; -1 when QEMU ended first (its status in *status) or a signal came
+ * (*status -1). */
+static int qmp_ready(int c, pid_t pid, int *status)
+{
+	static const char caps[] = "{\"execute\":\"qmp_capabilities\"}\n";
+	char buf[8192];
+	size_t have = 0;
+	bool greeted = false;
+
+	for (;;) {
+		struct pollfd p = { .fd = c, .events = POLLIN };
+		int r = poll(&p, 1, 100);
+
+		if (stop_signal) {
+			*status = -1;
+			return -1;
+		}
+		if (r < 0 && errno != EINTR)
+			break;
+		if (r <= 0) {
+			if (waitpid(pid, status, WNOHANG) == pid)
+				return -1;
+			continue;
+		}
+		ssize_t n = read(c, buf + have, sizeof buf - 1 - have);
+		if (n <= 0)
+			break;		/* QEMU closed it: it is ending */
+		have += (size_t)n;
+		buf[have] = '\0';
+		if (!greeted && strstr(buf, "\"QMP\"") && strchr(buf, '\n')) {
+			greeted = true;
+			have = 0;
+			if (write(c, caps, sizeof caps - 1) != (ssize_t)sizeof caps - 1)
+				break;
+		} else if (greeted && strstr(buf, "\"return\"")) {
+			return 0;
+		} else if (greeted && strstr(buf, "\"error\"")) {
+			break;
+		}
+		if (have > sizeof buf / 2) {
+			memmove(buf, buf + have - 64, 64);
+			have = 64;
+		}
+	}
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+	return -1;
 }
 
 /* Send cmd and wait for its answer (events may come first): QEMU drops a
@@ -285,7 +371,7 @@ static int kvm_probe(const char *qemu, const struct vm *v, char *why,
 		dup2(null, 0);
 		dup2(p[1], 1);
 		dup2(null, 2);
-		close_stray();
+		close_stray(3);
 		execl(qemu, qemu, "-accel", "kvm", "-M", arm ? "virt" : "q35",
 		    "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
 		    "-no-user-config", "-display", "none", "-no-reboot",
@@ -544,10 +630,10 @@ static char *unconst(const char *s)
 	return u.m;
 }
 
-/* QEMU's command line for v; console to console.log, QMP and pid file in
- * the run directory (QEMU's working directory). */
-static int qemu_argv(const struct vm *v, const char *qemu, bool detach,
-    char ***out, struct vs_err *e)
+/* QEMU's command line for v; console to console.log and pid file in the
+ * run directory (QEMU's working directory), QMP on descriptor 3. */
+static int qemu_argv(const struct vm *v, const char *qemu, char ***out,
+    struct vs_err *e)
 {
 	const bool arm = strcmp(v->arch, "arm64") == 0;
 	static char mem[32], smp[32], drive[2 * PATH_MAX + 128], net[96];
@@ -597,13 +683,14 @@ static int qemu_argv(const struct vm *v, const char *qemu, bool detach,
 	A("-drive"); A(drive);
 	A("-device"); A("virtio-blk-pci,drive=disk0");
 	A("-netdev"); A(net);
-	A("-device"); A("virtio-net-pci,netdev=net0");
+	/* (no option ROM: it is for booting from the network, and the
+	 * kernel is given; QEMU starts without reading and mapping it) */
+	A("-device"); A("virtio-net-pci,netdev=net0,romfile=");
 	A("-chardev"); A("file,id=con0,path=console.log");
 	A("-serial"); A("chardev:con0");
-	A("-qmp"); A("unix:qmp.sock,server=on,wait=off");
+	A("-chardev"); A("socket,id=qmp0,fd=3,server=on,wait=off");
+	A("-mon"); A("chardev=qmp0,mode=control");
 	A("-pidfile"); A("qemu.pid");
-	if (detach)
-		A("-daemonize");
 #undef A
 	a[n] = NULL;
 	*out = a;
@@ -683,9 +770,13 @@ static void follow(int con, off_t *off, bool show)
 	}
 }
 
-/* Spawn QEMU in the run directory, in its own process group (a Ctrl-C
- * at the terminal is vmrun's to handle: a clean power-down first). */
-static pid_t spawn(char **argv, const char *dir, struct vs_err *e)
+/* Spawn QEMU in the run directory with the QMP socket qmp as its
+ * descriptor 3.  In the foreground it gets its own process group (a Ctrl-C
+ * at the terminal is vmrun's to handle: a clean power-down first) and says
+ * things on vmrun's stderr; detached (log >= 0) it gets its own session,
+ * outlives vmrun, and says things in the log. */
+static pid_t spawn(char **argv, const char *dir, int qmp, int log,
+    struct vs_err *e)
 {
 	pid_t pid = fork();
 
@@ -696,17 +787,47 @@ static pid_t spawn(char **argv, const char *dir, struct vs_err *e)
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
-		setpgid(0, 0);
-		if (chdir(dir) < 0)
+		if (log >= 0)
+			setsid();
+		else
+			setpgid(0, 0);
+		if (chdir(dir) < 0 || null < 0)
 			_exit(126);
 		dup2(null, 0);
-		dup2(2, 1);	/* stdout is the pipeline's: QEMU says things on stderr */
-		close_stray();
+		if (log >= 0) {
+			dup2(log, 1);
+			dup2(log, 2);
+		} else {
+			dup2(2, 1);	/* stdout is the pipeline's */
+		}
+		if (qmp == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(qmp, 3) < 0)
+			_exit(126);
+		close_stray(4);
 		execv(argv[0], argv);
 		fprintf(stderr, "vmrun: %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
 	return pid;
+}
+
+/* Copy the file at path to stderr (QEMU's log, once it has ended or is up). */
+static void show_file(const char *path)
+{
+	char buf[4096];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool nl = true;
+
+	if (fd < 0)
+		return;
+	while ((n = read(fd, buf, sizeof buf)) > 0) {
+		if (write(2, buf, (size_t)n) < 0)
+			break;
+		nl = buf[n - 1] == '\n';
+	}
+	if (!nl)	/* (QEMU does not always end its message) */
+		(void)!write(2, "\n", 1);
+	close(fd);
 }
 
 static int start(struct vm *v, const struct opts *o, json_t *doc,
@@ -717,8 +838,8 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	const char *qpkg = strcmp(v->arch, "arm64") == 0 ? "qemu-system-arm" :
 	    "qemu-system-x86";
 	cleanup_free char *qemu = NULL, *lockp = NULL, *pidf = NULL,
-	    *conp = NULL;
-	cleanup_fd int lock = -1, con = -1;
+	    *conp = NULL, *logp = NULL;
+	cleanup_fd int lock = -1, con = -1, qmpl = -1, qmpc = -1, log = -1;
 	char **argv = NULL;
 	struct vm_info old;
 	json_t *sec;
@@ -739,7 +860,8 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 		    "%s", v->rundir);
 	if (asprintf(&lockp, "%s/.lock", v->rundir) < 0 ||
 	    asprintf(&pidf, "%s/qemu.pid", v->rundir) < 0 ||
-	    asprintf(&conp, "%s/console.log", v->rundir) < 0)
+	    asprintf(&conp, "%s/console.log", v->rundir) < 0 ||
+	    asprintf(&logp, "%s/qemu.log", v->rundir) < 0)
 		return vs_error(e, EX_OSERR, ENOMEM, "vmrun");
 	lock = lock_path(lockp, true, false, e);
 	if (lock < 0) {
@@ -783,7 +905,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	if (stop_signal)
 		return vs_error(e, EX_TEMPFAIL, 0, "VM %s: interrupted before it started",
 		    v->name);
-	if (qemu_argv(v, qemu, o->detach, &argv, e) < 0)
+	if (qemu_argv(v, qemu, &argv, e) < 0)
 		return -1;
 	/* a fresh console log for this run */
 	{
@@ -793,20 +915,55 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 			    errno, "%s", conp);
 		close(fd);
 	}
-	pid = spawn(argv, v->rundir, e);
+	if (o->detach) {
+		/* what QEMU says once vmrun has gone: kept beside the console */
+		log = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND |
+		    O_CLOEXEC, 0644);
+		if (log < 0) {
+			free(argv);
+			return vs_error(e, vs_code_for_errno(errno, EX_CANTCREAT),
+			    errno, "%s", logp);
+		}
+	}
+	qmpl = qmp_listen(v->rundir, &qmpc, e);
+	if (qmpl < 0) {
+		free(argv);
+		return -1;
+	}
+	if (!o->detach) {
+		/* (the foreground connects later, by name, to power off) */
+		close(qmpc);
+		qmpc = -1;
+	}
+	pid = spawn(argv, v->rundir, qmpl, log, e);
 	free(argv);
 	if (pid < 0)
 		return -1;
+	close(qmpl);
+	qmpl = -1;
 
 	if (o->detach) {
-		/* QEMU's first process returns once the VM is set up */
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		/* up once QEMU's main loop answers on QMP; QEMU runs on after
+		 * vmrun, in its own session */
+		if (qmp_ready(qmpc, pid, &status) < 0) {
+			if (status == -1) {
+				kill(pid, SIGKILL);
+				while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+					;
+				return vs_error(e, EX_TEMPFAIL, 0,
+				    "VM %s: interrupted before it started", v->name);
+			}
+			show_file(logp);
 			return vs_error(e, EX_UNAVAILABLE, 0,
-			    "QEMU could not start VM %s (%s %d; its message is above)",
+			    "QEMU could not start VM %s (%s %d; its message is above, and in %s)",
 			    v->name, WIFEXITED(status) ? "status" : "signal",
-			    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+			    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+			    logp);
+		}
+		close(qmpc);
+		qmpc = -1;
+		if (!o->quiet)
+			show_file(logp);	/* QEMU's warnings, if any */
 		{
 			struct vm_info now;
 			if (vmstate_get(VM_RUN_DIR, v->name, &now, e) < 0)

@@ -292,11 +292,39 @@ boots() {
 	[[ $args == *"-smp 3 "* ]]
 	[[ $args == *"-m 1024M "* ]]
 	! ls -l "/proc/$pid/fd" | grep -q "$T/leak"
+	# detached: its own session, nothing of the caller's terminal or
+	# pipes, what it says in run/NAME/qemu.log
+	[ "$(ps -o sid= -p "$pid" | tr -d ' ')" = "$pid" ]
+	[ "$(readlink "/proc/$pid/fd/0")" = /dev/null ]
+	[ "$(readlink "/proc/$pid/fd/1")" = "$T/run/web-1/qemu.log" ]
+	[ "$(readlink "/proc/$pid/fd/2")" = "$T/run/web-1/qemu.log" ]
+	# QMP answers at once: vmrun -d returns only once QEMU's loop runs
 	vmrun -q stop -t 5 web-1
 	# a network mode vmrun cannot give is refused
 	sed -i 's/mode: nat/mode: bridge/' slicer-mac.yaml
 	run_split vmrun -g web -A tcg --kernel "$G/amd64/vmlinuz" --disk web-1.img
 	assert_refused 78 "network mode 'bridge'"
+}
+
+@test "a QEMU that cannot start: its own message, 69, kept in qemu.log, nothing running" {
+	disk amd64 big
+	# (QEMU finds this only while it sets the machine up: an initrd
+	# larger than the guest's memory)
+	truncate -s 200M big.initrd
+	run_split vmrun -d -A tcg --mem 128M --kernel "$G/amd64/vmlinuz" --initrd big.initrd --disk big.img
+	assert_failure 69
+	[ -z "$output" ]
+	[[ $stderr == *"initrd is too large"* ]] || fail "QEMU's message missing: $stderr"
+	[[ $(tail -1 <<< "$stderr") == "vmrun: QEMU could not start VM big "* ]]
+	grep -q "initrd is too large" run/big/qemu.log
+	run vmrun ls
+	assert_success
+	refute_output --partial '"big"'
+	! pgrep -f "qemu-system-x86_64 -name big " > /dev/null
+	# and the disk is free again
+	run_split vmrun -d -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk big.img -a vmstrap.mode=stay
+	assert_ok
+	vmrun -q stop -t 5 big
 }
 
 @test "SIGTERM in the foreground powers the guest off cleanly first" {
