@@ -37,7 +37,8 @@ qemu_hold() {
 @test "-h prints the usage on stdout and exits 0" {
 	run_split cowclone -h
 	assert_success
-	assert_output --partial "usage: cowclone [-fqV] [-s SIZE] SRC DST"
+	assert_output --partial "usage: cowclone [-fqV] [-s SIZE] [--no-sync] SRC DST"
+	assert_output --partial "--no-sync"
 	assert_output --partial "--force"
 	[ -z "$stderr" ]
 }
