@@ -215,12 +215,30 @@ static int qmp_listen(const char *dir, int *client, struct vs_err *e)
 	return l;
 }
 
+/* End QEMU, pid, when it is not ending by itself within a second (or at
+ * once after a stop signal), and reap it: *status is how it ended.  Its pid
+ * file, which a killed QEMU leaves, goes too. */
+static void qemu_reap(pid_t pid, const char *pidf, bool now, int *status)
+{
+	*status = 1 << 8;	/* (if it cannot be reaped: SIGCHLD ignored) */
+	for (int i = 0;; i++) {
+		pid_t w = waitpid(pid, status, WNOHANG);
+		if (w == pid || (w < 0 && errno != EINTR))
+			break;
+		if (now || stop_signal || i == 50)
+			kill(pid, SIGKILL);
+		nap_ms(20);
+	}
+	if (pidf)
+		unlink(pidf);
+}
+
 /* Wait until QEMU, pid, has set the VM up: its main loop answers the
  * qmp_capabilities sent on the connection made before it started (QMP's
  * greeting alone comes earlier, from the monitor's own thread).  0 when it
- * is up; -1 when QEMU ended first (its status in *status) or a signal came
- * (*status -1). */
-static int qmp_ready(int c, pid_t pid, int *status)
+ * is up; -1 when it is not, QEMU ended and reaped (how, in *status), or
+ * when a stop signal came (QEMU killed, *status -1). */
+static int qmp_ready(int c, pid_t pid, const char *pidf, int *status)
 {
 	static const char caps[] = "{\"execute\":\"qmp_capabilities\"}\n";
 	char buf[8192];
@@ -232,14 +250,18 @@ static int qmp_ready(int c, pid_t pid, int *status)
 		int r = poll(&p, 1, 100);
 
 		if (stop_signal) {
+			qemu_reap(pid, pidf, true, status);
 			*status = -1;
 			return -1;
 		}
 		if (r < 0 && errno != EINTR)
 			break;
 		if (r <= 0) {
-			if (waitpid(pid, status, WNOHANG) == pid)
+			pid_t w = waitpid(pid, status, WNOHANG);
+			if (w == pid)
 				return -1;
+			if (w < 0 && errno != EINTR)
+				break;	/* (not ours to reap: SIGCHLD ignored) */
 			continue;
 		}
 		ssize_t n = read(c, buf + have, sizeof buf - 1 - have);
@@ -262,8 +284,9 @@ static int qmp_ready(int c, pid_t pid, int *status)
 			have = 64;
 		}
 	}
-	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
-		;
+	/* QEMU closed QMP (it is ending), or said something else than
+	 * expected: it is not up, and does not stay */
+	qemu_reap(pid, pidf, false, status);
 	return -1;
 }
 
@@ -844,7 +867,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	struct vm_info old;
 	json_t *sec;
 	pid_t pid, qpid = 0;
-	int status, rc = -1;
+	int status = 0, rc = -1;
 	off_t off = 0;
 
 	qemu = run_find(qname, qpkg, e);
@@ -945,14 +968,10 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 	if (o->detach) {
 		/* up once QEMU's main loop answers on QMP; QEMU runs on after
 		 * vmrun, in its own session */
-		if (qmp_ready(qmpc, pid, &status) < 0) {
-			if (status == -1) {
-				kill(pid, SIGKILL);
-				while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-					;
+		if (qmp_ready(qmpc, pid, pidf, &status) < 0) {
+			if (status == -1)
 				return vs_error(e, EX_TEMPFAIL, 0,
 				    "VM %s: interrupted before it started", v->name);
-			}
 			show_file(logp);
 			return vs_error(e, EX_UNAVAILABLE, 0,
 			    "QEMU could not start VM %s (%s %d; its message is above, and in %s)",
@@ -966,21 +985,29 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 			show_file(logp);	/* QEMU's warnings, if any */
 		{
 			struct vm_info now;
-			if (vmstate_get(VM_RUN_DIR, v->name, &now, e) < 0)
-				return -1;
-			qpid = now.pid;
-			vmstate_free(&now);
+			if (vmstate_get(VM_RUN_DIR, v->name, &now, e) == 0) {
+				qpid = now.pid;
+				vmstate_free(&now);
+				if (qpid <= 0)
+					vs_error(e, EX_UNAVAILABLE, 0,
+					    "QEMU started VM %s but does not hold its pid file (see %s)",
+					    v->name, logp);
+			}
 		}
-		if (qpid <= 0)
-			return vs_error(e, EX_UNAVAILABLE, 0,
-			    "QEMU started VM %s but is not running now (see %s)",
-			    v->name, conp);
-		sec = vm_section(v, qpid, "running");
+		sec = qpid > 0 ? vm_section(v, qpid, "running") : NULL;
+		if (qpid > 0 && sec == NULL)
+			vs_error(e, EX_OSERR, ENOMEM, "vmrun");
 		if (sec == NULL || save_record(v, sec, e) < 0) {
+			/* a VM vmrun says it did not start does not run on */
 			json_decref(sec);
+			qemu_reap(pid, pidf, true, &status);
 			return -1;
 		}
-		return doc_set(doc, "vm", sec, e);
+		if (doc_set(doc, "vm", sec, e) < 0) {	/* (sec is the doc's) */
+			qemu_reap(pid, pidf, true, &status);
+			return -1;
+		}
+		return 0;
 	}
 
 	/* foreground: follow the console until QEMU ends */
@@ -1165,7 +1192,7 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 		cleanup_free char *pidf = NULL, *sock = NULL;
 		if (asprintf(&pidf, "%s/qemu.pid", vi.dir) >= 0)
 			unlink(pidf);	/* (stale after a kill) */
-		/* (QEMU leaves it: it runs in / by then) */
+		/* (QEMU leaves it: vmrun made it) */
 		if (asprintf(&sock, "%s/qmp.sock", vi.dir) >= 0)
 			unlink(sock);
 	}
@@ -1238,7 +1265,8 @@ static int list_vms(struct vs_err *e)
 /* A VM whose first start failed before QEMU ran leaves no state. */
 static void forget(const struct vm *v)
 {
-	static const char *const files[] = { ".lock", "console.log", NULL };
+	static const char *const files[] = { ".lock", "console.log", "qmp.sock",
+	    NULL };
 	cleanup_free char *rec = NULL;
 
 	if (asprintf(&rec, "%s/vm.json", v->rundir) < 0 || access(rec, F_OK) == 0)
@@ -1345,6 +1373,14 @@ int main(int argc, char *argv[])
 	int c, rc;
 
 	fe_init(argv[0]);
+	/* QEMU is a child that outlives vmrun: vmrun must be able to reap
+	 * it meanwhile, and its descriptors must not land on 0-2 (where QEMU
+	 * would take them for its own).  A closed stdout stays unwritable. */
+	signal(SIGCHLD, SIG_DFL);
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF &&
+		    open("/dev/null", fd == 2 ? O_WRONLY : O_RDONLY) != fd)
+			return fe_finish(EX_OSERR);
 	/* (a closed stdout is an error to handle, not a death: a VM just
 	 * started must not be left running unreported) */
 	signal(SIGPIPE, SIG_IGN);

@@ -298,7 +298,23 @@ boots() {
 	[ "$(readlink "/proc/$pid/fd/0")" = /dev/null ]
 	[ "$(readlink "/proc/$pid/fd/1")" = "$T/run/web-1/qemu.log" ]
 	[ "$(readlink "/proc/$pid/fd/2")" = "$T/run/web-1/qemu.log" ]
-	# QMP answers at once: vmrun -d returns only once QEMU's loop runs
+	# vmrun -d returns only once QEMU's main loop runs: QMP answers a
+	# command at once
+	run python3 - "$T/run/web-1" <<-'PY'
+	import os, socket, sys
+	os.chdir(sys.argv[1])
+	s = socket.socket(socket.AF_UNIX)
+	s.settimeout(1)
+	s.connect("qmp.sock")
+	f = s.makefile("rwb")
+	assert b'"QMP"' in f.readline()
+	f.write(b'{"execute":"qmp_capabilities"}\n'); f.flush()
+	assert f.readline().startswith(b'{"return"')
+	f.write(b'{"execute":"query-status"}\n'); f.flush()
+	print(f.readline().decode().strip())
+	PY
+	assert_success
+	assert_output --partial '"running": true'
 	vmrun -q stop -t 5 web-1
 	# a network mode vmrun cannot give is refused
 	sed -i 's/mode: nat/mode: bridge/' slicer-mac.yaml
@@ -325,6 +341,20 @@ boots() {
 	run_split vmrun -d -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk big.img -a vmstrap.mode=stay
 	assert_ok
 	vmrun -q stop -t 5 big
+}
+
+@test "-d with stdin and stderr closed: QEMU still gets its own descriptors right" {
+	disk amd64 shut
+	run vmrun -q -d -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk shut.img -a vmstrap.mode=stay <&- 2>&-
+	assert_success
+	pid=$(jq -r .vm.pid <<< "$output")
+	[ "$(readlink "/proc/$pid/fd/0")" = /dev/null ]
+	[ "$(readlink "/proc/$pid/fd/1")" = "$T/run/shut/qemu.log" ]
+	[ "$(readlink "/proc/$pid/fd/2")" = "$T/run/shut/qemu.log" ]
+	[[ $(readlink "/proc/$pid/fd/3") == socket:* ]]
+	vmrun -q stop -t 5 shut
+	# and QEMU wrote nothing into the guest's console
+	! grep -q qemu-system run/shut/console.log
 }
 
 @test "SIGTERM in the foreground powers the guest off cleanly first" {
