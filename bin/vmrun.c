@@ -182,9 +182,9 @@ static int qmp_open(const char *dir)
 }
 
 /* Make QEMU's QMP socket, dir/qmp.sock, here: QEMU is handed the
- * listening descriptor (-chardev socket,fd=), and *client, connected to it
- * before QEMU even runs, is the first connection QEMU answers.  Returns the
- * listening socket, or -1 with e filled in. */
+ * listening descriptor (-chardev socket,fd=), and *client (unless client is
+ * NULL), connected to it before QEMU even runs, is the first connection
+ * QEMU answers.  Returns the listening socket, or -1 with e filled in. */
 static int qmp_listen(const char *dir, int *client, struct vs_err *e)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
@@ -203,6 +203,8 @@ static int qmp_listen(const char *dir, int *client, struct vs_err *e)
 			close(l);
 		return -1;
 	}
+	if (client == NULL)
+		return l;
 	c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0) {
 		vs_error(e, EX_OSERR, errno, "%s/qmp.sock", dir);
@@ -948,15 +950,11 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 			    errno, "%s", logp);
 		}
 	}
-	qmpl = qmp_listen(v->rundir, &qmpc, e);
+	/* (the foreground connects later, by name, to power off) */
+	qmpl = qmp_listen(v->rundir, o->detach ? &qmpc : NULL, e);
 	if (qmpl < 0) {
 		free(argv);
 		return -1;
-	}
-	if (!o->detach) {
-		/* (the foreground connects later, by name, to power off) */
-		close(qmpc);
-		qmpc = -1;
 	}
 	pid = spawn(argv, v->rundir, qmpl, log, e);
 	free(argv);

@@ -176,6 +176,14 @@ qemu_hold() {
 	assert_no_temp .
 }
 
+# traced LOG CMD...: run CMD under strace, logging its file-syncing and
+# renaming calls to LOG; CMD's status is strace's.
+traced() {
+	local log=$1
+	shift
+	strace -f -o "$log" -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 "$@"
+}
+
 # syscalls FILE: the names of the file-syncing and renaming calls in an
 # strace log, in order, one per line.
 syscalls() {
@@ -188,8 +196,7 @@ syscalls() {
 	ext4_dir "$T/e"
 	cd "$T/e"
 	mkimage src.img 1G 40
-	strace -f -o durable.trace -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 \
-		cowclone -q src.img durable.img > durable.json
+	traced durable.trace cowclone -q src.img durable.img > durable.json
 	[ "$(jq -r .disk.method durable.json)" = sparse-copy ]
 	cmp src.img durable.img
 	# the clone's fsync comes before the rename that names it
@@ -197,8 +204,7 @@ syscalls() {
 	assert_output --regexp '(^|
 )fsync
 renameat2'
-	strace -f -o fast.trace -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 \
-		cowclone -q --no-sync src.img fast.img > /dev/null
+	traced fast.trace cowclone -q --no-sync src.img fast.img > /dev/null
 	cmp src.img fast.img
 	[ "$(blocks fast.img)" -le "$(blocks src.img)" ]
 	run syscalls fast.trace
@@ -210,8 +216,7 @@ renameat2'
 	command -v mkfs.xfs >/dev/null || fail "mkfs.xfs missing (xfsprogs)"
 	mount_loop xfs 1G "$T/xfs" -m reflink=1
 	mkimage "$T/xfs/base.img" 2G 32
-	strace -f -o "$T/reflink.trace" -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 \
-		cowclone "$T/xfs/base.img" "$T/xfs/vm1.img" > "$T/out" 2> "$T/err"
+	traced "$T/reflink.trace" cowclone "$T/xfs/base.img" "$T/xfs/vm1.img" > "$T/out" 2> "$T/err"
 	run cat "$T/out"
 	[ "$(jqo '.disk.method')" = reflink ]
 	[ "$(jqo '.disk.copied')" -eq 0 ]

@@ -357,11 +357,25 @@ boots() {
 	! grep -q qemu-system run/shut/console.log
 }
 
+# fg_vm NAME MODE [OPTION...]: start the test guest on NAME.img with vmrun
+# in the foreground, as a background job (stdout in ./out, stderr in ./err),
+# its pid in FG_PID; return once its console says MODE's first words.
+fg_vm() {
+	local name=$1 mode=$2 says
+	shift 2
+	vmrun -q -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk "$name.img" -a "vmstrap.mode=$mode" "$@" > out 2> err 8>&- &
+	FG_PID=$!
+	case $mode in
+	write) says="vmstrap-guest: writing" ;;
+	*) says="vmstrap-guest: up $name" ;;
+	esac
+	wait_console "$name" "$says"
+}
+
 @test "SIGTERM in the foreground powers the guest off cleanly first" {
 	disk amd64 fg
-	vmrun -q -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk fg.img -a vmstrap.mode=stay > out 2> err 8>&- &
-	pid=$!
-	wait_console fg "vmstrap-guest: up fg"
+	fg_vm fg stay
+	pid=$FG_PID
 	kill -TERM "$pid"
 	rc=0
 	wait "$pid" || rc=$?
@@ -440,9 +454,8 @@ boots() {
 
 @test "a guest that resets is not a clean power-off; a second stop signal stops at once" {
 	disk amd64 r
-	vmrun -q -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk r.img -a vmstrap.mode=stay > out 2> err 8>&- &
-	pid=$!
-	wait_console r "vmstrap-guest: up r"
+	fg_vm r stay
+	pid=$FG_PID
 	python3 -c '
 import socket, sys, json
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
@@ -457,9 +470,8 @@ for c in ("qmp_capabilities", "system_reset"):
 	# two stops (SIGTERM: a background job of a script ignores SIGINT,
 	# and vmrun leaves an ignored signal ignored): the second does not
 	# wait for the guest
-	vmrun -q -t 60 -A tcg --mem 512M --kernel "$G/amd64/vmlinuz" --initrd "$G/amd64/initrd.img" --disk r.img -a vmstrap.mode=write > out 2> err 8>&- &
-	pid=$!
-	wait_console r "vmstrap-guest: writing"
+	fg_vm r write -t 60
+	pid=$FG_PID
 	kill -TERM "$pid"
 	sleep 0.3
 	start=$SECONDS
