@@ -366,10 +366,8 @@ int main(int argc, char *argv[])
 	} else if (argc == 1) {
 		bool present;
 
-		if (!path_valid_name(argv[0]))
-			return fe_usage_error(SYNOPSIS,
-			    "invalid disk name '%s': use letters, digits, '.', '_' and '-'",
-			    argv[0]);
+		if (path_check_name("disk", argv[0], &e) < 0)
+			return fe_fail_usage(SYNOPSIS, &e);
 		doc = doc_read_stdin(&present, &e);
 		if (doc == NULL)
 			return fe_fail(&e);

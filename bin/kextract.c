@@ -907,10 +907,8 @@ int main(int argc, char *argv[])
 		return fe_usage_error(SYNOPSIS,
 		    "unknown format '%s': use -F image or -F vmlinux", o.format);
 	o.vmlinux = o.format && strcmp(o.format, "vmlinux") == 0;
-	if (o.group && !path_valid_name(o.group))
-		return fe_usage_error(SYNOPSIS,
-		    "invalid group name '%s': use letters, digits, '.', '_' and '-'",
-		    o.group);
+	if (o.group && path_check_name("group", o.group, &e) < 0)
+		return fe_fail_usage(SYNOPSIS, &e);
 	if (o.version && (!*o.version || strchr(o.version, '/')))
 		return fe_usage_error(SYNOPSIS,
 		    "invalid kernel version '%s'", o.version);

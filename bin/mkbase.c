@@ -1406,10 +1406,8 @@ int main(int argc, char *argv[])
 		return fe_usage_error(SYNOPSIS, "too many operands");
 	if (o.size && size_parse_disk(o.size, &size, &e) < 0)
 		return fe_fail(&e);
-	if (o.group && !path_valid_name(o.group))
-		return fe_usage_error(SYNOPSIS,
-		    "invalid group name '%s': use letters, digits, '.', '_' and '-'",
-		    o.group);
+	if (o.group && path_check_name("group", o.group, &e) < 0)
+		return fe_fail_usage(SYNOPSIS, &e);
 	if (o.out && *o.out == '\0')
 		return fe_usage_error(SYNOPSIS, "-o needs a file name");
 	if (o.dir && chdir(o.dir) < 0) {

@@ -39,7 +39,7 @@
 #include "stop.h"
 #include "vmstate.h"
 
-#define SYNOPSIS "vmrun [-dqV] [-A auto|kvm|hvf|tcg] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-t SECS] [--cpus N] [--mem SIZE] [--kernel K] [--initrd I] [--disk D] [-a ARGS] [--allow-base]\n       vmrun [-C DIR] [-t SECS] stop NAME\n       vmrun [-C DIR] ls\n       vmrun [-C DIR] [-c FILE] config"
+#define SYNOPSIS "vmrun [-dqV] [-A auto|kvm|hvf|tcg] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-t SECS] [--cpus N] [--mem SIZE] [--kernel K] [--initrd I] [--disk D] [-a ARGS] [--allow-base]\n       vmrun [-C DIR] [-t SECS] stop NAME\n       vmrun [-C DIR] ls\n       vmrun [-C DIR] [-c FILE] config\n       vmrun check-name NAME..."
 #define DEFAULT_GROUP "slicer"
 #define PROBE_SECS 3
 
@@ -91,7 +91,9 @@ static void usage(FILE *f)
 	    "\n"
 	    "  stop NAME          ACPI power-down, wait, then kill\n"
 	    "  ls                 one JSON line per VM: its state, pid, disk, ports\n"
-	    "  config             the configuration, checked, as one JSON object\n", f);
+	    "  config             the configuration, checked, as one JSON object\n"
+	    "  check-name NAME... whether each NAME follows the name rule of VMs,\n"
+	    "                     groups and snapshot tags (for scripts)\n", f);
 }
 
 /* --- small helpers ---------------------------------------------------- */
@@ -1135,10 +1137,8 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 	bool forced = false;
 	int s;
 
-	if (!path_valid_name(name))
-		return vs_error(e, EX_USAGE, 0,
-		    "invalid VM name '%s': use letters, digits, '.', '_' and '-'",
-		    name);
+	if (path_check_name("VM", name, e) < 0)
+		return -1;
 	if (vmstate_get(VM_RUN_DIR, name, &vi, e) < 0)
 		return -1;
 	if (vi.state != VM_RUNNING) {
@@ -1307,9 +1307,10 @@ static int show_config(const char *explicit, bool quiet, struct vs_err *e)
 		    "network", "mode", g->network.mode, "gateway",
 		    g->network.gateway));
 	}
-	j = json_pack("{s:s, s:s?, s:s?, s:s?, s:b, s:o}", "path", cfg.path,
-	    "image", cfg.image, "kernel_image", cfg.kernel_image,
-	    "hypervisor", cfg.hypervisor, "insecure_registry",
+	j = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:b, s:o}",
+	    "path", cfg.path, "image", cfg.image, "kernel_image",
+	    cfg.kernel_image, "kernel_file", cfg.kernel_file, "initrd_file",
+	    cfg.initrd_file, "hypervisor", cfg.hypervisor, "insecure_registry",
 	    cfg.insecure_registry, "host_groups", groups);
 	config_free(&cfg);
 	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -1364,7 +1365,7 @@ int main(int argc, char *argv[])
 	struct vs_err e = { 0 };
 	struct vm v = { 0 };
 	cleanup_json json_t *doc = NULL;
-	cleanup_free char *cfgpath = NULL;
+	cleanup_free char *cfgpath = NULL, *cfg_kernel = NULL, *cfg_initrd = NULL;
 	const char *group;
 	bool failed = false;
 	long long num;
@@ -1432,9 +1433,19 @@ int main(int argc, char *argv[])
 		return fe_finish(show_config(o.config, o.quiet, &e) < 0 ?
 		    fe_fail(&e) : 0);
 	}
+	if (argc > 0 && strcmp(argv[0], "check-name") == 0) {
+		/* The tools' one name rule, for scripts that turn names into
+		 * paths (vmstrap), as git check-ref-format is for refs. */
+		if (argc < 2)
+			return fe_usage_error(SYNOPSIS, "check-name needs a NAME");
+		for (int i = 1; i < argc; i++)
+			if (path_check_name("", argv[i], &e) < 0)
+				return fe_finish(fe_fail(&e));
+		return fe_finish(0);
+	}
 	if (argc > 0 && strcmp(argv[0], "stop") != 0 && strcmp(argv[0], "ls") != 0)
 		return fe_usage_error(SYNOPSIS,
-		    "unknown command '%s': stop NAME, ls, config, or none to start a VM",
+		    "unknown command '%s': stop NAME, ls, config, check-name, or none to start a VM",
 		    argv[0]);
 	if (argc > 0 && o.start_only)
 		return fe_usage_error(SYNOPSIS,
@@ -1461,14 +1472,9 @@ int main(int argc, char *argv[])
 	    strcmp(o.accel, "hvf") != 0 && strcmp(o.accel, "tcg") != 0)
 		return fe_usage_error(SYNOPSIS,
 		    "unknown accelerator '%s': use auto, kvm, hvf or tcg", o.accel);
-	if (o.name && !path_valid_name(o.name))
-		return fe_usage_error(SYNOPSIS,
-		    "invalid VM name '%s': use letters, digits, '.', '_' and '-'",
-		    o.name);
-	if (o.group && !path_valid_name(o.group))
-		return fe_usage_error(SYNOPSIS,
-		    "invalid group name '%s': use letters, digits, '.', '_' and '-'",
-		    o.group);
+	if ((o.name && path_check_name("VM", o.name, &e) < 0) ||
+	    (o.group && path_check_name("group", o.group, &e) < 0))
+		return fe_fail_usage(SYNOPSIS, &e);
 	if (o.mem) {
 		if (size_parse(o.mem, &v.mem, &e) < 0)
 			return fe_fail(&e);
@@ -1494,6 +1500,9 @@ int main(int argc, char *argv[])
 			config_free(&cfg);
 			return fe_fail(&e);
 		}
+		/* (a kernel on the host: for images that carry none) */
+		cfg_kernel = steal_pointer(&cfg.kernel_file);
+		cfg_initrd = steal_pointer(&cfg.initrd_file);
 		if (g) {
 			if (v.cpus == 0)
 				v.cpus = g->vcpu;
@@ -1524,14 +1533,20 @@ int main(int argc, char *argv[])
 		return fe_finish(fe_fail(&e));
 	}
 
-	doc = doc_input(!(o.kernel && o.disk),
+	doc = doc_input(!((o.kernel || cfg_kernel) && o.disk),
 	    "give --kernel and --disk, or pipe kextract and cowclone's output into vmrun", &e);
 	if (doc == NULL)
 		return fe_fail_usage(SYNOPSIS, &e);
 	{
+		/* The kernel: --kernel, else the document's (kextract's), else
+		 * the configuration's kernel_file. */
 		const json_t *k = json_object_get(doc, "kernel");
 		const char *kp = o.kernel, *ip = o.initrd, *dp = o.disk;
-		if (kp == NULL) {
+		if (kp == NULL && k == NULL && cfg_kernel) {
+			kp = cfg_kernel;
+			if (ip == NULL)
+				ip = cfg_initrd;
+		} else if (kp == NULL) {
 			kp = json_string_value(json_object_get(k, "path"));
 			if (kp == NULL || *kp == '\0') {
 				vs_error(&e, EX_DATAERR, 0,

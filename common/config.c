@@ -11,6 +11,7 @@
 
 #include <yaml.h>
 
+#include "cleanup.h"
 #include "path.h"
 #include "size.h"
 
@@ -22,13 +23,16 @@ struct ctx {
 
 /* Keys that belong to Slicer but mean nothing to vmstrap: quietly ignored. */
 static const char *const slicer_top[] = {
-	"api", "github_user", "ssh_keys", "kernel_file", "initrd_file",
-	"graceful_shutdown", "sleep_action", NULL,
+	"api", "graceful_shutdown", "sleep_action", NULL,
 };
 static const char *const slicer_group[] = {
-	"storage", "persistent", "userdata", "userdata_file", "dns_servers",
-	"gpu_count", "share_home", "sleep_action", "rosetta", "tags", NULL,
+	"persistent", "dns_servers", "gpu_count", "share_home", "sleep_action",
+	"rosetta", "tags", NULL,
 };
+/* Slicer's keys that change what a user gets, which vmstrap does not honour
+ * yet: loaded with a warning, never silently. */
+static const char *const unhonoured_top[] = { "github_user", "ssh_keys", NULL };
+static const char *const unhonoured_group[] = { "userdata", "userdata_file", NULL };
 static const char *const slicer_network[] = { "addresses", NULL };
 
 static bool in_list(const char *const *list, const char *s)
@@ -112,6 +116,18 @@ static int get_string(struct ctx *x, const char *key, const yaml_node_t *n,
 	return 0;
 }
 
+/* A quoted scalar is a string in YAML, whatever it spells: "3" is no
+ * number and "true" no boolean. */
+static int not_quoted(struct ctx *x, const char *key, const yaml_node_t *n,
+    const char *want)
+{
+	if (n->type != YAML_SCALAR_NODE ||
+	    n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+		return 0;
+	return bad(x, n, "%s: expected %s, got the string \"%s\" (write it without quotes)",
+	    key, want, (const char *)n->data.scalar.value);
+}
+
 static int get_long(struct ctx *x, const char *key, const yaml_node_t *n,
     long min, long max, long *out)
 {
@@ -121,6 +137,8 @@ static int get_long(struct ctx *x, const char *key, const yaml_node_t *n,
 
 	if (is_null(n))
 		return 0;
+	if (not_quoted(x, key, n, "a whole number") < 0)
+		return -1;
 	if (s == NULL || *s == '\0' || !(*s == '-' || (*s >= '0' && *s <= '9')))
 		goto fail;
 	errno = 0;
@@ -143,6 +161,8 @@ static int get_bool(struct ctx *x, const char *key, const yaml_node_t *n,
 
 	if (is_null(n))
 		return 0;
+	if (not_quoted(x, key, n, "true or false") < 0)
+		return -1;
 	for (int i = 0; s && yes[i]; i++) {
 		if (strcasecmp(s, yes[i]) == 0) {
 			*out = true;
@@ -155,6 +175,32 @@ static int get_bool(struct ctx *x, const char *key, const yaml_node_t *n,
 	}
 	return bad(x, n, "%s: expected true or false, got '%s'", key,
 	    s ? s : "(not a scalar)");
+}
+
+/* A path on the host: relative ones are relative to the configuration
+ * file's directory, wherever the tools run. */
+static int get_path(struct ctx *x, const char *key, const yaml_node_t *n,
+    char **out)
+{
+	cleanup_free char *s = NULL, *dir = NULL, *real = NULL;
+
+	if (get_string(x, key, n, &s) < 0)
+		return -1;
+	if (s == NULL)
+		return 0;
+	if (*s == '\0')
+		return bad(x, n, "%s: expected a path", key);
+	free(*out);
+	*out = NULL;
+	if (s[0] == '/') {
+		*out = steal_pointer(&s);
+		return 0;
+	}
+	if (path_split(x->c->path, &dir, NULL) < 0 ||
+	    (real = realpath(dir, NULL)) == NULL ||
+	    (*out = path_join(real, s)) == NULL)
+		return vs_error(x->e, EX_OSERR, errno, "%s", x->c->path);
+	return 0;
 }
 
 #define FOR_PAIRS(x, map, p) \
@@ -212,7 +258,7 @@ static int load_network(struct ctx *x, const yaml_node_t *map,
 static int load_group(struct ctx *x, const yaml_node_t *map,
     struct vs_group *g)
 {
-	const yaml_node_t *ram_node = NULL;
+	const yaml_node_t *ram_node = NULL, *name_node = map;
 	long l;
 
 	g->count = 1;
@@ -229,6 +275,7 @@ static int load_group(struct ctx *x, const yaml_node_t *map,
 		if (key_of(x, map, p, &key, &k, &v) < 0)
 			return -1;
 		if (strcmp(key, "name") == 0) {
+			name_node = v;
 			rc = get_string(x, "name", v, &g->name);
 		} else if (strcmp(key, "count") == 0) {
 			rc = get_long(x, "count", v, 0, 100000, &g->count);
@@ -259,6 +306,20 @@ static int load_group(struct ctx *x, const yaml_node_t *map,
 			}
 		} else if (strcmp(key, "network") == 0) {
 			rc = load_network(x, v, &g->network);
+		} else if (strcmp(key, "storage") == 0) {
+			const char *s = scalar(v);
+			if (is_null(v) || (s && strcmp(s, "image") == 0))
+				continue;
+			if (s && (strcmp(s, "devmapper") == 0 ||
+			    strcmp(s, "zfs") == 0))
+				rc = warn(x, v, "storage: %s: vmstrap keeps every disk in an image file (storage: image)",
+				    s);
+			else
+				return bad(x, v, "storage: expected image, devmapper or zfs, got '%s'",
+				    s ? s : "(not a scalar)");
+		} else if (in_list(unhonoured_group, key)) {
+			rc = warn(x, k, "'%s' is not honoured yet: vmstrap runs nothing in the VM on its first boot",
+			    key);
 		} else if (!in_list(slicer_group, key)) {
 			rc = warn(x, k, "unknown key '%s' ignored", key);
 		}
@@ -267,8 +328,14 @@ static int load_group(struct ctx *x, const yaml_node_t *map,
 	}
 	if (g->name == NULL || *g->name == '\0')
 		return bad(x, map, "host group without a name");
-	if (strchr(g->name, '/') || g->name[0] == '.')
-		return bad(x, map, "host group name '%s': must not contain '/' or start with '.'",
+	/* (the name becomes the paths <name>-base.img, kernel/<name>/) */
+	if (path_check_name("group", g->name, x->e) < 0) {
+		char why[sizeof x->e->msg];
+		snprintf(why, sizeof why, "%s", x->e->msg);
+		return bad(x, name_node, "host group name: %s", why);
+	}
+	if (g->storage_size == 0)
+		return bad(x, map, "host group '%s' has no storage_size: give its disk size, like storage_size: 15G (at least 5G)",
 		    g->name);
 	return 0;
 }
@@ -316,6 +383,13 @@ static int load_config(struct ctx *x, const yaml_node_t *map)
 			rc = get_string(x, "kernel_image", v, &x->c->kernel_image);
 		else if (strcmp(key, "hypervisor") == 0)
 			rc = get_string(x, "hypervisor", v, &x->c->hypervisor);
+		else if (strcmp(key, "kernel_file") == 0)
+			rc = get_path(x, "kernel_file", v, &x->c->kernel_file);
+		else if (strcmp(key, "initrd_file") == 0)
+			rc = get_path(x, "initrd_file", v, &x->c->initrd_file);
+		else if (in_list(unhonoured_top, key))
+			rc = warn(x, k, "'config.%s' is not honoured yet: vmstrap puts no SSH keys in the VMs",
+			    key);
 		else if (strcmp(key, "insecure_registry") == 0)
 			rc = get_bool(x, "insecure_registry", v,
 			    &x->c->insecure_registry);
@@ -326,6 +400,10 @@ static int load_config(struct ctx *x, const yaml_node_t *map)
 		if (rc < 0)
 			return -1;
 	}
+	if (x->c->kernel_file && x->c->kernel_image)
+		return bad(x, map, "give kernel_image (a kernel from an image) or kernel_file (one on the host), not both");
+	if (x->c->initrd_file && !x->c->kernel_file)
+		return bad(x, map, "initrd_file goes with kernel_file: give both, or neither");
 	return 0;
 }
 
@@ -336,6 +414,7 @@ int config_load(struct vs_config *c, const char *path, struct vs_err *e)
 	yaml_node_t *root;
 	struct ctx x = { c, &doc, e };
 	bool found = false;
+	struct stat st;
 	FILE *f;
 	int rc = -1;
 
@@ -344,11 +423,22 @@ int config_load(struct vs_config *c, const char *path, struct vs_err *e)
 	if (c->path == NULL)
 		return vs_error(e, EX_OSERR, ENOMEM, "%s", path);
 	f = fopen(path, "rbe");
-	if (f == NULL)
-		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT) == EX_NOPERM
+	if (f == NULL) {
+		vs_error(e, vs_code_for_errno(errno, EX_NOINPUT) == EX_NOPERM
 		    ? EX_NOPERM : EX_NOINPUT, errno, "%s", path);
+		config_free(c);
+		return -1;
+	}
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		vs_error(e, EX_NOINPUT, 0, "%s: is a directory, not a configuration file",
+		    path);
+		fclose(f);
+		config_free(c);
+		return -1;
+	}
 	if (!yaml_parser_initialize(&parser)) {
 		fclose(f);
+		config_free(c);
 		return vs_error(e, EX_OSERR, ENOMEM, "%s", path);
 	}
 	yaml_parser_set_input_file(&parser, f);
@@ -360,6 +450,7 @@ int config_load(struct vs_config *c, const char *path, struct vs_err *e)
 		    parser.context ? parser.context : "");
 		yaml_parser_delete(&parser);
 		fclose(f);
+		config_free(c);
 		return -1;
 	}
 	root = yaml_document_get_root_node(&doc);
@@ -395,6 +486,8 @@ out:
 	yaml_document_delete(&doc);
 	yaml_parser_delete(&parser);
 	fclose(f);
+	if (rc < 0)
+		config_free(c);
 	return rc;
 }
 
@@ -455,6 +548,8 @@ void config_free(struct vs_config *c)
 	free(c->path);
 	free(c->image);
 	free(c->kernel_image);
+	free(c->kernel_file);
+	free(c->initrd_file);
 	free(c->hypervisor);
 	memset(c, 0, sizeof *c);
 }

@@ -12,9 +12,11 @@
  *         network: {mode: nat, gateway: 192.168.64.1/24}
  *
  * Values from the file are defaults that command-line arguments override.
- * Keys vmstrap does not know are ignored with a warning (Slicer's own keys
- * that vmstrap has no use for are ignored quietly), so a real Slicer file
- * loads. */
+ * A group's name follows the tools' name rule (path_valid_name) and its
+ * storage_size is required.  Keys vmstrap does not know are ignored with a
+ * warning (Slicer's own keys that vmstrap has no use for are ignored
+ * quietly, the ones it does not honour yet with a warning), so a real
+ * Slicer file loads. */
 #ifndef VS_CONFIG_H
 #define VS_CONFIG_H
 
@@ -47,6 +49,8 @@ struct vs_config {
 	char *path;
 	char *image;		/* config.image, or NULL */
 	char *kernel_image;	/* config.kernel_image, or NULL */
+	char *kernel_file;	/* config.kernel_file, absolute, or NULL */
+	char *initrd_file;	/* config.initrd_file, absolute, or NULL */
 	char *hypervisor;	/* config.hypervisor, or NULL */
 	bool insecure_registry;
 	struct vs_group *groups;
@@ -56,7 +60,8 @@ struct vs_config {
 };
 
 /* Load path into c (zeroed first).  A file that cannot be read is
- * EX_NOINPUT; a YAML error or a bad value is EX_CONFIG, with FILE:LINE:COL. */
+ * EX_NOINPUT; a YAML error or a bad value is EX_CONFIG, with FILE:LINE:COL.
+ * On failure c holds nothing (config_free is harmless). */
 int config_load(struct vs_config *c, const char *path, struct vs_err *e);
 
 /* Which file to read: explicit (-c) when given; otherwise dir/slicer-mac.yaml

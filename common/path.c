@@ -95,3 +95,12 @@ bool path_valid_name(const char *s)
 			return false;
 	return true;
 }
+
+int path_check_name(const char *what, const char *s, struct vs_err *e)
+{
+	if (path_valid_name(s))
+		return 0;
+	return vs_error(e, EX_USAGE, 0,
+	    "invalid %s%sname '%.64s%s': use 1 to 200 letters, digits, '.', '_' and '-', not starting with '.' or '-'",
+	    what, *what ? " " : "", s, strlen(s) > 64 ? "..." : "");
+}

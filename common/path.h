@@ -16,10 +16,16 @@ int path_split(const char *path, char **dir, char **base);
  * with e set (EX_CANTCREAT when the directory is missing). */
 char *path_abs(const char *path, struct vs_err *e);
 
-/* Whether s is a name for a workspace file (a disk, a host group):
- * letters, digits, '.', '_' and '-', not starting with '.' or '-', at most
- * 200 bytes. */
+/* The name rule: whether s may name a workspace file (a VM and its disk,
+ * a host group, a snapshot tag): letters, digits, '.', '_' and '-', not
+ * starting with '.' or '-', 1 to 200 bytes.  Every name that becomes a path
+ * passes it, so a name never reaches outside the workspace. */
 bool path_valid_name(const char *s);
+
+/* path_valid_name, or -1 with e set (EX_USAGE): "invalid WHAT name 'S':
+ * ...", saying what the rule allows.  what is "VM", "group", "disk"...,
+ * or "" for a name of no kind. */
+int path_check_name(const char *what, const char *s, struct vs_err *e);
 
 /* dir + "/" + name, malloc'd; NULL on ENOMEM. */
 char *path_join(const char *dir, const char *name);

@@ -109,10 +109,8 @@ int vmstate_get(const char *rundir, const char *name, struct vm_info *vi,
 	pid_t pid;
 
 	memset(vi, 0, sizeof *vi);
-	if (!path_valid_name(name))
-		return vs_error(e, EX_USAGE, 0,
-		    "invalid VM name '%s': use letters, digits, '.', '_' and '-'",
-		    name);
+	if (path_check_name("VM", name, e) < 0)
+		return -1;
 	if ((vi->name = strdup(name)) == NULL ||
 	    asprintf(&vi->dir, "%s/%s", rundir, name) < 0 ||
 	    asprintf(&rec, "%s/vm.json", vi->dir) < 0 ||

@@ -271,3 +271,32 @@ ids() {
 	[ "$status" -ne 0 ]
 	[ ! -e job-2.img ]
 }
+
+@test "kernel_file and kernel_image: the kernel from the host, or from another image" {
+	# a kernel on the host, relative to the configuration file
+	oci-fetch -q --insecure "$REG/demo:1" | oci-unpack -q | kextract -q -g spare > /dev/null
+	mkdir -p conf/k
+	mv kernel/spare/Image kernel/spare/initrd conf/k/
+	rm -rf kernel
+	config 1 1
+	sed 's|^  hypervisor: apple|  hypervisor: apple\n  kernel_file: k/Image\n  initrd_file: k/initrd|' slicer-mac.yaml > conf/c.yaml
+	rm slicer-mac.yaml
+	run_split vmstrap up -c conf/c.yaml
+	assert_ok
+	[ ! -e kernel ] || fail "a kernel was extracted: $(ls -R kernel)"
+	pid=$(jq -r .pid <<< "$output")
+	[[ "$(tr '\0' ' ' < "/proc/$pid/cmdline")" == *"-kernel $T/conf/k/Image -initrd $T/conf/k/initrd "* ]]
+	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
+	vmstrap -q down
+	# the kernel of another image, pulled as well
+	config 1 1
+	sed -i "s|^  hypervisor: apple|  hypervisor: apple\n  kernel_image: \"$REG/demo:2\"|" slicer-mac.yaml
+	run_split vmstrap up
+	assert_ok
+	two=$(jq -r '.manifests[] | select(.annotations."org.opencontainers.image.ref.name" == "'"$REG/demo:2"'") | .digest' oci-cache/index.json)
+	[ -n "$two" ] || fail "demo:2 was not pulled: $(cat oci-cache/index.json)"
+	[ "$(jq -r .source kernel/web/.Image.json)" = "$two" ]
+	[ "$(jq -r .source .web-base.img.json)" != "$two" ]
+	wait_console web-1 "vmstrap-guest: up web-1 boot 2" 60
+	vmstrap -q down
+}

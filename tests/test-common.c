@@ -331,11 +331,13 @@ static void test_config(void)
 	config_free(&c);
 
 	rc = config_load(&c, linux_ex, &e);
-	ok(rc == 0 && c.nwarnings == 0 && c.ngroups == 1 &&
+	ok(rc == 0 && c.nwarnings == 1 && c.ngroups == 1 &&
+	    strstr(c.warnings[0], ":15:3: 'config.github_user' is not honoured yet") &&
 	    strcmp(c.hypervisor, "firecracker") == 0 &&
 	    c.groups[0].storage_size == (UINT64_C(25) << 30) &&
 	    strcmp(c.groups[0].network.bridge, "brvm0") == 0,
-	    "Slicer's full reference example loads quietly");
+	    "Slicer's full reference example loads, warning only of what is not honoured: %s",
+	    c.nwarnings ? c.warnings[0] : "(none)");
 	config_free(&c);
 
 	rc = config_load(&c, two, &e);
@@ -360,14 +362,24 @@ static void test_config(void)
 		{ "config:\n  host_groups:\n    - name: a\n      ram_gb: 2\n      ram_mb: 2\n",
 		  "only one of ram_gb" },
 		{ "config:\n  host_groups:\n    - count: 1\n", "without a name" },
-		{ "config:\n  host_groups:\n    - name: a\n    - name: a\n",
-		  "defined twice" },
+		{ "config:\n  host_groups:\n    - name: a\n      storage_size: 5G\n"
+		  "    - name: a\n      storage_size: 5G\n", "defined twice" },
 		{ "config:\n  insecure_registry: maybe\n", "true or false" },
 		{ "image: x\n", "no 'config:'" },
 		{ "", "empty configuration" },
 		{ "- a\n", "expected a mapping" },
 		{ "config:\n  host_groups: 3\n", "expected a list" },
-		{ "config:\n  host_groups:\n    - name: ../x\n", "must not contain" },
+		{ "config:\n  host_groups:\n    - name: ../x\n", ":3:13: host group name: invalid group name '../x'" },
+		{ "config:\n  host_groups:\n    - name: \"a b\"\n", "invalid group name 'a b'" },
+		{ "config:\n  host_groups:\n    - name: \"\"\n", "without a name" },
+		{ "config:\n  host_groups:\n    - name: a\n      count: 2\n",
+		  ":3:7: host group 'a' has no storage_size" },
+		{ "config:\n  host_groups:\n    - name: a\n      storage_size: 5G\n      count: \"2\"\n",
+		  ":5:14: count: expected a whole number, got the string \"2\"" },
+		{ "config:\n  host_groups:\n    - name: a\n      storage_size: 5G\n      storage: lvm\n",
+		  "storage: expected image, devmapper or zfs" },
+		{ "config:\n  kernel_file: /k\n  kernel_image: r:1\n", "not both" },
+		{ "config:\n  kernel_file: \"\"\n", "kernel_file: expected a path" },
 		{ "config:\n  image: a\n  image: b\n", ":3:3: 'image' is given twice" },
 		{ "config:\n  host_groups: []\n  host_groups:\n    - name: a\n",
 		  "'host_groups' is given twice" },
@@ -393,9 +405,13 @@ static void test_config(void)
 	unlink(bad);
 	memset(&e, 0, sizeof e);
 	rc = config_load(&c, "/nonexistent/slicer-mac.yaml", &e);
-	ok(rc == -1 && e.code == EX_NOINPUT && strstr(e.msg, "No such file"),
-	    "a missing file is EX_NOINPUT: %s", e.msg);
+	ok(rc == -1 && e.code == EX_NOINPUT && strstr(e.msg, "No such file") &&
+	    c.path == NULL, "a missing file is EX_NOINPUT, and nothing is kept: %s", e.msg);
 	config_free(&c);
+	memset(&e, 0, sizeof e);
+	rc = config_load(&c, "/", &e);
+	ok(rc == -1 && e.code == EX_NOINPUT && strstr(e.msg, "/: is a directory") &&
+	    c.path == NULL, "a directory is EX_NOINPUT: %s", e.msg);
 
 	char *found = NULL;
 	ok(config_locate(tmpdir, NULL, &found, &e) == 0 && found == NULL,

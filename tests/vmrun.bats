@@ -278,7 +278,7 @@ boots() {
 	    - name: web
 	      count: 1
 	      vcpu: 3
-	      ram_gb: 1
+	      ram_mb: 768
 	      storage_size: 5G
 	      network: {mode: nat}
 	EOF
@@ -290,7 +290,7 @@ boots() {
 	pid=$(jq -r .vm.pid <<< "$output")
 	args=$(tr '\0' ' ' < "/proc/$pid/cmdline")
 	[[ $args == *"-smp 3 "* ]]
-	[[ $args == *"-m 1024M "* ]]
+	[[ $args == *"-m 768M "* ]]
 	! ls -l "/proc/$pid/fd" | grep -q "$T/leak"
 	# detached: its own session, nothing of the caller's terminal or
 	# pipes, what it says in run/NAME/qemu.log
@@ -435,7 +435,7 @@ fg_vm() {
 	disk amd64 m
 	run_split vmrun -A tcg --mem 99999T --kernel "$G/amd64/vmlinuz" --disk m.img
 	assert_refused 64 "64M to 1T of memory"
-	printf 'config:\n  host_groups:\n    - name: big\n      vcpu: 300\n' > slicer-mac.yaml
+	printf 'config:\n  host_groups:\n    - name: big\n      vcpu: 300\n      storage_size: 5G\n' > slicer-mac.yaml
 	run_split vmrun -g big -A tcg --kernel "$G/amd64/vmlinuz" --disk m.img
 	assert_refused 78 "group big: a VM has 1 to 256 CPUs"
 	rm slicer-mac.yaml
