@@ -53,7 +53,7 @@ kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
 	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
-mkbase_COMMON := atomic config digest doc err fe lock path progress ref \
+mkbase_COMMON := atomic config digest doc err fe lend lock path progress ref \
 	rootfs rootless run size stamp stop strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs) -pthread

@@ -36,6 +36,7 @@
 #include "progress.h"
 #include "ref.h"
 #include "rootfs.h"
+#include "lend.h"
 #include "rootless.h"
 #include "run.h"
 #include "size.h"
@@ -121,75 +122,21 @@ static int src_error(struct build *b, const char *what)
 	    "%s %s", what, b->path[0] ? b->path : "/");
 }
 
-/* Rootless, the tree is its user's, and files the image makes unreadable
- * to their owner (/etc/shadow 0000, a 4111 sudo, a 0311 directory) are
- * unreadable to us too: give the owner read (and, for a directory,
- * search) permission while the entry is read, as umoci's rootless mode
- * does, and take it back after.  Returns the mode to restore, or 0. */
-/* What is lent now (the directories down to the entry being read, and
- * that entry): a stack the signal handler gives back before the process
- * dies, so that an interrupted build leaves the tree's modes as they were.
- * It only grows with signals blocked, so the handler never sees it moved. */
-struct lent {
-	int dfd;
-	const char *name;	/* lives until the entry is taken back */
-	mode_t was;
-};
-static struct lent *lent_v;
-static size_t lent_cap;
-static volatile sig_atomic_t lent_n;
-
-static void give_back_all(void)
+/* Rootless, unreadable entries of the tree are lent read permission while
+ * they are read (common/lend): journaled, and given back on every way out,
+ * kill -9 included (the next build replays the journal first). */
+static int lend(bool rootless, int dfd, const char *name,
+    const struct stat *st, mode_t *was, struct vs_err *e)
 {
-	for (sig_atomic_t i = lent_n; i-- > 0; )
-		if (fchmodat(lent_v[i].dfd, lent_v[i].name,
-		    lent_v[i].was & 07777, 0) < 0)
-			continue;	/* (nothing more a handler can do) */
-	lent_n = 0;
-}
-
-static mode_t lend_read(bool rootless, int dfd, const char *name,
-    const struct stat *st)
-{
-	mode_t need;
-
-	if (!rootless || S_ISLNK(st->st_mode) || st->st_uid != geteuid())
-		return 0;
-	need = S_ISDIR(st->st_mode) ? 0500 : 0400;
-	if ((st->st_mode & need) == need)
-		return 0;
-	if ((size_t)lent_n == lent_cap) {
-		sigset_t all, old;
-		struct lent *nv;
-		sigfillset(&all);
-		sigprocmask(SIG_BLOCK, &all, &old);
-		nv = realloc(lent_v, (lent_cap ? lent_cap * 2 : 64) * sizeof *nv);
-		if (nv) {
-			lent_v = nv;
-			lent_cap = lent_cap ? lent_cap * 2 : 64;
-		}
-		sigprocmask(SIG_SETMASK, &old, NULL);
-		if (nv == NULL)
-			return 0;	/* (then reading it fails, and says so) */
-	}
-	lent_v[lent_n] = (struct lent){ dfd, name, (st->st_mode & 07777) | S_IFMT };
-	lent_n = lent_n + 1;
-	if (fchmodat(dfd, name, (st->st_mode & 07777) | need, 0) < 0) {
-		lent_n = lent_n - 1;
-		return 0;
-	}
-	return (st->st_mode & 07777) | S_IFMT;	/* S_IFMT: 0 is a mode too */
+	*was = 0;
+	return rootless ? lend_read(dfd, name, st, was, e) : 0;
 }
 
 static void take_back(int dfd, const char *name, mode_t was)
 {
-	if (!was)
-		return;
-	if (fchmodat(dfd, name, was & 07777, 0) < 0)
+	if (lend_take_back(dfd, name, was) < 0)
 		fe_warn("%s: cannot give back its mode %04o: %s", name,
 		    (unsigned)(was & 07777), strerror(errno));
-	if (lent_n > 0)
-		lent_n = lent_n - 1;
 }
 
 /* --- the tree: what it needs ---------------------------------------- */
@@ -400,8 +347,13 @@ static int measure(struct measuring *m, int fd)
 		} else if (S_ISDIR(st.st_mode)) {
 			/* (taken back once the directory is measured:
 			 * looking names up in it needs search permission) */
-			mode_t was = lend_read(m->rootless, fd, names[i], &st);
-			int cfd = openat(fd, names[i],
+			mode_t was;
+			int cfd;
+			if (lend(m->rootless, fd, names[i], &st, &was, m->e) < 0) {
+				rc = -1;
+				break;
+			}
+			cfd = openat(fd, names[i],
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (cfd < 0) {
 				rc = errno == EMFILE ? vs_error(m->e, EX_OSERR,
@@ -940,7 +892,8 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return src_error(b, "stat");
 	/* (st keeps its own mode, not the one lent for reading) */
-	was = lend_read(b->rootless, dfd, name, &st);
+	if (lend(b->rootless, dfd, name, &st, &was, b->e) < 0)
+		return -1;
 	rc = copy_entry_as_is(b, dfd, name, dir, plen, st);
 
 	take_back(dfd, name, was);
@@ -1122,30 +1075,20 @@ static int fill(struct build *b, int treefd, struct need *nd)
 	return copy_dir(b, treefd, EXT2_ROOT_INO, 0);
 }
 
-/* Build the image into the open temporary file af. */
-static int build_image(const struct rootfs *src, struct atomic_file *af,
-    uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
+/* Build the image from the tree treefd into the open temporary file af. */
+static int fill_image(const struct rootfs *src, int treefd,
+    struct atomic_file *af, uint64_t size, bool quiet, char uuid[37],
+    struct vs_err *e)
 {
 	struct build b = { .img = af->fd, .rootless = src->rootless, .e = e };
 	struct measuring m = { .seen = STRMAP_INIT, .bs = 4096,
 	    .rootless = src->rootless, .e = e };
 	struct need nd;
-	cleanup_fd int treefd = -1;
 	const char *sde = getenv("SOURCE_DATE_EPOCH");
 	char seed[37] = "";
 	errcode_t err;
 	int rc;
 
-	treefd = open(src->tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (treefd < 0)
-		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
-		    "%s", src->tree);
-	/* rootless, the tree's modes are lent for reading: one build of a
-	 * tree at a time, or one would read another's lent modes */
-	if (src->rootless)
-		while (flock(treefd, LOCK_EX) < 0)
-			if (errno != EINTR)
-				return vs_error(e, EX_OSERR, errno, "%s: lock", src->tree);
 	m.xlist = malloc(XLIST_MAX);
 	rc = m.xlist ? measure(&m, treefd) :
 	    vs_error(e, EX_OSERR, ENOMEM, "mkbase");
@@ -1225,6 +1168,27 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
 		return vs_error(e, EX_IOERR, 0, "write %s: %s", af->tmp,
 		    error_message(err));
 	return 0;
+}
+
+/* Build the image into the open temporary file af.  Before the tree is
+ * read, what a killed rootless build left lent is given back (and, rootless
+ * or when there is such a journal, the tree is locked: one build of a tree
+ * at a time, or one would read another's lent modes). */
+static int build_image(const struct rootfs *src, struct atomic_file *af,
+    uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
+{
+	cleanup_fd int treefd = -1;
+	int rc;
+
+	treefd = open(src->tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (treefd < 0)
+		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
+		    "%s", src->tree);
+	rc = lend_begin(src->tree, treefd, src->rootless, e);
+	if (rc == 0)
+		rc = fill_image(src, treefd, af, size, quiet, uuid, e);
+	lend_end();
+	return rc;
 }
 
 /* The walk recurses once per level of the tree: it runs on a stack as
@@ -1375,7 +1339,7 @@ int main(int argc, char *argv[])
 
 	fe_init(argv[0]);
 	atomic_on_signals();
-	atomic_signal_hook(give_back_all);
+	atomic_signal_hook(lend_give_back_all);
 	tree_fd_limit();
 	initialize_ext2_error_table();	/* messages, not "Unknown code ext2 N" */
 	opterr = 0;

@@ -406,6 +406,56 @@ os.pwrite(f, b"C" * 1024, 5120)'
 	assert_no_temp "$R"
 }
 
+@test "rootless: a build killed (-9) while a mode is lent: the next build gives it back first, image and tree keep their modes" {
+	need_root "changing user"
+	R=$(mktemp -d /tmp/vmstrap-rootless.XXXXXX)
+	chmod 755 "$R"
+	chown nobody "$R"
+	runuser -u nobody -- sh -c 'cd "$1" && mkdir -p t/locked t/etc && head -c 1500M /dev/zero | tr "\0" x > t/locked/big &&
+		echo secret > t/etc/shadow && chmod 0 t/locked/big t/etc/shadow && chmod 0311 t/locked' - "$R"
+	runuser -u nobody -- "$VS_BIN/mkbase" -q -s 5G -o "$R/b.img" "$R/t" > /dev/null 2>&1 8>&- &
+	pid=$!
+	# the moment of the lend: the file being read, its directory and it lent
+	for ((i = 0; i < 500; i++)); do
+		[ "$(stat -c %a "$R/t/locked/big")" = 400 ] && break
+		sleep 0.01
+	done
+	[ "$(stat -c %a "$R/t/locked/big")" = 400 ] || fail "the build never read the file"
+	# (mkbase is runuser's child, and valgrind's under VALGRIND=1)
+	pkill -9 -f "$VS_BIN/mkbase -q -s 5G -o $R/b.img" || true
+	pkill -9 -f "valgrind.*mkbase -q -s 5G -o $R/b.img" || true
+	wait "$pid" || true
+	# what SIGKILL leaves: the modes lent, and the journal beside the tree
+	[ "$(stat -c %a "$R/t/locked/big")" = 400 ]
+	[ -s "$R/.t.lent" ]
+	[ ! -e "$R/b.img" ]
+	# the next build, as the same user, or by another name for the tree
+	ln -s t "$R/t-link"
+	run_split runuser -u nobody -- "$VS_BIN/mkbase" -q -s 5G -o "$R/b.img" "$R/t-link"
+	assert_ok
+	[ "$(stat -c %a "$R/t/locked/big")" = 0 ] && [ "$(stat -c %a "$R/t/locked")" = 311 ]
+	[ "$(stat -c %a "$R/t/etc/shadow")" = 0 ]
+	[ ! -e "$R/.t.lent" ] && [ ! -e "$R/.t-link.lent" ]
+	debugfs -R 'stat /locked/big' "$R/b.img" 2>/dev/null | grep -q 'Mode:  0000' ||
+		fail "big in the image: $(debugfs -R 'stat /locked/big' "$R/b.img" 2>/dev/null | head -3)"
+	debugfs -R 'stat /locked' "$R/b.img" 2>/dev/null | grep -q 'Mode:  0311'
+	debugfs -R 'stat /etc/shadow' "$R/b.img" 2>/dev/null | grep -q 'Mode:  0000'
+	e2fsck -fn "$R/b.img" > /dev/null
+	# a journal by root's hand is replayed too, before root reads the tree
+	runuser -u nobody -- chmod 0644 "$R/t/etc/shadow"
+	printf '0 etc/shadow\0' > "$R/.t.lent"
+	run_split mkbase -q -f -s 5G -o "$R/b.img" "$R/t"
+	assert_ok
+	[ "$(stat -c %a "$R/t/etc/shadow")" = 0 ] && [ ! -e "$R/.t.lent" ]
+	debugfs -R 'stat /etc/shadow' "$R/b.img" 2>/dev/null | grep -q 'Mode:  0000'
+	# a journal that is not one is refused, the tree left alone
+	printf 'garbage\0' > "$R/.t.lent"
+	run_split mkbase -q -f -s 5G -o "$R/b2.img" "$R/t"
+	assert_refused 65 "t.lent: a malformed record"
+	[ ! -e "$R/b2.img" ]
+	rm -rf "$R"
+}
+
 @test "the warm path: reused; rebuilt for a new digest, a new size, or -f" {
 	image a "f|a|one"
 	image b "f|b|two"
