@@ -181,6 +181,8 @@ static uint64_t real_total(struct extents *x)
 	dev_t dev = 0;
 	bool any = false;
 
+	if (x->n == 0)
+		return 0;	/* (and x->v may be NULL: no qsort of it) */
 	qsort(x->v, x->n, sizeof *x->v, cmp_pext);
 	for (size_t i = 0; i < x->n; i++) {
 		const struct pext *p = &x->v[i];

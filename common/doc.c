@@ -108,7 +108,10 @@ json_t *doc_input(bool from_stdin, const char *hint, struct vs_err *e)
 
 int doc_write(FILE *out, const json_t *doc, struct vs_err *e)
 {
-	if (json_dumpf(doc, out, JSON_COMPACT | JSON_REAL_PRECISION(17)) != 0 ||
+	/* (15 significant digits: a number written with up to 15, as every
+	 * measurement here is, comes back as written, where 17 would show
+	 * the binary's noise, 0.58999999999999997 for 0.59) */
+	if (json_dumpf(doc, out, JSON_COMPACT | JSON_REAL_PRECISION(15)) != 0 ||
 	    fputc('\n', out) == EOF)
 		return vs_error(e, EX_IOERR, errno, "stdout");
 	return 0;

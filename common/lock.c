@@ -74,7 +74,15 @@ int lock_conflict(int fd, long long start, long long len)
 	fl.l_len = len;
 	if (fcntl(fd, GETLK, &fl) < 0)
 		return -1;
-	return fl.l_type != F_UNLCK;
+	if (fl.l_type != F_UNLCK)
+		return 1;
+	/* A writer may hold the file with flock(2) instead, which fcntl's
+	 * locks do not see: a shared flock is refused only while someone
+	 * holds it exclusively.  (Taken and dropped at once; fd is ours.) */
+	if (flock(fd, LOCK_SH | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? 1 : -1;
+	flock(fd, LOCK_UN);
+	return 0;
 }
 
 int lock_qemu_writer(int fd)
@@ -89,5 +97,15 @@ int lock_whole(int fd)
 	memset(&fl, 0, sizeof fl);
 	fl.l_type = F_WRLCK;
 	fl.l_whence = SEEK_SET;
-	return fcntl(fd, SETLK, &fl);
+	if (fcntl(fd, SETLK, &fl) < 0)
+		return -1;
+	/* and against those who lock with flock(2) */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int saved = errno;
+		fl.l_type = F_UNLCK;
+		fcntl(fd, SETLK, &fl);
+		errno = saved;
+		return -1;
+	}
+	return 0;
 }

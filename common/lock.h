@@ -26,17 +26,19 @@ int lock_path(const char *path, bool exclusive, bool wait, struct vs_err *e);
 int lock_output(const char *out, const char *lockpath, struct vs_err *e);
 
 /* 1 when a lock held through another open file on fd's file conflicts with
- * writing bytes [start, start+len) (len 0: to the end), 0 when none does,
- * -1 with errno set when it cannot be told. */
+ * writing bytes [start, start+len) (len 0: to the end), or when another
+ * holds the file with an exclusive flock(2) (a writer that locks that
+ * way), 0 when none does, -1 with errno set when it cannot be told. */
 int lock_conflict(int fd, long long start, long long len);
 
 /* 1 when a QEMU holds fd's image with write permission, else as above. */
 int lock_qemu_writer(int fd);
 
 /* Take an OFD write lock on the whole of fd's file (fd open for writing),
- * so that a QEMU cannot start on it while we work.  The lock is released
- * when fd's last descriptor is closed.  Returns 0, or -1 with errno set
- * (EAGAIN/EACCES: someone else holds a lock). */
+ * so that a QEMU cannot start on it while we work, and an exclusive
+ * flock(2) for those who lock that way.  Both are released when fd's last
+ * descriptor is closed.  Returns 0, or -1 with errno set (EAGAIN/EACCES/
+ * EWOULDBLOCK: someone else holds a lock). */
 int lock_whole(int fd);
 
 #endif

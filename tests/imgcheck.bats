@@ -53,6 +53,8 @@ img() {
 	[ "$(jq -r '.check.images[0].logical' <<< "$output")" = 5368709120 ]
 	[[ $(jq -r '.check.images[0].summary' <<< "$output") == *" files ("*" blocks" ]]
 	[ "$(jq -r '.check.images[0].seconds >= 0' <<< "$output")" = true ]
+	# milliseconds, written as such: no float noise (0.58999999999999997)
+	[[ $output =~ \"seconds\":[0-9]+(\.[0-9]{1,3})?[,}] ]] || fail "seconds: $output"
 	# from the pipeline document, disk first, else base
 	jq -n --arg d "$T/c.img" '{disk: {path: $d}, other: 1}' > doc
 	run_split imgcheck < doc
@@ -122,6 +124,39 @@ img() {
 	vmrun -q stop -t 10 vm-1
 	run_split imgcheck -q -p vm-1.img
 	[ "$status" -le 1 ] || fail "status $status: $stderr"
+}
+
+@test "a writer that holds the image with flock(2), not QEMU's fcntl locks, is seen too" {
+	img f.img
+	# (flock -x holds the lock while its command runs)
+	flock -x f.img sleep 30 &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do
+		flock -n -s f.img true 2>/dev/null || break
+		sleep 0.02
+	done
+	run_split imgcheck -q -y f.img
+	[ "$status" -eq 75 ] || fail "status $status: $stderr"
+	[[ $stderr == *"f.img is in use by another program"* ]]
+	[ "$(jq -r '.check.images[0].state' <<< "$output")" = in-use ]
+	run_split imgcheck f.img
+	assert_ok
+	[[ $stderr == *"in use by another program"*"may report stale errors"* ]]
+	kill "$pid"
+	wait "$pid" || true
+	run_split imgcheck -q -y f.img
+	assert_ok
+	# and a repair holds the image against flock(2) writers meanwhile
+	mkdir slow
+	printf '#!/bin/sh\nsleep 3\nexec %s "$@"\n' "$(command -v e2fsck)" > slow/e2fsck
+	chmod +x slow/e2fsck
+	PATH=$T/slow:$PATH imgcheck -q -y f.img > out 2> err 8>&- &
+	pid=$!
+	sleep 1
+	run flock -n -x f.img true
+	[ "$status" -ne 0 ] || fail "a writer took f.img while it was repaired"
+	wait "$pid"
+	[ "$(jq -r '.check.images[0].state' out)" = clean ]
 }
 
 @test "bad images: missing, not ext, a directory, unreadable; nothing on stdout" {
