@@ -65,6 +65,7 @@ struct slot {
 	uint64_t off;
 	size_t len;
 	unsigned char zero[MAXBLOCKS];	/* block i is all zeros */
+	bool prealloc;		/* in a preallocated run: zeros are punched */
 	bool full;
 };
 
@@ -74,6 +75,7 @@ struct copier {
 	bool use_cfr;
 	bool cfr_worked;
 	bool flush;		/* start writeback as we go */
+	bool prealloc;		/* the run being read was preallocated */
 	uint64_t copied;
 	uint64_t scanned, total;
 	uint64_t pending;	/* bytes written since writeback last started */
@@ -110,16 +112,36 @@ static int write_all(struct copier *c, const unsigned char *p, uint64_t off,
 	return 0;
 }
 
+/* Give back the preallocated blocks of [off, off+len), zeros in the source:
+ * they stay holes, as cp --sparse=always leaves them. */
+static int punch(struct copier *c, uint64_t off, size_t len, struct vs_err *e)
+{
+#ifdef FALLOC_FL_PUNCH_HOLE
+	if (fallocate(c->dst, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	    (off_t)off, (off_t)len) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+		    "punch a hole");
+#else
+	(void)c; (void)off; (void)len; (void)e;
+#endif
+	return 0;
+}
+
 /* Write the runs of non-zero blocks of s; zero blocks stay holes. */
 static int write_slot(struct copier *c, struct slot *s, struct vs_err *e)
 {
 	size_t nblk = (s->len + c->blk - 1) / c->blk, i = 0;
 
 	while (i < nblk) {
-		size_t j;
+		size_t j, z = i;
 
 		while (i < nblk && s->zero[i])
 			i++;
+		if (i > z && s->prealloc) {
+			size_t to = i * c->blk < s->len ? i * c->blk : s->len;
+			if (punch(c, s->off + z * c->blk, to - z * c->blk, e) < 0)
+				return -1;
+		}
 		for (j = i; j < nblk && !s->zero[j]; j++)
 			;
 		if (j > i) {
@@ -205,6 +227,7 @@ static int copy_buffered(struct copier *c, uint64_t off, uint64_t len)
 		}
 		s->off = off;
 		s->len = got;
+		s->prealloc = c->prealloc;
 		nblk = (got + c->blk - 1) / c->blk;
 		for (size_t i = 0; i < nblk; i++) {
 			size_t from = i * c->blk;
@@ -318,6 +341,22 @@ static bool copy_offloads(int fd)
 }
 #endif
 
+/* Allocate the destination's run [off, off+len) before it is written, in
+ * one piece, as the filesystem can best lay it out: a copy written as it
+ * goes (and allocated by writeback, a slice at a time) comes out in more
+ * extents than the source's.  Where the filesystem cannot, or has no room
+ * for the whole run (its zeros will not take any), the copy goes on
+ * without: a full disk still fails cleanly, at the write. */
+static void preallocate(struct copier *c, uint64_t off, uint64_t len)
+{
+#ifdef __linux__
+	c->prealloc = fallocate(c->dst, 0, (off_t)off, (off_t)len) == 0;
+#else
+	(void)off; (void)len;
+	c->prealloc = false;
+#endif
+}
+
 static int sparse_copy(struct copier *c, uint64_t size)
 {
 	uint64_t off = 0;
@@ -358,8 +397,11 @@ static int sparse_copy(struct copier *c, uint64_t size)
 			    (uint64_t)(hole - data));
 		else
 #endif
+		{
+			preallocate(c, (uint64_t)data, (uint64_t)(hole - data));
 			rc = copy_buffered(c, (uint64_t)data,
 			    (uint64_t)(hole - data));
+		}
 		if (rc < 0)
 			return -1;
 		off = (uint64_t)hole;

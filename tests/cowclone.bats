@@ -176,6 +176,29 @@ qemu_hold() {
 	assert_no_temp .
 }
 
+# extents FILE: how many extents FIEMAP gives FILE (filefrag merges the
+# ones that are physically contiguous).
+extents() {
+	filefrag "$1" | sed -E 's/.*: ([0-9]+) extents? found/\1/'
+}
+
+@test "the ext4 copy is laid out as well as cp's: no more extents, no more blocks" {
+	ext4_dir "$T/e"
+	cd "$T/e"
+	# the benchmark's image: 15G, about 500 MB of files
+	mkimage src.img 15G 400 100
+	run_split cowclone -q src.img cow.img
+	assert_ok
+	cp --sparse=always src.img cp.img
+	sync
+	cmp src.img cow.img
+	[ "$(extents cow.img)" -le "$(extents cp.img)" ] ||
+		fail "cowclone: $(extents cow.img) extents, cp: $(extents cp.img)"
+	[ "$(blocks cow.img)" -le "$(blocks cp.img)" ] ||
+		fail "cowclone: $(blocks cow.img) blocks, cp: $(blocks cp.img)"
+	e2fsck -fn cow.img > /dev/null
+}
+
 # traced LOG CMD...: run CMD under strace, logging its file-syncing and
 # renaming calls to LOG; CMD's status is strace's.
 traced() {
