@@ -604,6 +604,19 @@ static int clear_xattrs(struct unpack *u, int fd, struct vs_err *e)
 	return 0;
 }
 
+/* The namespaces Linux knows: an attribute outside them is no attribute
+ * any filesystem can hold, so the layer is at fault, not the disk. */
+static bool known_namespace(const char *key)
+{
+	static const char *const ns[] = { "user.", "trusted.", "security.",
+	    "system.", NULL };
+
+	for (int i = 0; ns[i]; i++)
+		if (strncmp(key, ns[i], strlen(ns[i])) == 0 && key[strlen(ns[i])])
+			return true;
+	return false;
+}
+
 static bool ours(const char *key)
 {
 	return strcmp(key, ROOTLESS_XATTR) == 0 ||
@@ -627,6 +640,14 @@ static int set_xattrs(struct unpack *u, struct archive_entry *ae, int fd,
 
 		if (u->rootless && ours(key))
 			continue;
+		if (!known_namespace(key))
+			return refuse(u, e,
+			    "the attribute '%.60s' is in no namespace Linux knows (user., trusted., security., system.)",
+			    key);
+		if (strlen(key) > XATTR_NAME_MAX || size > XATTR_SIZE_MAX)
+			return refuse(u, e,
+			    "the attribute '%.60s' has a %s longer than Linux allows",
+			    key, size > XATTR_SIZE_MAX ? "value" : "name");
 		if (set_xattr(fd, dfd, name, key, val, size) == 0)
 			continue;
 		if (u->rootless && (errno == EPERM || errno == ENOTSUP) &&
@@ -715,6 +736,12 @@ static int layer_data_error(struct unpack *u, struct archive *a,
 	return entry_error(u, e);
 }
 
+static int too_big(struct unpack *u, int64_t size, struct vs_err *e)
+{
+	return refuse(u, e, "a file of %lld bytes, more than the filesystem holds",
+	    (long long)size);
+}
+
 static int make_file(struct unpack *u, struct archive *a,
     struct archive_entry *ae, int dfd, const char *name, const char *rel,
     struct vs_err *e)
@@ -737,6 +764,9 @@ static int make_file(struct unpack *u, struct archive *a,
 		la_int64_t off;
 		int r = archive_read_data_block(a, &p, &n, &off);
 
+		/* (a size, or a sparse map, beyond any file the filesystem
+		 * holds is the layer's fault: EFBIG below) */
+
 		if (r == ARCHIVE_EOF)
 			break;
 		if (r < ARCHIVE_WARN)
@@ -744,12 +774,14 @@ static int make_file(struct unpack *u, struct archive *a,
 		if (stop_signal)
 			return vs_error(e, EX_TEMPFAIL, 0, "interrupted");
 		if (write_all_at(fd, p, n, off) < 0)
-			return sys_error(u, e, "write");
+			return errno == EFBIG ? too_big(u, size, e) :
+			    sys_error(u, e, "write");
 		if (off + (int64_t)n > end)
 			end = off + (int64_t)n;
 	}
 	if (size > end && ftruncate(fd, size) < 0)
-		return sys_error(u, e, "write");
+		return errno == EFBIG || errno == EINVAL ? too_big(u, size, e) :
+		    sys_error(u, e, "write");
 	return finish_entry(u, ae, fd, dfd, name, made, e);
 }
 
@@ -810,7 +842,13 @@ static int make_symlink(struct unpack *u, struct archive_entry *ae, int dfd,
 
 	if (target == NULL)
 		return refuse(u, e, "a symlink without a target");
+	if (strlen(target) >= PATH_MAX)
+		return refuse(u, e, "a symlink target of %zu bytes; Linux allows at most %d",
+		    strlen(target), PATH_MAX - 1);
 	if (symlinkat(target, dfd, name) < 0) {
+		if (errno == ENAMETOOLONG)
+			return refuse(u, e, "a symlink whose name or target (%zu bytes) is longer than the filesystem allows",
+			    strlen(target));
 		if (errno != EEXIST || replace(u, dfd, name, rel, e) < 0 ||
 		    symlinkat(target, dfd, name) < 0)
 			return e->code ? -1 : sys_error(u, e, "make the symlink");

@@ -62,7 +62,8 @@ listing() {
 	mkdir tree
 	for s in 4G 15 15GB abc -1G 1.5G 99999999999T; do
 		run_split mkbase -s "$s" tree
-		assert_refused 64 "$s" || fail "size $s"
+		echo "size $s"	# (shown should the next line fail)
+		assert_refused 64 "$s"
 		assert_one_line
 		[[ $stderr =~ 15G ]] || fail "size $s: no accepted form shown: $stderr"
 	done

@@ -201,7 +201,8 @@ manifest_of() {
 		"hardlink-via-symlink|l|s|$o;h|evil|s/secret|through the symlink 's'"
 		"whiteout-via-symlink|l|s|$o;f|s/.wh.secret|through the symlink 's'"
 		"opaque-via-symlink|l|s|$o;f|s/.wh..wh..opq|through the symlink 's'"
-		"whiteout-dotdot|f|.wh..|a whiteout of '\.\.'"
+		"whiteout-dot|f|.wh..|x|a whiteout of '\.'"
+		"whiteout-dotdot|f|.wh...|x|a whiteout of '\.\.'"
 	)
 	for c in "${cases[@]}"; do
 		local name=${c%%|*} rest=${c#*|}
@@ -210,9 +211,32 @@ manifest_of() {
 		tr ';' '\n' <<< "$spec" | tarball "$name"
 		layout x "$name.tar"
 		run_split oci-unpack -o "$T/out/t" L x
-		refused_clean 65 "entry .*$want" || fail "case $name: $stderr"
+		echo "case $name"	# (shown should the next line fail)
+		refused_clean 65 "entry .*$want"
 		[ "$(ls outside)" = secret ] || fail "case $name wrote outside: $(ls outside)"
 		[ "$(cat outside/secret)" = secret ] || fail "case $name changed outside/secret"
+	done
+}
+
+@test "bad data is refused as bad data (65), naming the entry, not as an I/O error" {
+	mkdir -p out
+	local long
+	long=$(head -c 5000 /dev/zero | tr '\0' a)
+	local cases=(
+		"longlink|l|long|$long|entry 'long': a symlink target of 5000 bytes; Linux allows at most 4095"
+		"huge|s|big|$((17 << 40))|entry 'big': a file of $((17 << 40)) bytes, more than the filesystem holds"
+		"namespace|x|xa|foo.bar|v|entry 'xa': the attribute 'foo.bar' is in no namespace Linux knows"
+		"nonamespace|x|xb|user.|v|entry 'xb': the attribute 'user.' is in no namespace"
+	)
+	for c in "${cases[@]}"; do
+		local name=${c%%|*} rest=${c#*|}
+		local want=${rest##*|} spec=${rest%|*}
+		rm -rf L
+		tarball "$name" <<< "$spec"
+		layout x "$name.tar"
+		run_split oci-unpack -o "$T/out/t" L x
+		echo "case $name"	# (shown should the next line fail)
+		refused_clean 65 "layer 1: $want"
 	done
 }
 
