@@ -34,6 +34,7 @@ struct opts {
 	const char *group;
 	const char *platform;
 	long jobs;
+	long timeout;		/* OCI_FETCH_TIMEOUT, seconds */
 	bool quiet;
 	bool insecure;
 	bool offline;
@@ -331,6 +332,11 @@ static int from_cache(struct state *s, json_t **desc, struct vs_err *e)
 	body = layout_read_blob(&s->layout, dg, MANIFEST_MAX, &len, e);
 	if (body == NULL)
 		return -1;
+	if (json_integer_value(json_object_get(*desc, "size")) != (json_int_t)len)
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s/index.json: the entry for %s says %lld bytes, and its manifest has %zu",
+		    s->layout.root, s->ref.name,
+		    (long long)json_integer_value(json_object_get(*desc, "size")), len);
 	s->manifest = image_parse_manifest(body, len, s->ref.name, e);
 	if (s->manifest == NULL)
 		return -1;
@@ -394,7 +400,7 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 		return 0;
 	}
 
-	s->reg = registry_open(&s->ref, o->insecure, e);
+	s->reg = registry_open(&s->ref, o->insecure, o->timeout, e);
 	if (s->reg == NULL)
 		return -1;
 
@@ -583,13 +589,14 @@ int main(int argc, char *argv[])
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .jobs = 4 };
+	struct opts o = { .jobs = 4, .timeout = REGISTRY_TIMEOUT };
 	struct vs_err e = { 0 };
 	struct vs_config cfg = { 0 };
 	struct state s = { 0 };
 	cleanup_free char *cfgpath = NULL;
 	cleanup_json json_t *doc = NULL;
 	const char *refstr = NULL;
+	const char *timeout = getenv("OCI_FETCH_TIMEOUT");
 	long long n;
 	int c, rc = 0;
 
@@ -625,6 +632,11 @@ int main(int argc, char *argv[])
 	argv += optind;
 	if (argc > 1)
 		return fe_usage_error(SYNOPSIS, "too many operands");
+	if (timeout && *timeout) {
+		if (fe_number(timeout, 1, 86400, &n, "OCI_FETCH_TIMEOUT", &e) < 0)
+			return fe_fail(&e);
+		o.timeout = (long)n;
+	}
 	if (argc == 1)
 		refstr = argv[0];
 	if (o.platform) {

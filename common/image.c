@@ -19,11 +19,15 @@ int image_check_descriptor(const json_t *d, const char *what,
 	json_t *sz = json_object_get(d, "size");
 
 	if (!json_is_object(d) || !dg || !digest_valid(dg) ||
-	    !json_is_integer(sz) || json_integer_value(sz) < 0 ||
+	    !json_is_integer(sz) ||
 	    !json_is_string(json_object_get(d, "mediaType")))
 		return vs_error(e, EX_DATAERR, 0,
 		    "invalid manifest: %s is not a descriptor with mediaType, digest and size",
 		    what);
+	if (json_integer_value(sz) < 0)
+		return vs_error(e, EX_DATAERR, 0,
+		    "invalid manifest: %s (%s) has a negative size (%lld)", what,
+		    dg, (long long)json_integer_value(sz));
 	return 0;
 }
 

@@ -306,6 +306,32 @@ int layout_set_ref(const struct oci_layout *l, const char *refname,
 	return atomic_commit(&af, ATOMIC_REPLACE, e);
 }
 
+/* Whether an entry of index.json is a descriptor a reader can trust: a
+ * valid digest, and a size that is a whole number of bytes. */
+static int check_entry(const struct oci_layout *l, const char *refname,
+    const json_t *d, struct vs_err *e)
+{
+	const char *dg = json_string_value(json_object_get(d, "digest"));
+	json_t *sz = json_object_get(d, "size");
+	char why[64];
+
+	why[0] = '\0';
+	if (!json_is_object(d))
+		snprintf(why, sizeof why, "not an object");
+	else if (!dg || !digest_valid(dg))
+		snprintf(why, sizeof why, "no valid digest");
+	else if (!json_is_integer(sz))
+		snprintf(why, sizeof why, "no size");
+	else if (json_integer_value(sz) < 0)
+		snprintf(why, sizeof why, "a negative size (%lld)",
+		    (long long)json_integer_value(sz));
+	if (why[0])
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s/index.json: the entry for %s is not a valid descriptor: it has %s",
+		    l->root, refname, why);
+	return 0;
+}
+
 json_t *layout_find_ref(const struct oci_layout *l, const char *refname,
     struct vs_err *e)
 {
@@ -321,7 +347,8 @@ json_t *layout_find_ref(const struct oci_layout *l, const char *refname,
 		json_t *d = json_array_get(list, i);
 		const char *n = ref_name_of(d);
 		if (n && strcmp(n, refname) == 0)
-			return json_incref(d);
+			return check_entry(l, refname, d, e) < 0 ? NULL :
+			    json_incref(d);
 	}
 	return NULL;
 }

@@ -62,7 +62,8 @@ int layout_set_ref(const struct oci_layout *l, const char *refname,
     const json_t *descriptor, const char *source, struct vs_err *e);
 
 /* index.json's descriptor for refname (a new reference), or NULL: with
- * e->code 0 when there is none, else an error. */
+ * e->code 0 when there is none, else an error (EX_DATAERR for an entry
+ * without a valid digest, or without a size of 0 or more). */
 json_t *layout_find_ref(const struct oci_layout *l, const char *refname,
     struct vs_err *e);
 

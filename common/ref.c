@@ -55,12 +55,14 @@ static bool component_ok(const char *s, size_t n)
 	}
 }
 
-/* A registry: host[:port], the host a DNS name, IPv4 or [IPv6]. */
-static bool registry_ok(const char *s, size_t n)
+/* A registry: host[:port], the host a DNS name, IPv4 or [IPv6], the port
+ * from 1 to 65535.  *bad_port is set when only the port is wrong. */
+static bool registry_ok(const char *s, size_t n, bool *bad_port)
 {
 	size_t hostlen = n;
 	const char *colon;
 
+	*bad_port = false;
 	if (n == 0)
 		return false;
 	if (s[0] == '[') {
@@ -89,11 +91,19 @@ static bool registry_ok(const char *s, size_t n)
 	}
 	if (hostlen < n) {
 		size_t digits = n - hostlen - 1;
-		if (s[hostlen] != ':' || digits == 0 || digits > 5)
+		long port = 0;
+		if (s[hostlen] != ':' || digits == 0)
 			return false;
-		for (size_t i = hostlen + 1; i < n; i++)
+		for (size_t i = hostlen + 1; i < n; i++) {
 			if (s[i] < '0' || s[i] > '9')
 				return false;
+			if (port <= 65535)
+				port = port * 10 + (s[i] - '0');
+		}
+		if (digits > 5 || port < 1 || port > 65535) {
+			*bad_port = true;
+			return false;
+		}
 	}
 	return true;
 }
@@ -127,6 +137,12 @@ int ref_parse(const char *s, struct oci_ref *r, struct vs_err *e)
 	at = strchr(name, '@');
 	if (at) {
 		*at = '\0';
+		/* A well-formed digest of another algorithm than sha256
+		 * (sha512) names nothing the cache can hold. */
+		if (digest_valid(at + 1) && strncmp(at + 1, "sha256:", 7) != 0)
+			return vs_error(e, EX_USAGE, 0,
+			    "invalid image reference '%s': unsupported digest algorithm '%.*s' (only sha256 is supported)",
+			    s, (int)strcspn(at + 1, ":"), at + 1);
 		if (!digest_valid(at + 1))
 			return vs_error(e, EX_USAGE, 0,
 			    "invalid image reference '%s': bad digest '%s' (expected sha256: and 64 lowercase hex digits)",
@@ -152,11 +168,14 @@ int ref_parse(const char *s, struct oci_ref *r, struct vs_err *e)
 	if (slash && (memchr(name, '.', (size_t)(slash - name)) ||
 	    memchr(name, ':', (size_t)(slash - name)) || name[0] == '[' ||
 	    ((size_t)(slash - name) == 9 && strncmp(name, "localhost", 9) == 0))) {
+		bool bad_port;
+
 		n = (size_t)(slash - name);
-		if (!registry_ok(name, n))
+		if (!registry_ok(name, n, &bad_port))
 			return vs_error(e, EX_USAGE, 0,
-			    "invalid image reference '%s': bad registry '%.*s'", s,
-			    (int)n, name);
+			    "invalid image reference '%s': bad registry '%.*s'%s", s,
+			    (int)n, name, bad_port ?
+			    ": its port is not from 1 to 65535" : "");
 		snprintf(r->registry, sizeof r->registry, "%.*s", (int)n, name);
 		path = slash + 1;
 	} else {

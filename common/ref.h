@@ -24,7 +24,9 @@ struct oci_ref {
 	char name[512];		/* the full reference: registry/repo[:tag][@digest] */
 };
 
-/* Parse s.  On failure e says why (EX_USAGE) and -1 is returned. */
+/* Parse s.  On failure e says why (EX_USAGE) and -1 is returned: among
+ * others for a port outside 1-65535 and for a digest of another algorithm
+ * than sha256 (the cache and the tools handle sha256 alone). */
 int ref_parse(const char *s, struct oci_ref *r, struct vs_err *e);
 
 /* The host the registry's API is on: registry-1.docker.io for docker.io. */

@@ -30,6 +30,15 @@
 #define ERRBODY_MAX 4096	/* what is kept of an error's body */
 #define WBUF (1u << 20)		/* a download's write buffer */
 
+/* The silence of a request or a blob download, across its tries: heard is
+ * when it last made progress (body bytes, or a whole answer); a try that
+ * lasts until heard + timeout is ended, expired. */
+struct watch {
+	double heard;
+	long timeout;
+	bool expired;
+};
+
 struct registry {
 	struct oci_ref ref;
 	char host[256];		/* the API's host[:port] */
@@ -41,6 +50,8 @@ struct registry {
 	char *authz;		/* "Authorization: …" header, or NULL */
 	CURL *curl;
 	char cainfo[1024];
+	long timeout;		/* seconds of silence before giving up */
+	struct watch w;		/* of the request under way */
 };
 
 /* What a response told us. */
@@ -55,6 +66,8 @@ struct resp {
 	char www_auth[1024];
 	char range[128];	/* Content-Range */
 	long retry_after;	/* seconds, or -1 */
+	bool chunked;		/* Transfer-Encoding: chunked */
+	struct watch *w;	/* told of the body's bytes, or NULL */
 	CURLcode cc;		/* how the transfer ended */
 	char errbuf[CURL_ERROR_SIZE];
 };
@@ -114,7 +127,7 @@ static double backoff(int n, long retry_after)
 }
 
 struct registry *registry_open(const struct oci_ref *ref, bool insecure,
-    struct vs_err *e)
+    long timeout, struct vs_err *e)
 {
 	struct registry *r;
 	const char *ca;
@@ -130,6 +143,7 @@ struct registry *registry_open(const struct oci_ref *ref, bool insecure,
 		return vs_error(e, EX_OSERR, ENOMEM, "registry"), NULL;
 	r->ref = *ref;
 	r->insecure = insecure;
+	r->timeout = timeout > 0 ? timeout : REGISTRY_TIMEOUT;
 	snprintf(r->host, sizeof r->host, "%s", ref_api_host(ref));
 	snprintf(r->base, sizeof r->base, "%s://%s",
 	    ref_is_loopback(ref) ? "http" : "https", r->host);
@@ -189,6 +203,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg)
 		rs->ctype[0] = rs->digest[0] = rs->location[0] = '\0';
 		rs->www_auth[0] = rs->range[0] = '\0';
 		rs->retry_after = -1;
+		rs->chunked = false;
 		return len;
 	}
 	v = strchr(line, ':');
@@ -210,6 +225,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg)
 		snprintf(rs->range, sizeof rs->range, "%s", v);
 	else if (strcasecmp(line, "Retry-After") == 0 && isdigit((unsigned char)*v))
 		rs->retry_after = strtol(v, NULL, 10);
+	else if (strcasecmp(line, "Transfer-Encoding") == 0 &&
+	    strcasestr(v, "chunked"))
+		rs->chunked = true;
 	return len;
 }
 
@@ -218,6 +236,8 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 	struct resp *rs = arg;
 	size_t len = size * n;
 
+	if (rs->w)
+		rs->w->heard = now();
 	if (rs->len + len > rs->max) {
 		rs->overflow = true;
 		return 0;
@@ -264,18 +284,50 @@ static void follow(char *url, size_t len, const char *location)
 	curl_url_cleanup(h);
 }
 
-/* Options every request of ours has. */
-static void common_options(const struct registry *r, CURL *c, const char *url,
-    char *errbuf)
+/* curl's progress callback: end the try once w's time is up. */
+static int on_xferinfo(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
 {
+	struct watch *w = arg;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (now() - w->heard >= (double)w->timeout) {
+		w->expired = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* The error for a registry that stayed silent for all of r->timeout. */
+static int no_answer(const struct registry *r, const char *what,
+    struct vs_err *e)
+{
+	return vs_error(e, EX_UNAVAILABLE, 0, "no answer from %s in %ld s%s%s",
+	    r->ref.registry, r->timeout, what ? ", for " : "", what ? what : "");
+}
+
+/* Options every request of ours has; w watches its silence. */
+static void common_options(const struct registry *r, CURL *c, const char *url,
+    char *errbuf, struct watch *w)
+{
+	/* A try that stalls below 1 KB/s for half the time allowed (at most
+	 * 60 s) is a dropped one, tried again while time is left. */
+	long stall = r->timeout / 2 < 1 ? 1 : r->timeout / 2 > 60 ? 60 :
+	    r->timeout / 2;
+
+	w->timeout = r->timeout;
+	w->expired = false;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, USER_AGENT);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
-	/* A transfer that stalls below 1 KB/s for 60 s is a dropped one. */
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, r->timeout < 30 ?
+	    r->timeout : 30L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, stall);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, w);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -324,8 +376,9 @@ static int request(struct registry *r, const char *url, bool head,
 	memset(rs, 0, sizeof *rs);
 	rs->retry_after = -1;
 	rs->max = MANIFEST_MAX;
+	rs->w = &r->w;
 	curl_easy_reset(r->curl);
-	common_options(r, r->curl, url, rs->errbuf);
+	common_options(r, r->curl, url, rs->errbuf, &r->w);
 	curl_easy_setopt(r->curl, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(r->curl, CURLOPT_HEADERDATA, rs);
 	curl_easy_setopt(r->curl, CURLOPT_WRITEFUNCTION, on_body);
@@ -344,9 +397,12 @@ static int request(struct registry *r, const char *url, bool head,
 	cc = curl_easy_perform(r->curl);
 	rs->cc = cc;
 	curl_slist_free_all(h);
+	if (r->w.expired)
+		return no_answer(r, NULL, e);
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && rs->overflow))
 		return vs_error(e, EX_UNAVAILABLE, 0, "%s: %s", r->ref.registry,
 		    rs->errbuf[0] ? rs->errbuf : curl_easy_strerror(cc));
+	r->w.heard = now();	/* an answer */
 	curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &rs->status);
 	return 0;
 }
@@ -445,8 +501,14 @@ static int authenticate(struct registry *r, const char *challenge,
 		return vs_error(e, EX_UNAVAILABLE, 0,
 		    "%s: its token service is plain HTTP; credentials are not sent over it",
 		    r->ref.registry);
-	if (request(r, url, false, NULL, userpass, &rs, e) < 0)
+	r->w.heard = now();
+	if (request(r, url, false, NULL, userpass, &rs, e) < 0) {
+		if (r->w.expired)
+			vs_error(e, EX_UNAVAILABLE, 0,
+			    "no answer from the token service of %s in %ld s",
+			    r->ref.registry, r->timeout);
 		goto out;
+	}
 	if (rs.status == 401 || rs.status == 403) {
 		vs_error(e, EX_NOPERM, 0, "%s: the token service refused %s (HTTP %ld)",
 		    r->ref.registry, userpass ? "the credentials" :
@@ -493,19 +555,27 @@ static int authed_request(struct registry *r, const char *path, bool head,
 	int redirects = 0;
 
 	snprintf(url, sizeof url, "%s%s", r->base, path);
+	r->w.heard = now();
 	for (int attempt = 1;; attempt++) {
 		if (request(r, url, head, accept, NULL, rs, e) < 0) {
+			double d = backoff(attempt, -1);
+
 			/* --insecure: a registry that does not speak TLS. */
 			if (r->insecure && !r->https_failed &&
 			    strncmp(url, "https://", 8) == 0 && own_host(r, url)) {
 				r->https_failed = true;
 				snprintf(r->base, sizeof r->base, "http://%s", r->host);
 				snprintf(url, sizeof url, "%s%s", r->base, path);
+				r->w.heard = now();
 				continue;
 			}
-			if (attempt >= ATTEMPTS || !transient(rs->cc))
+			if (r->w.expired || attempt >= ATTEMPTS ||
+			    !transient(rs->cc))
 				return -1;
-			nap(backoff(attempt, -1));
+			/* Silent for all the time there is: no more tries. */
+			if (now() + d - r->w.heard >= (double)r->timeout)
+				return no_answer(r, NULL, e);
+			nap(d);
 			continue;
 		}
 		if (rs->status == 401 && !authed && rs->www_auth[0] &&
@@ -634,6 +704,8 @@ struct xfer {
 	bool authed;
 	int redirects;
 	double not_before;
+	double ended;		/* when its last try ended */
+	struct watch w;		/* its silence, across its tries */
 	char url[2048];
 	struct resp rs;		/* headers, and the body of an error */
 };
@@ -728,6 +800,7 @@ static size_t blob_body(char *buf, size_t size, size_t n, void *arg)
 	digester_update(&x->d, buf, len);
 	x->off += len;
 	x->job->fetched += len;
+	x->w.heard = now();
 	return len;
 }
 
@@ -846,6 +919,7 @@ static int xfer_claim(struct xfer *x, const struct oci_layout *l,
 static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
 {
 	char range[64];
+	double t, ready;
 
 	if (x->easy == NULL && (x->easy = curl_easy_init()) == NULL)
 		return vs_error(e, EX_OSERR, ENOMEM, "curl");
@@ -854,8 +928,15 @@ static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
 	memset(&x->rs, 0, sizeof x->rs);
 	x->rs.retry_after = -1;
 	x->rs.max = ERRBODY_MAX;
+	x->rs.w = &x->w;
 	x->checked = x->writing = x->oversize = x->bad_range = false;
-	common_options(x->r, x->easy, x->url, x->rs.errbuf);
+	t = now();
+	ready = x->not_before > x->ended ? x->not_before : x->ended;
+	if (x->w.heard == 0)
+		x->w.heard = t;		/* its first try */
+	else if (t > ready)
+		x->w.heard += t - ready;	/* waiting for a free slot is no silence */
+	common_options(x->r, x->easy, x->url, x->rs.errbuf, &x->w);
 	curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->rs);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, blob_body);
@@ -879,6 +960,30 @@ static int xfer_start(struct xfer *x, CURLM *multi, struct vs_err *e)
 	return 0;
 }
 
+/* A response that curl says ended well, but whose body is shorter than the
+ * blob: whether it was the whole answer, which no try again will mend.  It
+ * was when its length was told (Content-Length, chunked, or HTTP/2 and
+ * later, which frame their bodies) and, for a 206, when Content-Range gives
+ * the blob another length.  A body that ends with its connection may have
+ * been cut short, and a 206 of a shorter range than asked is continued. */
+static bool short_answer(const struct xfer *x, long st)
+{
+	curl_off_t cl = -1;
+	long version = 0;
+	const char *total;
+
+	curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+	curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
+	if (cl < 0 && !x->rs.chunked && version != CURL_HTTP_VERSION_2_0 &&
+	    version != CURL_HTTP_VERSION_3)
+		return false;
+	if (st == 200)
+		return true;
+	total = strrchr(x->rs.range, '/');
+	return total && isdigit((unsigned char)total[1]) &&
+	    strtoll(total + 1, NULL, 10) != (long long)x->job->size;
+}
+
 /* A transfer ended: decide what comes next (state X_DONE, or X_QUEUED to
  * go again).  Returns -1 on a failure that trying again will not mend. */
 static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
@@ -891,6 +996,9 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 	snprintf(what, sizeof what, "blob %s", x->job->digest);
 	x->state = X_QUEUED;
 	x->not_before = 0;
+	x->ended = now();
+	if (cc == CURLE_OK)
+		x->w.heard = x->ended;	/* an answer */
 	if (x->wlen > 0 && wbuf_flush(x) < 0)
 		return vs_error(e, vs_code_for_errno(x->write_errno, EX_IOERR),
 		    x->write_errno, "%s", x->partial);
@@ -902,6 +1010,16 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 		return vs_error(e, EX_DATAERR, 0,
 		    "%s: %s: the registry sent more than its %lld bytes; refused",
 		    x->r->ref.registry, what, (long long)x->job->size);
+	}
+	if (x->w.expired)
+		return no_answer(x->r, what, e);
+	if (cc == CURLE_OK && (st == 200 || st == 206) &&
+	    x->off < (uint64_t)x->job->size && short_answer(x, st)) {
+		unlink(x->partial);
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: %s: the registry sent %llu of the %lld bytes the manifest says; refused",
+		    x->r->ref.registry, what, (unsigned long long)x->off,
+		    (long long)x->job->size);
 	}
 	if ((cc == CURLE_OK || cc == CURLE_PARTIAL_FILE) && st == 416) {
 		/* Our partial file is no prefix of it: start again. */
@@ -936,8 +1054,8 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 		    x->r->ref.registry, what,
 		    x->rs.errbuf[0] ? x->rs.errbuf : curl_easy_strerror(cc));
 	}
-	/* 5xx, 429, a dropped connection, a short body or a range to start
-	 * again: try again, from where we are. */
+	/* 5xx, 429, a dropped connection, a body cut short or a range to
+	 * start again: try again, from where we are. */
 	if (++x->attempts >= ATTEMPTS) {
 		char says[512];
 
@@ -957,6 +1075,9 @@ static int xfer_done(struct xfer *x, CURLcode cc, struct vs_err *e)
 		    what, st, says[0] ? ": " : "", says, x->attempts);
 	}
 	x->not_before = now() + backoff(x->attempts, x->rs.retry_after);
+	/* Silent for all the time there is: no more tries. */
+	if (cc != CURLE_OK && x->not_before - x->w.heard >= (double)x->r->timeout)
+		return no_answer(x->r, what, e);
 	return 0;
 }
 
@@ -1049,8 +1170,10 @@ int registry_fetch_blobs(struct registry *r, const struct oci_layout *l,
 					x->job->present = x->job->resumed == 0 &&
 					    x->job->fetched == 0;
 				} else if (c == 0) {
-					/* Another process is on it. */
+					/* Another process is on it: our silence
+					 * counts from when we try again. */
 					x->not_before = t + 0.1;
+					x->w.heard = 0;
 				} else if (x->off == (uint64_t)x->job->size) {
 					/* All there from an earlier run. */
 					if (xfer_finish(x, e) < 0)

@@ -23,13 +23,17 @@
 #include "ref.h"
 
 #define MANIFEST_MAX (4u << 20)
+#define REGISTRY_TIMEOUT 60	/* seconds: registry_open's default timeout */
 
 struct registry;
 
 /* Connect to ref's registry (nothing is sent yet).  insecure: allow plain
- * HTTP or unverified TLS for it. */
+ * HTTP or unverified TLS for it.  timeout (seconds; 0 for REGISTRY_TIMEOUT)
+ * bounds the silence of one request or one blob download, across all its
+ * tries: when the registry sends nothing for that long, it is given up on
+ * with EX_UNAVAILABLE, "no answer from REGISTRY in N s". */
 struct registry *registry_open(const struct oci_ref *ref, bool insecure,
-    struct vs_err *e);
+    long timeout, struct vs_err *e);
 void registry_close(struct registry *r);
 
 struct manifest {
@@ -61,7 +65,9 @@ typedef void (*blob_progress_fn)(void *arg, uint64_t done, uint64_t total);
  * written under a temporary name (blobs/sha256/.<hex>.partial, kept when
  * interrupted, so that a rerun resumes it with a Range request) and renamed
  * into place once its size and digest match.  Retries 5xx, 429 and dropped
- * connections with backoff.  Blobs already present are skipped. */
+ * connections with backoff.  A whole answer that is longer or shorter than
+ * the blob's size is refused at once (EX_DATAERR) and its partial file
+ * removed.  Blobs already present are skipped. */
 int registry_fetch_blobs(struct registry *r, const struct oci_layout *l,
     struct blob_job *jobs, size_t n, int parallel, blob_progress_fn progress,
     void *arg, struct vs_err *e);

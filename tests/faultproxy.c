@@ -11,12 +11,16 @@
  *
  *   pass      nothing
  *   corrupt   one byte of the body flipped
- *   truncate  a Content-Length and a body of half the blob
+ *   truncate  a Content-Length and a body of half the blob: a whole answer,
+ *             and a short one
  *   drop      the whole Content-Length, half the body, then the connection closed
  *   oversize  64 bytes more than the blob, and a Content-Length that says so
  *   500       HTTP 500
  *   429       HTTP 429 with Retry-After: 1
  *   slow      the body at RATE bytes a second
+ *   stall     the response's head, then nothing, the connection held open
+ *   hang      every request (not only blobs) is read and never answered, the
+ *             connection held open until the client closes it
  *   redirect  307 to this proxy's /objects/…, as registries send downloads to
  *             object storage; /objects/ requests are served from upstream and
  *             logged to LOGFILE with whether they carried an Authorization
@@ -238,6 +242,15 @@ static char *fetch_upstream(const char *method, const char *path,
 	return resp;
 }
 
+/* Keep the connection open, saying nothing, until the client closes it. */
+static void hold(int c)
+{
+	char buf[4096];
+
+	while (read(c, buf, sizeof buf) > 0)
+		;
+}
+
 static void reply(int c, const char *status, const char *extra)
 {
 	char buf[2048];
@@ -375,6 +388,10 @@ static void serve(int c)
 		tunnel(c);
 		return;
 	}
+	if (has("hang") && take_fault()) {
+		hold(c);
+		return;
+	}
 	/* A proxy request carries an absolute URL: keep its path. */
 	if (strncmp(path, "http://", 7) == 0) {
 		char *s = strchr(path + 7, '/');
@@ -442,7 +459,7 @@ static void serve(int c)
 	n -= hl;
 	if (!blob || n + hl < 12 || strncmp(resp + 9, "200", 3) != 0 ||
 	    !(has("corrupt") || has("truncate") || has("drop") ||
-	    has("oversize") || has("slow")) ||
+	    has("oversize") || has("slow") || has("stall")) ||
 	    (!has("slow") && !take_fault())) {
 		send_response(c, resp, hl, body, n, n, 0);
 	} else if (has("corrupt")) {
@@ -461,6 +478,9 @@ static void serve(int c)
 		free(big);
 	} else if (has("slow")) {
 		send_response(c, resp, hl, body, n, n, 1);
+	} else if (has("stall")) {
+		send_response(c, resp, hl, body, n, 0, 0);
+		hold(c);
 	} else {
 		send_response(c, resp, hl, body, n, n, 0);
 	}

@@ -120,11 +120,49 @@ total_size() {
 	blobs_verify
 }
 
-@test "a truncated body is fetched again" {
-	start_proxy truncate 2
-	run_split oci-fetch -q "$PROXY/test/multi"
-	assert_success
-	blobs_verify
+# blob_gets DIGEST: how many GETs of the blob the registry has answered.
+blob_gets() {
+	grep -cE "\"GET /v2/[^ ]+/blobs/$1 HTTP" "$REG_LOG" || true
+}
+
+@test "a whole answer shorter than its descriptor is refused at once, and its partial file removed" {
+	# One short answer (its Content-Length is half the blob's size), once:
+	# another try would get the rest, but no try mends bad data.
+	start_proxy truncate 1
+	cfg=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/one:latest" | jq -r .config.digest)
+	before=$(blob_gets "$cfg")
+	run_split oci-fetch -q -j 1 "$PROXY/test/one"
+	assert_refused 65 "^oci-fetch: $PROXY: blob $cfg: the registry sent [0-9]+ of the [0-9]+ bytes the manifest says; refused$"
+	assert_one_line
+	[ "$(( $(blob_gets "$cfg") - before ))" -eq 1 ] || fail "the blob was asked for again"
+	[ -z "$(find oci-cache -name '*.partial')" ]
+	[ ! -e "oci-cache/blobs/sha256/${cfg#sha256:}" ]
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+	assert_no_temp oci-cache
+}
+
+@test "a registry that accepts connections and never answers is given up on in OCI_FETCH_TIMEOUT seconds" {
+	start_proxy hang
+	start=$SECONDS
+	OCI_FETCH_TIMEOUT=2 run_split timeout 60 oci-fetch -q "$PROXY/test/one"
+	assert_refused 69 "^oci-fetch: no answer from $PROXY in 2 s$"
+	assert_one_line
+	[ $((SECONDS - start)) -le 8 ] || fail "gave up after $((SECONDS - start)) s"
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+	[ -z "$(find oci-cache -name '*.partial')" ]
+	assert_no_temp oci-cache
+}
+
+@test "a blob that stalls after its headers is given up on in OCI_FETCH_TIMEOUT seconds, all tries together" {
+	start_proxy stall
+	start=$SECONDS
+	OCI_FETCH_TIMEOUT=3 run_split timeout 60 oci-fetch -q "$PROXY/test/multi"
+	assert_refused 69 "^oci-fetch: no answer from $PROXY in 3 s, for blob sha256:[0-9a-f]{64}$"
+	assert_one_line
+	[ $((SECONDS - start)) -le 9 ] || fail "gave up after $((SECONDS - start)) s"
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+	[ -z "$(find oci-cache -name '*.partial')" ]
+	assert_no_temp oci-cache
 }
 
 @test "a connection dropped mid-blob resumes where it stopped" {

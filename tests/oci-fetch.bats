@@ -56,6 +56,83 @@ fixture_digest() {
 	[ ! -e oci-cache ]
 }
 
+@test "a registry port above 65535, or 0, is refused as a usage error before anything is created" {
+	for reg in 127.0.0.1:70000 127.0.0.1:0 localhost:99999; do
+		run_split oci-fetch "$reg/a/b:1"
+		assert_refused 64 "^oci-fetch: invalid image reference '$reg/a/b:1': bad registry '$reg': its port is not from 1 to 65535$"
+		assert_one_line
+	done
+	run_split oci-fetch --offline 127.0.0.1:70000/a/b:1
+	assert_refused 64 "bad registry '127.0.0.1:70000': its port is not from 1 to 65535"
+	assert_one_line
+	[ ! -e oci-cache ]
+}
+
+@test "a sha512 digest is an unsupported algorithm, online and --offline, not an image missing from the cache" {
+	d512=sha512:$(printf 'x' | sha512sum | cut -d' ' -f1)
+	run_split oci-fetch -q "$REG/test/one@$d512"
+	assert_refused 64 "^oci-fetch: invalid image reference '$REG/test/one@$d512': unsupported digest algorithm 'sha512' \(only sha256 is supported\)$"
+	assert_one_line
+	[ ! -e oci-cache ]
+	# With a cache there, --offline says the same, and leaves it as it was.
+	run_split oci-fetch -q "$REG/test/one"
+	assert_success
+	cp oci-cache/index.json index.before
+	for flag in --offline ""; do
+		run_split oci-fetch -q $flag "$REG/test/one:latest@$d512"
+		assert_refused 64 "unsupported digest algorithm 'sha512'"
+		assert_one_line
+	done
+	cmp oci-cache/index.json index.before
+	assert_no_temp oci-cache
+}
+
+@test "an index.json entry with a negative or wrong size is refused --offline, and replaced online" {
+	run_split oci-fetch -q "$REG/test/one"
+	assert_success
+	size=$(jq --arg r "$REG/test/one:latest" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .size' oci-cache/index.json)
+	for bad in -1 $((size + 1)); do
+		jq -c --argjson s "$bad" '.manifests[0].size = $s' oci-cache/index.json > i && mv i oci-cache/index.json
+		cp oci-cache/index.json index.before
+		run_split oci-fetch -q --offline "$REG/test/one"
+		if [ "$bad" -lt 0 ]; then
+			assert_refused 65 "^oci-fetch: $T/oci-cache/index.json: the entry for $REG/test/one:latest is not a valid descriptor: it has a negative size \(-1\)$"
+		else
+			assert_refused 65 "^oci-fetch: $T/oci-cache/index.json: the entry for $REG/test/one:latest says $bad bytes, and its manifest has $size$"
+		fi
+		assert_one_line
+		cmp oci-cache/index.json index.before
+		assert_no_temp oci-cache
+		# Online, the broken entry is replaced by a fresh pull.
+		run_split oci-fetch -q "$REG/test/one"
+		assert_success
+		[ "$(jq '.manifests[0].size' oci-cache/index.json)" -eq "$size" ]
+		blobs_verify
+	done
+}
+
+@test "a manifest with a negative layer size is refused, naming the layer" {
+	m=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/one:latest" | jq -c '.layers[0].size = -1')
+	layer=$(jq -r '.layers[0].digest' <<< "$m")
+	curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+		--data-binary "$m" "http://$REG/v2/test/one/manifests/negative" > /dev/null ||
+		skip "the registry does not take a manifest with a negative size"
+	run_split oci-fetch -q "$REG/test/one:negative"
+	assert_refused 65 "^oci-fetch: invalid manifest: a layer \($layer\) has a negative size \(-1\)$"
+	assert_one_line
+	[ "$(jq '.manifests | length' oci-cache/index.json)" -eq 0 ]
+	[ -z "$(find oci-cache -name '*.partial')" ]
+}
+
+@test "a bad OCI_FETCH_TIMEOUT is a usage error" {
+	for v in 0 x 2s 86401; do
+		OCI_FETCH_TIMEOUT=$v run_split oci-fetch -q "$REG/test/one"
+		assert_refused 64 "^oci-fetch: invalid OCI_FETCH_TIMEOUT '$v': expected a whole number from 1 to 86400$"
+		assert_one_line
+	done
+	[ ! -e oci-cache ]
+}
+
 @test "no REF and no configuration is a usage error" {
 	run_split oci-fetch
 	assert_refused 64 "no image: give REF, or set config.image"

@@ -780,6 +780,7 @@ static void test_clone(void)
 /* ---- image references ---- */
 
 #define D64 "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define H64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 static void test_ref(void)
 {
@@ -812,6 +813,9 @@ static void test_ref(void)
 		  "docker.io/x/a.b-c__d---e_f:latest" },
 		{ "my.registry/a.b", "my.registry", "a.b", "latest", "",
 		  "my.registry/a.b:latest" },
+		{ "127.0.0.1:65535/a", "127.0.0.1:65535", "a", "latest", "",
+		  "127.0.0.1:65535/a:latest" },
+		{ "reg.io:1/a", "reg.io:1", "a", "latest", "", "reg.io:1/a:latest" },
 	};
 	static const struct { const char *in, *why; } bad[] = {
 		{ "", "empty" }, { "Debian", "lowercase" }, { "a:b:c", "component" },
@@ -822,6 +826,13 @@ static void test_ref(void)
 		{ "@" D64, "no name" }, { "a___b", "component" },
 		{ "exa_mple.com/x", "bad registry" }, { "a b", "component" },
 		{ "-a", "component" },
+		{ "127.0.0.1:70000/a/b:1", "its port is not from 1 to 65535" },
+		{ "127.0.0.1:65536/a", "its port is not from 1 to 65535" },
+		{ "reg.io:0/a", "its port is not from 1 to 65535" },
+		{ "[::1]:99999/a", "its port is not from 1 to 65535" },
+		{ "a@sha512:" H64 H64, "unsupported digest algorithm 'sha512'" },
+		{ "reg.io/a:t@sha512:" H64 H64, "unsupported digest algorithm" },
+		{ "a@sha512:zz", "bad digest" },
 	};
 	struct oci_ref r;
 	struct vs_err e;
