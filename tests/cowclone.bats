@@ -204,7 +204,10 @@ extents() {
 traced() {
 	local log=$1
 	shift
-	strace -f -o "$log" -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 "$@"
+	# (LeakSanitizer cannot work under ptrace: SANITIZE=1 runs these
+	# without leak checks)
+	ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+		strace -f -o "$log" -e trace=fsync,fdatasync,sync_file_range,rename,renameat2 "$@"
 }
 
 # syscalls FILE: the names of the file-syncing and renaming calls in an

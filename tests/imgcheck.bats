@@ -128,8 +128,9 @@ img() {
 
 @test "a writer that holds the image with flock(2), not QEMU's fcntl locks, is seen too" {
 	img f.img
-	# (flock -x holds the lock while its command runs)
-	flock -x f.img sleep 30 &
+	# (flock holds the lock while its command runs; -o: flock, not the
+	# command, so that killing flock releases it)
+	flock -o -x f.img sleep 30 &
 	pid=$!
 	for ((i = 0; i < 100; i++)); do
 		flock -n -s f.img true 2>/dev/null || break
