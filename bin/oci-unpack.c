@@ -30,6 +30,7 @@
 #include "err.h"
 #include "fe.h"
 #include "image.h"
+#include "layers.h"
 #include "layout.h"
 #include "lock.h"
 #include "path.h"
@@ -50,12 +51,6 @@ struct opts {
 	bool quiet;
 };
 
-/* What the current layer did to a path (struct unpack's layer map). */
-enum {
-	MADE = 1,	/* the layer has an entry for it */
-	HOLDS = 2,	/* the layer has an entry beneath it */
-};
-
 /* A directory's mode and times, applied when every layer is in. */
 struct dirattr {
 	mode_t mode;
@@ -68,20 +63,15 @@ struct unpack {
 	bool rootless;		/* not root: record what cannot be applied */
 	uid_t uid;		/* ours, which what we make has */
 	gid_t gid;
-	struct strmap layer;	/* paths the current layer made: MADE, HOLDS */
 	struct strmap dirs;	/* directory → index + 1 in attrs */
 	struct dirattr *attrs;
 	size_t nattrs, capattrs;
 	char *cache_path;	/* the directory open as cache_fd, or NULL */
 	int cache_fd;
-	size_t layer_no;	/* from 1, for messages */
-	const char *entry;	/* the entry being applied, for messages */
 	uint64_t lost_owners;	/* rootless: symlink owners not recorded */
 	uint64_t lost_xattrs;	/* rootless: symlink xattrs not recorded */
 	uint64_t entries, bytes;
 	struct strmap inodes;	/* hardlinked files counted in bytes */
-	struct progress prog;
-	uint64_t done;		/* compressed bytes of earlier layers */
 };
 
 static void usage(FILE *f)
@@ -99,76 +89,31 @@ static void usage(FILE *f)
 	    "  -V, --version        version\n");
 }
 
-/* "layer N: entry 'NAME': " in front of e's message. */
-static int entry_error(struct unpack *u, struct vs_err *e)
-{
-	if (u->entry)
-		return vs_error_prefix(e, "layer %zu: entry '%s'", u->layer_no,
-		    u->entry);
-	return vs_error_prefix(e, "layer %zu", u->layer_no);
-}
-
 static int refuse(struct unpack *u, struct vs_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* An entry that is not allowed: the image is refused. */
+/* An entry that is not allowed: the image is refused (common/layers says
+ * which layer and entry). */
 static int refuse(struct unpack *u, struct vs_err *e, const char *fmt, ...)
 {
 	va_list ap;
 
+	(void)u;
 	va_start(ap, fmt);
 	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
 	va_end(ap);
 	e->code = EX_DATAERR;
 	e->errnum = 0;
-	return entry_error(u, e);
+	return -1;
 }
 
 static int sys_error(struct unpack *u, struct vs_err *e, const char *what)
 {
 	int err = errno;
 
+	(void)u;
 	/* a full disk is a failed write (74), as for every tool */
-	vs_error(e, err == ENOMEM ? EX_OSERR : EX_IOERR, err, "%s", what);
-	return entry_error(u, e);
-}
-
-/* Normalise a name from a layer into rel: no leading "./", no "." or empty
- * components.  Absolute names and ".." are refused (why says which). */
-static int clean_name(const char *name, char *rel, size_t cap,
-    const char **why)
-{
-	size_t n = 0;
-	const char *p = name;
-
-	if (*p == '/') {
-		*why = "an absolute path";
-		return -1;
-	}
-	while (*p) {
-		const char *c = p;
-		size_t len = strcspn(p, "/");
-
-		p += len;
-		while (*p == '/')
-			p++;
-		if (len == 0 || (len == 1 && c[0] == '.'))
-			continue;
-		if (len == 2 && c[0] == '.' && c[1] == '.') {
-			*why = "'..' in the path";
-			return -1;
-		}
-		if (len > NAME_MAX || n + len + 2 > cap) {
-			*why = "a path too long";
-			return -1;
-		}
-		if (n)
-			rel[n++] = '/';
-		memcpy(rel + n, c, len);
-		n += len;
-	}
-	rel[n] = '\0';
-	return 0;
+	return vs_error(e, err == ENOMEM ? EX_OSERR : EX_IOERR, err, "%s", what);
 }
 
 static void drop_cache(struct unpack *u)
@@ -335,31 +280,6 @@ static int open_dir(struct unpack *u, const char *dir, bool create, int *out,
 	return 0;
 }
 
-/* Record that the layer made rel, and that its ancestors hold something
- * it made. */
-static int mark_made(struct unpack *u, const char *rel, size_t len,
-    struct vs_err *e)
-{
-	uintptr_t *f = strmap_get(&u->layer, rel, len);
-
-	if (f)
-		*f |= MADE;
-	else if (strmap_put(&u->layer, rel, len, MADE) < 0)
-		return sys_error(u, e, "remember an entry");
-	while (len > 0) {
-		while (len > 0 && rel[len - 1] != '/')
-			len--;
-		if (len == 0)
-			break;
-		len--;
-		if (strmap_get(&u->layer, rel, len))
-			break;
-		if (strmap_put(&u->layer, rel, len, HOLDS) < 0)
-			return sys_error(u, e, "remember an entry");
-	}
-	return 0;
-}
-
 /* A directory at path (len bytes) is going: what was deferred for it and
  * beneath it must not come back on whatever takes its place. */
 static void forget_dirs(struct unpack *u, const char *path, size_t len)
@@ -392,24 +312,66 @@ static int replace(struct unpack *u, int dfd, const char *name,
     const char *rel, struct vs_err *e)
 {
 	removing(u, dfd, name, rel, strlen(rel));
-	if (tree_remove_at(dfd, name, e) < 0)
-		return entry_error(u, e);
-	return 0;
+	return tree_remove_at(dfd, name, e);
 }
 
-static int remove_lower(struct unpack *u, int dfd, const char *name,
-    char *path, size_t len, struct vs_err *e);
-
-/* Remove what lower layers put inside directory name of dfd (path, len:
- * its path in the tree), keeping what the current layer made. */
-static int clear_lower(struct unpack *u, int dfd, const char *name,
-    char *path, size_t len, struct vs_err *e)
+/* The parent directory of path, open (cached), and the last component:
+ * 0, 1 when the directory is missing or no directory, -1 (through a
+ * symlink, and the like). */
+static int parent_of(struct unpack *u, const char *path, int *dfd,
+    const char **name, struct vs_err *e)
 {
-	struct dirent *de;
-	DIR *d;
-	int fd, rc = 0;
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
 
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	*name = slash ? slash + 1 : path;
+	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 0, path);
+	return open_dir(u, dir, false, dfd, e);
+}
+
+/* The sink's remove: path and all beneath it. */
+static int sink_remove(void *arg, const char *path, struct vs_err *e)
+{
+	struct unpack *u = arg;
+	const char *name;
+	int dfd, r = parent_of(u, path, &dfd, &name, e);
+
+	if (r != 0)
+		return r < 0 ? -1 : 0;	/* nothing there to remove */
+	removing(u, dfd, name, path, strlen(path));
+	return tree_remove_at(dfd, name, e);
+}
+
+/* The sink's is_dir. */
+static int sink_is_dir(void *arg, const char *path, struct vs_err *e)
+{
+	struct unpack *u = arg;
+	struct stat st;
+	const char *name;
+	int dfd, r = parent_of(u, path, &dfd, &name, e);
+
+	if (r != 0)
+		return r < 0 ? -1 : 0;
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISDIR(st.st_mode);
+}
+
+/* The sink's list: the names in directory path. */
+static int sink_list(void *arg, const char *path, char ***names, size_t *n,
+    struct vs_err *e)
+{
+	struct unpack *u = arg;
+	struct dirent *de;
+	size_t cap = 0;
+	DIR *d;
+	int dfd, fd, r;
+
+	*names = NULL;
+	*n = 0;
+	/* (the walk refuses a path through a symlink) */
+	if ((r = open_dir(u, path, false, &dfd, e)) != 0)
+		return r < 0 ? -1 : 0;
+	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? 0 :
 		    sys_error(u, e, "open a directory");
@@ -418,69 +380,29 @@ static int clear_lower(struct unpack *u, int dfd, const char *name,
 		close(fd);
 		return sys_error(u, e, "open a directory");
 	}
-	while (rc == 0 && (de = readdir(d)) != NULL) {
-		size_t n = strlen(de->d_name), l = len;
-
+	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (l + n + 2 > PATH_MAX) {
-			rc = refuse(u, e, "a path too long");
-			break;
+		if (*n == cap) {
+			char **nv = realloc(*names, (cap = cap ? cap * 2 : 32) *
+			    sizeof **names);
+			if (nv == NULL)
+				goto nomem;
+			*names = nv;
 		}
-		if (l)
-			path[l++] = '/';
-		memcpy(path + l, de->d_name, n + 1);
-		rc = remove_lower(u, dirfd(d), de->d_name, path, l + n, e);
-		path[len] = '\0';
+		if (((*names)[*n] = strdup(de->d_name)) == NULL)
+			goto nomem;
+		(*n)++;
 	}
 	closedir(d);
-	return rc;
-}
-
-static int remove_lower(struct unpack *u, int dfd, const char *name,
-    char *path, size_t len, struct vs_err *e)
-{
-	struct stat st;
-
-	if (strmap_get(&u->layer, path, len) == NULL) {
-		removing(u, dfd, name, path, len);
-		if (tree_remove_at(dfd, name, e) < 0)
-			return entry_error(u, e);
-		return 0;
-	}
-	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISDIR(st.st_mode))
-		return 0;
-	return clear_lower(u, dfd, name, path, len, e);
-}
-
-/* A whiteout: ".wh.NAME" removes NAME of lower layers from dir; the
- * opaque marker ".wh..wh..opq" removes all of dir's lower content. */
-static int whiteout(struct unpack *u, const char *dir, const char *base,
-    struct vs_err *e)
-{
-	char path[PATH_MAX];
-	const char *name = base + 4;
-	size_t len = strlen(dir);
-	int dfd, r;
-
-	if (strncmp(name, ".wh.", 4) == 0 && strcmp(name, ".wh..opq") != 0)
-		return 0;	/* other AUFS metadata: not part of the tree */
-	if (strcmp(name, ".wh..opq") != 0 && (*name == '\0' ||
-	    strcmp(name, ".") == 0 || strcmp(name, "..") == 0))
-		return refuse(u, e, "a whiteout of '%s'", name);
-	r = open_dir(u, dir, false, &dfd, e);
-	if (r != 0)
-		return r < 0 ? -1 : 0;	/* nothing there to white out */
-	memcpy(path, dir, len + 1);
-	if (strcmp(name, ".wh..opq") == 0)
-		return clear_lower(u, dfd, ".", path, len, e);
-	if (len + strlen(name) + 2 > PATH_MAX)
-		return refuse(u, e, "a path too long");
-	if (len)
-		path[len++] = '/';
-	strcpy(path + len, name);
-	return remove_lower(u, dfd, name, path, strlen(path), e);
+	return 0;
+nomem:
+	closedir(d);
+	while (*n)
+		free((*names)[--*n]);
+	free(*names);
+	*names = NULL;
+	return vs_error(e, EX_OSERR, ENOMEM, "list a directory");
 }
 
 /* Set an extended attribute on the entry: through fd when there is one,
@@ -660,8 +582,7 @@ static int set_xattrs(struct unpack *u, struct archive_entry *ae, int fd,
 			    XATTR_NAME_MAX)
 				return vs_error(e, EX_CANTCREAT, 0,
 				    "the attribute %.40s... has too long a name to be recorded as %s<name> (at most %d bytes in all): unpack as root",
-				    key, ROOTLESS_XATTR_PREFIX, XATTR_NAME_MAX),
-				    entry_error(u, e);
+				    key, ROOTLESS_XATTR_PREFIX, XATTR_NAME_MAX);
 			snprintf(alt, sizeof alt, "%s%s", ROOTLESS_XATTR_PREFIX,
 			    key);
 			if (set_xattr(fd, dfd, name, alt, val, size) == 0)
@@ -732,8 +653,8 @@ static int layer_data_error(struct unpack *u, struct archive *a,
 {
 	const char *msg = archive_error_string(a);
 
-	vs_error(e, EX_DATAERR, 0, "%s", msg ? msg : "unreadable data");
-	return entry_error(u, e);
+	(void)u;
+	return vs_error(e, EX_DATAERR, 0, "%s", msg ? msg : "unreadable data");
 }
 
 static int too_big(struct unpack *u, int64_t size, struct vs_err *e)
@@ -894,21 +815,17 @@ static int make_node(struct unpack *u, struct archive_entry *ae, int dfd,
 	return finish_entry(u, ae, fd, dfd, name, made, e);
 }
 
-static int make_hardlink(struct unpack *u, struct archive_entry *ae,
+/* A hardlink to trel (clean; target as the layer wrote it). */
+static int make_hardlink(struct unpack *u, const char *trel,
     const char *target, int dfd, const char *name, const char *rel,
     struct vs_err *e)
 {
-	char trel[PATH_MAX], tdir[PATH_MAX];
-	const char *why, *tname, *slash;
+	char tdir[PATH_MAX];
+	const char *tname, *slash;
 	cleanup_fd int tfd = -1;
 	struct stat a, b;
 	int r;
 
-	(void)ae;
-	if (clean_name(target, trel, sizeof trel, &why) < 0)
-		return refuse(u, e, "a hardlink to '%s', %s", target, why);
-	if (*trel == '\0')
-		return refuse(u, e, "a hardlink to the root");
 	slash = strrchr(trel, '/');
 	tname = slash ? slash + 1 : trel;
 	snprintf(tdir, sizeof tdir, "%.*s", slash ? (int)(slash - trel) : 0,
@@ -935,379 +852,31 @@ static int make_hardlink(struct unpack *u, struct archive_entry *ae,
 	return 0;
 }
 
-/* The root directory's own entry ("./"). */
-static int root_entry(struct unpack *u, struct archive_entry *ae,
+/* The sink's entry: le in the tree, replacing what is at its path. */
+static int sink_entry(void *arg, const struct layer_entry *le,
     struct vs_err *e)
 {
-	if (archive_entry_filetype(ae) != AE_IFDIR)
-		return refuse(u, e, "the root is not a directory");
-	return make_dir(u, ae, u->root, ".", "", e);
-}
+	struct unpack *u = arg;
+	struct archive_entry *ae = le->ae;
+	int dfd;
 
-static int apply_entry(struct unpack *u, struct archive *a,
-    struct archive_entry *ae, struct vs_err *e)
-{
-	char rel[PATH_MAX], dir[PATH_MAX];
-	const char *name = archive_entry_pathname(ae), *base, *slash, *why;
-	const char *hardlink = archive_entry_hardlink(ae);
-	int dfd, r;
-
-	u->entry = name;
-	if (name == NULL)
-		return refuse(u, e, "an entry without a name");
-	if (clean_name(name, rel, sizeof rel, &why) < 0)
-		return refuse(u, e, "%s", why);
-	if (*rel == '\0')
-		return hardlink ? refuse(u, e, "a hardlink as the root") :
-		    root_entry(u, ae, e);
-	slash = strrchr(rel, '/');
-	base = slash ? slash + 1 : rel;
-	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - rel) : 0, rel);
-	if (strncmp(base, ".wh.", 4) == 0)
-		return whiteout(u, dir, base, e);
-	if (open_dir(u, dir, true, &dfd, e) != 0)
+	if (*le->path == '\0')	/* the root's own entry ("./") */
+		return make_dir(u, ae, u->root, ".", "", e);
+	if (open_dir(u, le->dir, true, &dfd, e) != 0)
 		return -1;
-	if (hardlink) {
-		r = make_hardlink(u, ae, hardlink, dfd, base, rel, e);
-	} else {
-		switch (archive_entry_filetype(ae)) {
-		case AE_IFREG:
-			r = make_file(u, a, ae, dfd, base, rel, e);
-			break;
-		case AE_IFDIR:
-			r = make_dir(u, ae, dfd, base, rel, e);
-			break;
-		case AE_IFLNK:
-			r = make_symlink(u, ae, dfd, base, rel, e);
-			break;
-		case AE_IFCHR:
-		case AE_IFBLK:
-		case AE_IFIFO:
-			r = make_node(u, ae, dfd, base, rel, e);
-			break;
-		case AE_IFSOCK:
-			return 0;	/* a socket is not content */
-		default:
-			return refuse(u, e, "an entry of unknown type");
-		}
+	if (le->link)
+		return make_hardlink(u, le->link, archive_entry_hardlink(ae),
+		    dfd, le->name, le->path, e);
+	switch (archive_entry_filetype(ae)) {
+	case AE_IFREG:
+		return make_file(u, le->a, ae, dfd, le->name, le->path, e);
+	case AE_IFDIR:
+		return make_dir(u, ae, dfd, le->name, le->path, e);
+	case AE_IFLNK:
+		return make_symlink(u, ae, dfd, le->name, le->path, e);
+	default:	/* devices and fifos: layers.c lets through no other */
+		return make_node(u, ae, dfd, le->name, le->path, e);
 	}
-	if (r < 0)
-		return -1;
-	return mark_made(u, rel, strlen(rel), e);
-}
-
-/* A layer's bytes as its tar reader takes them: read and decompressed (or
- * not) by a second thread, which runs ahead by up to SLOTS blocks, so that
- * decompressing overlaps with making the files; hashed for the diff_id as
- * the tar reader takes them. */
-#define SLOTS 8
-#define SLOT_SIZE (256u << 10)
-
-struct slot {
-	char *data;
-	size_t len;
-	uint64_t done;		/* compressed bytes read when it was filled */
-};
-
-struct source {
-	struct unpack *u;
-	int fd;
-	struct archive *raw;	/* the decompressor, or NULL for a plain tar */
-	bool empty;		/* raw: it decompresses to nothing */
-	struct digester dg;
-	pthread_t thread;
-	bool started;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct slot slots[SLOTS];
-	size_t filled;		/* slots filled by the reader, ever */
-	size_t taken;		/* slots handed to the tar reader, ever */
-	bool eof;		/* the reader is done: no more slots */
-	bool stop;		/* the tar reader wants no more */
-	bool holding;		/* the tar reader has slot (taken - 1) */
-	bool closed;
-	struct vs_err err;	/* why the reader stopped early */
-	char digest[DIGEST_MAX];	/* of everything taken, at the end */
-};
-
-/* Wait for a free slot; false when told to stop. */
-static bool source_wait_free(struct source *s)
-{
-	bool go;
-
-	pthread_mutex_lock(&s->mu);
-	while (!s->stop && s->filled - s->taken + (s->holding ? 1 : 0) >= SLOTS)
-		pthread_cond_wait(&s->cv, &s->mu);
-	go = !s->stop;
-	pthread_mutex_unlock(&s->mu);
-	return go;
-}
-
-static void source_publish(struct source *s, bool eof)
-{
-	pthread_mutex_lock(&s->mu);
-	if (eof)
-		s->eof = true;
-	else
-		s->filled++;
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-}
-
-/* The decompressor's next block: *p, *n; 0, 1 at the end, -1. */
-static int source_next(struct source *s, const void **p, size_t *n,
-    uint64_t *done)
-{
-	la_int64_t off;
-	int r = s->empty ? ARCHIVE_EOF :
-	    archive_read_data_block(s->raw, p, n, &off);
-
-	if (r == ARCHIVE_EOF)
-		return 1;
-	if (r < ARCHIVE_WARN) {
-		const char *msg = archive_error_string(s->raw);
-		/* a read that failed is not a bad image */
-		int io = archive_errno(s->raw) == EIO;
-		return vs_error(&s->err, io ? EX_IOERR : EX_DATAERR, 0, "%s",
-		    msg ? msg : "cannot decompress");
-	}
-	*done = (uint64_t)archive_filter_bytes(s->raw, -1);
-	return 0;
-}
-
-static void *source_reader(void *arg)
-{
-	struct source *s = arg;
-	uint64_t plain = 0;
-	sigset_t all;
-
-	/* signals are for the main thread, which cleans up */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-
-	for (;;) {
-		struct slot *sl;
-		const void *p;
-		size_t n;
-		uint64_t done = 0;
-		int r;
-
-		if (!source_wait_free(s))
-			break;
-		sl = &s->slots[s->filled % SLOTS];
-		if (s->raw) {
-			r = source_next(s, &p, &n, &done);
-			if (r != 0)
-				break;
-			/* a decompressed block may be larger than a slot */
-			while (n > SLOT_SIZE) {
-				memcpy(sl->data, p, SLOT_SIZE);
-				sl->len = SLOT_SIZE;
-				sl->done = done;
-				source_publish(s, false);
-				p = (const char *)p + SLOT_SIZE;
-				n -= SLOT_SIZE;
-				if (!source_wait_free(s))
-					goto out;
-				sl = &s->slots[s->filled % SLOTS];
-			}
-			memcpy(sl->data, p, n);
-		} else {
-			ssize_t got;
-			do
-				got = read(s->fd, sl->data, SLOT_SIZE);
-			while (got < 0 && errno == EINTR);
-			if (got < 0) {
-				vs_error(&s->err, EX_IOERR, errno, "read");
-				break;
-			}
-			if (got == 0)
-				break;
-			n = (size_t)got;
-			done = plain += n;
-		}
-		sl->len = n;
-		sl->done = done;
-		source_publish(s, false);
-	}
-out:
-	source_publish(s, true);
-	return NULL;
-}
-
-static la_ssize_t source_read(struct archive *a, void *arg, const void **out)
-{
-	struct source *s = arg;
-	struct slot *sl;
-
-	pthread_mutex_lock(&s->mu);
-	if (s->holding) {	/* the block handed out last time is free */
-		s->holding = false;
-		pthread_cond_broadcast(&s->cv);
-	}
-	while (s->taken == s->filled && !s->eof)
-		pthread_cond_wait(&s->cv, &s->mu);
-	if (s->taken == s->filled) {
-		pthread_mutex_unlock(&s->mu);
-		if (s->err.code) {
-			archive_set_error(a, EINVAL, "%s", s->err.msg);
-			return -1;
-		}
-		if (!s->digest[0])
-			digester_final(&s->dg, s->digest);
-		return 0;
-	}
-	sl = &s->slots[s->taken % SLOTS];
-	s->taken++;
-	s->holding = true;
-	pthread_mutex_unlock(&s->mu);
-	/* hashed here, so that the two threads share the work evenly */
-	digester_update(&s->dg, sl->data, sl->len);
-	progress_update(&s->u->prog, s->u->done + sl->done);
-	*out = sl->data;
-	return (la_ssize_t)sl->len;
-}
-
-static int source_open(struct source *s, const struct oci_layout *l,
-    const struct image_layer *ly, struct vs_err *e)
-{
-	cleanup_free char *path = layout_blob_path(l, ly->digest);
-	struct archive_entry *ae;
-	int r;
-
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
-	for (size_t i = 0; i < SLOTS; i++) {
-		s->slots[i].data = malloc(SLOT_SIZE);
-		if (s->slots[i].data == NULL)
-			return vs_error(e, EX_OSERR, ENOMEM, "read");
-	}
-	s->fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-	if (s->fd < 0)
-		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR,
-		    errno, "%s", path ? path : ly->digest);
-	(void)posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	if (digester_init(&s->dg, ly->diff_id, e) < 0)
-		return -1;
-	if (ly->compression != LAYER_TAR) {
-		s->raw = archive_read_new();
-		if (s->raw == NULL)
-			return vs_error(e, EX_OSERR, ENOMEM, "libarchive");
-		if (ly->compression == LAYER_GZIP)
-			archive_read_support_filter_gzip(s->raw);
-		else
-			archive_read_support_filter_zstd(s->raw);
-		archive_read_support_format_raw(s->raw);
-		archive_read_support_format_empty(s->raw);
-		if (archive_read_open_fd(s->raw, s->fd, SLOT_SIZE) != ARCHIVE_OK ||
-		    (r = archive_read_next_header(s->raw, &ae)) < ARCHIVE_OK)
-			return vs_error(e, EX_DATAERR, 0, "%s",
-			    archive_error_string(s->raw));
-		s->empty = r == ARCHIVE_EOF;
-		/* without the filter, raw would pass the bytes as they are */
-		if (archive_filter_code(s->raw, 0) != (ly->compression ==
-		    LAYER_GZIP ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD))
-			return vs_error(e, EX_DATAERR, 0,
-			    "its media type says %s, but it is not %s-compressed",
-			    ly->media_type, ly->compression == LAYER_GZIP ?
-			    "gzip" : "zstd");
-	}
-	if ((errno = pthread_create(&s->thread, NULL, source_reader, s)) != 0)
-		return vs_error(e, EX_OSERR, errno, "start a thread");
-	s->started = true;
-	return 0;
-}
-
-/* Stop the reader (if it still runs) and free everything. */
-static void source_close(struct source *s)
-{
-	if (s->closed)
-		return;
-	s->closed = true;
-	if (s->started) {
-		pthread_mutex_lock(&s->mu);
-		s->stop = true;
-		pthread_cond_broadcast(&s->cv);
-		pthread_mutex_unlock(&s->mu);
-		pthread_join(s->thread, NULL);
-	}
-	if (s->raw)
-		archive_read_free(s->raw);
-	if (s->fd >= 0)
-		close(s->fd);
-	digester_free(&s->dg);
-	for (size_t i = 0; i < SLOTS; i++)
-		free(s->slots[i].data);
-	pthread_cond_destroy(&s->cv);
-	pthread_mutex_destroy(&s->mu);
-}
-
-/* Apply layer number i (from 0), then check its diff_id. */
-static int apply_layer(struct unpack *u, const struct oci_layout *l,
-    const struct image_layer *ly, struct vs_err *e)
-{
-	struct source s = { .u = u, .fd = -1 };
-	struct archive *tar = NULL;
-	struct archive_entry *ae;
-	const void *p;
-	int rc = -1, r;
-
-	u->entry = NULL;
-	strmap_clear(&u->layer);
-	if (source_open(&s, l, ly, e) < 0) {
-		vs_error_prefix(e, "layer %zu (%s)", u->layer_no, ly->digest);
-		goto out;
-	}
-	tar = archive_read_new();
-	if (tar == NULL) {
-		vs_error(e, EX_OSERR, ENOMEM, "libarchive");
-		goto out;
-	}
-	archive_read_support_format_tar(tar);
-	archive_read_support_format_empty(tar);	/* an empty layer */
-	if (archive_read_open(tar, &s, NULL, source_read, NULL) != ARCHIVE_OK)
-		goto bad_tar;
-	for (;;) {
-		r = archive_read_next_header(tar, &ae);
-		if (r == ARCHIVE_EOF)
-			break;
-		if (r < ARCHIVE_WARN)
-			goto bad_tar;
-		if (stop_signal) {
-			vs_error(e, EX_TEMPFAIL, 0, "interrupted");
-			goto out;
-		}
-		if (apply_entry(u, tar, ae, e) < 0)
-			goto out;
-	}
-	u->entry = NULL;
-	/* What follows the end of the archive counts in the diff_id too. */
-	while ((r = (int)source_read(tar, &s, &p)) > 0)
-		;
-	if (r < 0)
-		goto bad_tar;
-	if (strcmp(s.digest, ly->diff_id) != 0) {
-		vs_error(e, EX_DATAERR, 0,
-		    "layer %zu (%s): its content has the digest %s, but the image config says %s",
-		    u->layer_no, ly->digest, s.digest, ly->diff_id);
-		goto out;
-	}
-	u->done += (uint64_t)ly->size;
-	rc = 0;
-	goto out;
-bad_tar:
-	source_close(&s);	/* the reader's error is ours to read once it ends */
-	if (s.err.code)
-		*e = s.err;
-	else
-		vs_error(e, EX_DATAERR, 0, "%s", archive_error_string(tar) ?
-		    archive_error_string(tar) : "not a tar archive");
-	vs_error_prefix(e, "layer %zu (%s)", u->layer_no, ly->digest);
-out:
-	if (tar)
-		archive_read_free(tar);
-	source_close(&s);
-	return rc;
 }
 
 /* Walk the finished tree: count it, and give each directory (deepest
@@ -1387,7 +956,6 @@ static int finish_tree(struct unpack *u, int fd, char *path, size_t len,
 static void unpack_free(struct unpack *u)
 {
 	drop_cache(u);
-	strmap_free(&u->layer);
 	strmap_free(&u->dirs);
 	strmap_free(&u->inodes);
 	free(u->attrs);
@@ -1399,8 +967,9 @@ static void unpack_free(struct unpack *u)
 static int build(const struct oci_layout *l, const struct image *img,
     const char *tmp, bool quiet, struct unpack *u, struct vs_err *e)
 {
+	const struct layer_sink sink = { .arg = u, .entry = sink_entry,
+	    .remove = sink_remove, .list = sink_list, .is_dir = sink_is_dir };
 	char path[PATH_MAX] = "";
-	uint64_t total = 0;
 	int rc = 0;
 
 	/* The tree stays 0700 (mkdtemp's) while it is built, so that no
@@ -1408,15 +977,7 @@ static int build(const struct oci_layout *l, const struct image *img,
 	u->root = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (u->root < 0)
 		return vs_error(e, EX_CANTCREAT, errno, "%s", tmp);
-	for (size_t i = 0; i < img->nlayers; i++)
-		total += (uint64_t)img->layers[i].size;
-	progress_start(&u->prog, stderr, "unpack", total,
-	    progress_wanted(stderr, quiet));
-	for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
-		u->layer_no = i + 1;
-		rc = apply_layer(u, l, &img->layers[i], e);
-	}
-	progress_end(&u->prog);
+	rc = layers_apply(l, img, &sink, "unpack", quiet, e);
 	drop_cache(u);
 	if (rc == 0) {
 		int fd = dup(u->root);

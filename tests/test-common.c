@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <zlib.h>
 
 #include "atomic.h"
 #include "cleanup.h"
@@ -28,6 +29,7 @@
 #include "err.h"
 #include "fe.h"
 #include "image.h"
+#include "inflate.h"
 #include "kernel.h"
 #include "layout.h"
 #include "lock.h"
@@ -1394,6 +1396,113 @@ static void test_vmstate(void)
 	free(con);
 }
 
+/* gzip of len bytes of p appended to out (one member). */
+static size_t gzip_member(const unsigned char *p, size_t len, unsigned char *out,
+    size_t cap)
+{
+	z_stream z;
+	size_t n;
+
+	memset(&z, 0, sizeof z);
+	deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+	z.next_in = (Bytef *)(uintptr_t)p;
+	z.avail_in = (uInt)len;
+	z.next_out = out;
+	z.avail_out = (uInt)cap;
+	deflate(&z, Z_FINISH);
+	n = cap - z.avail_out;
+	deflateEnd(&z);
+	return n;
+}
+
+/* Inflate in (len bytes), piece bytes at a time, into out; the status of
+ * the run and of inflater_finish, the bytes made in *made. */
+static int inflate_all(const unsigned char *in, size_t len, size_t piece,
+    unsigned char *out, size_t cap, size_t *made, struct vs_err *e)
+{
+	struct inflater *z = inflater_new(e);
+	size_t done = 0;
+	int r = 0;
+
+	*made = 0;
+	if (z == NULL)
+		return -1;
+	while (r >= 0 && done < len) {
+		const unsigned char *p = in + done;
+		size_t n = len - done < piece ? len - done : piece, left = n, o;
+		do {
+			r = inflater_run(z, &p, &left, out + *made, cap - *made, &o, e);
+			*made += o;
+		} while (r == 0 && left > 0 && o > 0);
+		done += n - left;
+		if (r == 1)
+			break;
+		if (left == n && r == 0)
+			break;	/* (no progress: out is full) */
+	}
+	if (r >= 0)
+		r = inflater_finish(z, e);
+	inflater_free(z);
+	return r;
+}
+
+static void test_inflate(void)
+{
+	static unsigned char plain[300000], gz[700000], out[700000];
+	struct vs_err e = { 0 };
+	size_t a, b, n, made;
+
+	for (size_t i = 0; i < sizeof plain; i++)
+		plain[i] = (unsigned char)(i % 251 < 100 ? i * 7 : i / 1000);
+	a = gzip_member(plain, sizeof plain, gz, sizeof gz);
+	b = gzip_member(plain, 1000, gz + a, sizeof gz - a);
+	n = a + b;
+	for (int impl = 0; impl < 2; impl++) {
+		const char *name;
+		struct inflater *z;
+		if (impl)
+			setenv("VS_INFLATE", "zlib", 1);
+		z = inflater_new(&e);
+		name = z ? inflater_name(z) : "?";
+		inflater_free(z);
+		if (impl)
+			ok(strcmp(name, "zlib") == 0, "VS_INFLATE=zlib takes zlib");
+		for (size_t piece = 1; piece <= n; piece = piece < 10 ? piece + 3 :
+		    piece * 17) {
+			memset(&e, 0, sizeof e);
+			int r = inflate_all(gz, n, piece, out, sizeof out, &made, &e);
+			if (r != 0 || made != sizeof plain + 1000 ||
+			    memcmp(out, plain, sizeof plain) != 0 ||
+			    memcmp(out + sizeof plain, plain, 1000) != 0) {
+				ok(0, "%s: two members, %zu bytes at a time: %s", name,
+				    piece, e.msg);
+				break;
+			}
+		}
+		ok(1, "%s: two members, in pieces of any size", name);
+		memset(&e, 0, sizeof e);
+		ok(inflate_all(gz, n - 5, 4096, out, sizeof out, &made, &e) < 0 &&
+		    e.code == EX_DATAERR && strstr(e.msg, "truncated"),
+		    "%s: a stream cut short is refused: %s", name, e.msg);
+		memset(&e, 0, sizeof e);
+		ok(inflate_all((const unsigned char *)"hello, world", 12, 4096, out,
+		    sizeof out, &made, &e) < 0 && strstr(e.msg, "not gzip"),
+		    "%s: not gzip is refused: %s", name, e.msg);
+		memcpy(gz + n, "\0\0\0\0", 4);
+		memset(&e, 0, sizeof e);
+		ok(inflate_all(gz, n + 4, 4096, out, sizeof out, &made, &e) == 0 &&
+		    made == sizeof plain + 1000,
+		    "%s: zeros after the last member are ignored, as gzip -d does", name);
+		gz[a - 6] ^= 0x55;	/* the first member's CRC */
+		memset(&e, 0, sizeof e);
+		ok(inflate_all(gz, n, 4096, out, sizeof out, &made, &e) < 0 &&
+		    e.code == EX_DATAERR, "%s: a bad checksum is refused: %s", name,
+		    e.msg);
+		gz[a - 6] ^= 0x55;
+	}
+	unsetenv("VS_INFLATE");
+}
+
 int main(int argc, char *argv[])
 {
 	const char *t = getenv("TMPDIR");
@@ -1424,6 +1533,7 @@ int main(int argc, char *argv[])
 	test_stamp();
 	test_kernel();
 	test_vmstate();
+	test_inflate();
 	if (rmdir(tmpdir) < 0)
 		diag("%s left behind: %s", tmpdir, strerror(errno));
 	printf("1..%d\n", tests);
