@@ -60,7 +60,7 @@ kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
 	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
-mkbase_COMMON := atomic config digest doc err fe lend lock path progress ref \
+mkbase_COMMON := atomic config digest doc err ext4w fe lend lock path progress ref \
 	rootfs rootless run size stamp stop strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs) -pthread
@@ -85,7 +85,8 @@ COMMON_OBJ := $(COMMON_SRC:common/%.c=$(BUILD)/common/%.o)
 COMMON_CFLAGS = $(call JANSSON,cflags) $(call YAML,cflags) $(call CURL,cflags) \
 	$(call ARCHIVE,cflags) $(if $(HAVE_ISAL),-DHAVE_ISAL)
 UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CURL,libs) \
-	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(INFLATE_LIBS) -pthread
+	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(call EXT2FS,libs) $(INFLATE_LIBS) \
+	-pthread
 
 # vmstrap: a shell script, built from the tools
 SCRIPTS := vmstrap

@@ -30,6 +30,7 @@
 #include "digest.h"
 #include "doc.h"
 #include "err.h"
+#include "ext4w.h"
 #include "fe.h"
 #include "lock.h"
 #include "path.h"
@@ -47,15 +48,9 @@
 #define SYNOPSIS "mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]"
 #define DEFAULT_GROUP "slicer"
 #define CHUNK (4u << 20)
-/* the last second an ext4 inode can hold (2446-05-10), the first
- * (1901-12-13) */
-#define EXT4_TIME_MAX 15032385535LL
-#define EXT4_TIME_MIN (-2147483648LL)
-/* the last second a superblock's times hold (2106-02-07) */
-#define SB_TIME_MAX 4294967295LL
-#define EXT4_LINK_MAX 65000
-/* 2^32 blocks of 4096 bytes, less one */
-#define EXT4_FILE_MAX ((((uint64_t)1 << 32) - 1) * 4096)
+#define EXT4_LINK_MAX EXT4W_LINK_MAX
+#define EXT4_FILE_MAX EXT4W_FILE_MAX
+#define SB_TIME_MAX EXT4W_SB_TIME_MAX
 
 struct opts {
 	const char *dir, *config, *group, *size, *out;
@@ -64,19 +59,14 @@ struct opts {
 
 
 struct build {
-	ext2_filsys fs;
-	int img;		/* the image, for file data */
+	struct ext4w w;		/* the image being filled */
 	bool rootless;
-	bool reproducible;
-	time_t now;		/* ctime and crtime of every inode */
 	struct strmap links;	/* "dev:ino" of a hardlinked file → its inode */
-	char *buf;		/* CHUNK bytes */
+	char *buf;		/* CHUNK bytes: a file's data as read */
 	char *target;		/* PATH_MAX bytes: a symlink's target */
 	char *xlist;		/* XLIST_MAX bytes: attribute names */
 	char *xval;		/* XATTR_SIZE_MAX bytes: an attribute's value */
-	char path[PATH_MAX];	/* the entry being copied, for messages */
 	struct progress prog;
-	uint64_t done;
 	struct vs_err *e;
 };
 
@@ -101,13 +91,7 @@ static void usage(FILE *f)
 
 static int ext2_error(struct build *b, errcode_t err, const char *what)
 {
-	/* the image full is EX_CANTCREAT; the host's disk full (ENOSPC from
-	 * a write) is a failed write, 74, as for every tool */
-	vs_error(b->e, err == EXT2_ET_BLOCK_ALLOC_FAIL ||
-	    err == EXT2_ET_INODE_ALLOC_FAIL || err == EXT2_ET_DIR_NO_SPACE_FOR_CSUM ?
-	    EX_CANTCREAT : EX_IOERR, 0, "%s %s: %s", what,
-	    b->path[0] ? b->path : "/", error_message(err));
-	return -1;
+	return ext4w_error(&b->w, err, what);
 }
 
 #define XLIST_MAX 65536	/* XATTR_LIST_MAX */
@@ -119,7 +103,7 @@ static int src_error(struct build *b, const char *what)
 	if (errno == EMFILE)
 		return vs_error(b->e, EX_OSERR, 0, TOO_DEEP);
 	return vs_error(b->e, vs_code_for_errno(errno, EX_IOERR), errno,
-	    "%s %s", what, b->path[0] ? b->path : "/");
+	    "%s %s", what, b->w.path[0] ? b->w.path : "/");
 }
 
 /* Rootless, unreadable entries of the tree are lent read permission while
@@ -378,17 +362,10 @@ static int measure(struct measuring *m, int fd)
 
 /* --- filling the filesystem ------------------------------------------ */
 
-static void set_time(uint32_t *t, uint32_t *extra, time_t sec, long nsec)
-{
-	*t = (uint32_t)sec;
-	*extra = ((uint32_t)nsec << 2) |
-	    (uint32_t)(((int64_t)sec - (int32_t)(uint32_t)sec) >> 32 & 3);
-}
-
 /* Owner, mode and times from the tree; rootless, the owner recorded by
  * oci-unpack (none: root). */
-static int apply_stat(struct build *b, int dfd, const char *name,
-    const struct stat *st, struct ext2_inode_large *in)
+static int stat_attr(struct build *b, int dfd, const char *name,
+    const struct stat *st, struct ext4w_attr *a)
 {
 	uid_t uid = st->st_uid;
 	gid_t gid = st->st_gid;
@@ -405,52 +382,21 @@ static int apply_stat(struct build *b, int dfd, const char *name,
 		if (n < 0 && !S_ISLNK(st->st_mode) && errno != ENODATA &&
 		    errno != ENOTSUP)
 			return errno == ERANGE ? vs_error(b->e, EX_DATAERR, 0,
-			    "%s: a malformed %s attribute (too long)", b->path,
+			    "%s: a malformed %s attribute (too long)", b->w.path,
 			    ROOTLESS_XATTR) : src_error(b, "read the owner of");
 		if (n >= 0 && rootless_decode(rec, (size_t)n, &u, &g) < 0)
 			return vs_error(b->e, EX_DATAERR, 0,
-			    "%s: a malformed %s attribute", b->path, ROOTLESS_XATTR);
+			    "%s: a malformed %s attribute", b->w.path, ROOTLESS_XATTR);
 		uid = u;
 		gid = g;
 	}
-	in->i_mode = (uint16_t)((in->i_mode & LINUX_S_IFMT) |
-	    (st->st_mode & 07777));
-	in->i_uid = (uint16_t)uid;
-	ext2fs_set_i_uid_high(*in, uid >> 16);
-	in->i_gid = (uint16_t)gid;
-	ext2fs_set_i_gid_high(*in, gid >> 16);
-	if (in->i_extra_isize < 24)
-		in->i_extra_isize = sizeof(struct ext2_inode_large) -
-		    EXT2_GOOD_OLD_INODE_SIZE;
-	{
-		/* reproducible: no time later than SOURCE_DATE_EPOCH, as
-		 * reproducible builds clamp them, so that what the unpack
-		 * itself touched (a directory no layer declared) does not
-		 * make two unpacks of one image differ */
-		time_t sec = st->st_mtim.tv_sec;
-		long nsec = st->st_mtim.tv_nsec;
-		if (b->reproducible && sec >= b->now) {
-			sec = b->now;
-			nsec = 0;
-		}
-		/* (as the kernel does with a time ext4 cannot hold) */
-		if ((long long)sec > EXT4_TIME_MAX) {
-			sec = (time_t)EXT4_TIME_MAX;
-			nsec = 0;
-		} else if ((long long)sec < EXT4_TIME_MIN) {
-			sec = (time_t)EXT4_TIME_MIN;
-			nsec = 0;
-		}
-		set_time(&in->i_mtime, &in->i_mtime_extra, sec, nsec);
-		set_time(&in->i_atime, &in->i_atime_extra, sec, nsec);
-	}
-	set_time(&in->i_ctime, &in->i_ctime_extra, b->now, 0);
-	set_time(&in->i_crtime, &in->i_crtime_extra, b->now, 0);
+	a->perm = st->st_mode & 07777;
+	a->uid = uid;
+	a->gid = gid;
+	a->mtime = st->st_mtim;
 	return 0;
 }
 
-/* Extended attributes from the tree.  Rootless, oci-unpack's records are
- * not copied, and user.vmstrap.xattr.NAME becomes NAME again. */
 static int copy_xattrs(struct build *b, int dfd, const char *name,
     ext2_ino_t ino)
 {
@@ -466,9 +412,8 @@ static int copy_xattrs(struct build *b, int dfd, const char *name,
 		return errno == ENOTSUP ? 0 : src_error(b, "list the attributes of");
 	if (len == 0)
 		return 0;
-	if ((err = ext2fs_xattrs_open(b->fs, ino, &h)) != 0 ||
-	    (err = ext2fs_xattrs_read(h)) != 0)
-		goto fail;
+	if ((h = ext4w_xattrs_open(&b->w, ino)) == NULL)
+		return -1;
 	for (char *k = list; k < list + len; k += strlen(k) + 1) {
 		const char *key = k;
 		ssize_t n;
@@ -498,143 +443,16 @@ fail:
 	return ext2_error(b, err, "set the attributes of");
 }
 
-/* The directory entry's file type for an inode mode. */
-static int file_type(unsigned mode)
-{
-	switch (mode & LINUX_S_IFMT) {
-	case LINUX_S_IFREG: return EXT2_FT_REG_FILE;
-	case LINUX_S_IFDIR: return EXT2_FT_DIR;
-	case LINUX_S_IFCHR: return EXT2_FT_CHRDEV;
-	case LINUX_S_IFBLK: return EXT2_FT_BLKDEV;
-	case LINUX_S_IFIFO: return EXT2_FT_FIFO;
-	case LINUX_S_IFSOCK: return EXT2_FT_SOCK;
-	case LINUX_S_IFLNK: return EXT2_FT_SYMLINK;
-	}
-	return EXT2_FT_UNKNOWN;
-}
-
-/* Link ino into dir as name, making room in dir when it is full. */
-static errcode_t link_in(ext2_filsys fs, ext2_ino_t dir, const char *name,
-    ext2_ino_t ino, int ftype)
-{
-	errcode_t err = ext2fs_link(fs, dir, name, ino, ftype);
-
-	if (err == EXT2_ET_DIR_NO_SPACE) {
-		err = ext2fs_expand_dir(fs, dir);
-		if (err == 0)
-			err = ext2fs_link(fs, dir, name, ino, ftype);
-	}
-	return err;
-}
-
-/* A file's data goes in as it is read: blocks are allocated from the
- * bitmap next to the ones before, written straight to the image, and
- * described by as few extents as the allocation allows (one for up to
- * 128 MiB of contiguous data), the way the kernel would lay them out. */
-struct filling {
-	ext2_extent_handle_t h;
-	struct ext2fs_extent ext;	/* the one being grown, not yet in */
-	blk64_t goal, blocks;
-	bool inserted;			/* the tree has an extent already */
-};
-
-/* Put the pending extent into the file's extent tree. */
-static errcode_t put_extent(struct filling *f)
-{
-	struct ext2fs_extent last;
-	errcode_t err;
-
-	if (f->ext.e_len == 0)
-		return 0;
-	if (f->inserted) {
-		err = ext2fs_extent_get(f->h, EXT2_EXTENT_LAST_LEAF, &last);
-		if (err == 0)
-			err = ext2fs_extent_insert(f->h, EXT2_EXTENT_INSERT_AFTER,
-			    &f->ext);
-	} else
-		err = ext2fs_extent_insert(f->h, 0, &f->ext);
-	if (err == 0)
-		err = ext2fs_extent_fix_parents(f->h);
-	f->inserted = true;
-	f->ext.e_len = 0;
-	return err;
-}
-
-/* Logical blocks [lblk, lblk + count) of the file, from data. */
-static int write_run(struct build *b, struct filling *f, blk64_t lblk,
-    blk64_t count, const char *data)
-{
-	unsigned bs = b->fs->blocksize;
-	errcode_t err;
-
-	while (count > 0) {
-		blk64_t pblk, n;
-		off_t at;
-		size_t left;
-
-		err = ext2fs_new_range(b->fs, 0, f->goal, count, NULL, &pblk, &n);
-		if (err)
-			return ext2_error(b, err, "write");
-		ext2fs_block_alloc_stats_range(b->fs, pblk, n, +1);
-		if (f->ext.e_len && (f->ext.e_lblk + f->ext.e_len != lblk ||
-		    f->ext.e_pblk + f->ext.e_len != pblk ||
-		    f->ext.e_len + n > EXT_INIT_MAX_LEN) &&
-		    (err = put_extent(f)) != 0)
-			return ext2_error(b, err, "write");
-		at = (off_t)pblk * bs;
-		for (left = (size_t)n * bs; left > 0; ) {
-			ssize_t w = pwrite(b->img, data, left, at);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0)
-				return vs_error(b->e, vs_code_for_errno(errno,
-				    EX_IOERR), errno, "write the image");
-			data += w;
-			left -= (size_t)w;
-			at += w;
-		}
-		/* (an extent holds at most EXT_INIT_MAX_LEN blocks: a
-		 * longer range is cut where that one is full) */
-		while (n > 0) {
-			blk64_t room = EXT_INIT_MAX_LEN - f->ext.e_len;
-			blk64_t take = n < room ? n : room;
-			if (f->ext.e_len == 0) {
-				f->ext.e_lblk = lblk;
-				f->ext.e_pblk = pblk;
-				f->ext.e_flags = 0;
-			}
-			f->ext.e_len += (__u32)take;
-			lblk += take;
-			pblk += take;
-			n -= take;
-			count -= take;
-			f->blocks += take;
-			if (f->ext.e_len == EXT_INIT_MAX_LEN &&
-			    (err = put_extent(f)) != 0)
-				return ext2_error(b, err, "write");
-		}
-		f->goal = pblk;
-	}
-	return 0;
-}
-
-static bool is_zero(const char *p, size_t n)
-{
-	return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0;
-}
-
 /* A regular file's data: holes and blocks of zeros are left out. */
 static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 {
-	unsigned bs = b->fs->blocksize;
-	struct filling f = { .goal = ext2fs_find_inode_goal(b->fs, ino, NULL, 0) };
-	struct ext2_inode_large in;
+	unsigned bs = b->w.fs->blocksize;
+	struct ext4w_file f;
 	off_t off = 0, done = 0;	/* done: bytes up to here are in */
-	errcode_t err;
 	int rc = 0;
 
-	if ((err = ext2fs_extent_open2(b->fs, ino, NULL, &f.h)) != 0)
-		return ext2_error(b, err, "start the extents of");
+	if (ext4w_file_begin(&b->w, ino, &f) < 0)
+		return -1;
 	while (rc == 0 && off < size) {
 		off_t data = lseek(src, off, SEEK_DATA), hole;
 		if (data < 0) {
@@ -658,7 +476,6 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 		while (rc == 0 && data < hole) {
 			size_t want = hole - data < CHUNK ? (size_t)(hole - data) : CHUNK;
 			ssize_t got = pread(src, b->buf, want, data);
-			size_t nb, i = 0;
 
 			if (got < 0 && errno == EINTR)
 				continue;
@@ -667,40 +484,17 @@ static int copy_data(struct build *b, int src, ext2_ino_t ino, off_t size)
 					rc = src_error(b, "read");
 				break;
 			}
-			nb = ((size_t)got + bs - 1) / bs;
-			memset(b->buf + got, 0, nb * bs - (size_t)got);
-			while (rc == 0 && i < nb) {
-				size_t j;
-				while (i < nb && is_zero(b->buf + i * bs, bs))
-					i++;
-				for (j = i; j < nb && !is_zero(b->buf + j * bs, bs); j++)
-					;
-				if (j > i)
-					rc = write_run(b, &f, (blk64_t)(data / bs + i),
-					    j - i, b->buf + i * bs);
-				i = j;
-			}
+			rc = ext4w_file_write(&f, (uint64_t)data, b->buf,
+			    (size_t)got);
 			data += got;
 			done = data;
-			b->done += (uint64_t)got;
-			progress_update(&b->prog, b->done);
+			progress_update(&b->prog, b->w.done);
 		}
 		off = hole;
 	}
-	if (rc == 0 && (err = put_extent(&f)) != 0)
-		rc = ext2_error(b, err, "write");
-	ext2fs_extent_free(f.h);
-	if (rc < 0)
-		return rc;
-	/* (the tree's own blocks were counted as it grew) */
-	if ((err = ext2fs_read_inode_full(b->fs, ino, (struct ext2_inode *)&in,
-	    sizeof in)) != 0 ||
-	    (err = ext2fs_iblk_add_blocks(b->fs, (struct ext2_inode *)&in,
-	    f.blocks)) != 0 ||
-	    (err = ext2fs_write_inode_full(b->fs, ino, (struct ext2_inode *)&in,
-	    sizeof in)) != 0)
-		return ext2_error(b, err, "write the inode of");
-	return 0;
+	if (ext4w_file_end(&f) < 0)
+		rc = -1;
+	return rc;
 }
 
 static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen);
@@ -710,36 +504,23 @@ static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen);
 static int copy_entry_as_is(struct build *b, int dfd, const char *name,
     ext2_ino_t dir, size_t plen, struct stat st)
 {
-	struct ext2_inode_large in;
-	ext2_filsys fs = b->fs;
+	struct ext4w_attr a;
 	ext2_ino_t ino = 0;
 	uintptr_t *known = NULL;
 	char key[48];
-	errcode_t err;
-	int k = 0, ftype, rc = 0;
+	int k = 0, rc = 0;
 	mode_t type;
 	bool device_record = false;
 	char dev[32];
+	const char *target = NULL;
 
 	type = st.st_mode & S_IFMT;
 	if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
 		k = link_key(&st, key);
 		known = strmap_get(&b->links, key, (size_t)k);
 	}
-	if (known) {	/* another name of a file already in */
-		ino = (ext2_ino_t)*known;
-		if ((err = ext2fs_read_inode_full(fs, ino, (struct ext2_inode *)&in,
-		    sizeof in)) != 0)
-			return ext2_error(b, err, "read the inode of");
-		ftype = file_type(in.i_mode);
-		if ((err = link_in(fs, dir, name, ino, ftype)) != 0)
-			return ext2_error(b, err, "link");
-		in.i_links_count++;
-		if ((err = ext2fs_write_inode_full(fs, ino, (struct ext2_inode *)&in,
-		    sizeof in)) != 0)
-			return ext2_error(b, err, "write the inode of");
-		return 0;
-	}
+	if (known)	/* another name of a file already in */
+		return ext4w_link(&b->w, dir, name, (ext2_ino_t)*known);
 	if (b->rootless && S_ISREG(st.st_mode)) {
 		char p[64 + NAME_MAX];
 		ssize_t n;
@@ -747,129 +528,48 @@ static int copy_entry_as_is(struct build *b, int dfd, const char *name,
 		n = lgetxattr(p, ROOTLESS_DEVICE_XATTR, dev, sizeof dev - 1);
 		if (n < 0 && errno != ENODATA && errno != ENOTSUP)
 			return errno == ERANGE ? vs_error(b->e, EX_DATAERR, 0,
-			    "%s: a malformed %s attribute (too long)", b->path,
+			    "%s: a malformed %s attribute (too long)", b->w.path,
 			    ROOTLESS_DEVICE_XATTR) : src_error(b, "read the device of");
 		if (n >= 0) {
 			unsigned maj, min;
 			if (rootless_device_decode(dev, (size_t)n, &type, &maj,
 			    &min) < 0)
 				return vs_error(b->e, EX_DATAERR, 0,
-				    "%s: a malformed %s attribute", b->path,
+				    "%s: a malformed %s attribute", b->w.path,
 				    ROOTLESS_DEVICE_XATTR);
 			st.st_rdev = makedev(maj, min);
 			device_record = true;
 		}
 	}
-
 	if (dir == EXT2_ROOT_INO && strcmp(name, "lost+found") == 0 &&
 	    !S_ISDIR(st.st_mode))
 		return vs_error(b->e, EX_DATAERR, 0,
 		    "/lost+found in the tree is not a directory: an ext4 filesystem needs a directory there for e2fsck");
-	if (S_ISDIR(st.st_mode)) {
-		if (dir == EXT2_ROOT_INO && strcmp(name, "lost+found") == 0 &&
-		    ext2fs_lookup(fs, dir, name, strlen(name), NULL, &ino) == 0)
-			;	/* mke2fs made it: take it over */
-		else {
-			struct ext2_inode parent;
-			bool many;
-			if ((err = ext2fs_new_inode(fs, dir, LINUX_S_IFDIR, NULL,
-			    &ino)) != 0)
-				return ext2_error(b, err, "allocate an inode for");
-			/* dir_nlink: a directory with more subdirectories
-			 * than a link count holds has the count 1 */
-			if ((err = ext2fs_read_inode(fs, dir, &parent)) != 0)
-				return ext2_error(b, err, "read the inode of");
-			many = parent.i_links_count == 1 ||
-			    parent.i_links_count >= EXT4_LINK_MAX - 1;
-			err = ext2fs_mkdir(fs, dir, ino, name);
-			if (err == EXT2_ET_DIR_NO_SPACE &&
-			    (err = ext2fs_expand_dir(fs, dir)) == 0)
-				err = ext2fs_mkdir(fs, dir, ino, name);
-			if (err)
-				return ext2_error(b, err, "make the directory");
-			if (many) {
-				if ((err = ext2fs_read_inode(fs, dir, &parent)) != 0)
-					return ext2_error(b, err, "read the inode of");
-				parent.i_links_count = 1;
-				if ((err = ext2fs_write_inode(fs, dir, &parent)) != 0)
-					return ext2_error(b, err, "write the inode of");
-			}
-		}
-	} else if (S_ISLNK(st.st_mode)) {
+	if (S_ISLNK(st.st_mode)) {
 		/* (b->target, not the stack: this frame is on it once for
 		 * every level of the tree) */
-		char *target = b->target;
-		ssize_t n = readlinkat(dfd, name, target, PATH_MAX - 1);
+		ssize_t n = readlinkat(dfd, name, b->target, PATH_MAX - 1);
 		if (n < 0)
 			return src_error(b, "read the symlink");
-		target[n] = '\0';
-		if ((err = ext2fs_new_inode(fs, dir, LINUX_S_IFLNK, NULL, &ino)) != 0)
-			return ext2_error(b, err, "allocate an inode for");
-		err = ext2fs_symlink(fs, dir, ino, name, target);
-		if (err == EXT2_ET_DIR_NO_SPACE &&
-		    (err = ext2fs_expand_dir(fs, dir)) == 0)
-			err = ext2fs_symlink(fs, dir, ino, name, target);
-		if (err)
-			return ext2_error(b, err, "make the symlink");
-	} else {
-		if ((err = ext2fs_new_inode(fs, dir, type, NULL, &ino)) != 0)
-			return ext2_error(b, err, "allocate an inode for");
-		ext2fs_inode_alloc_stats2(fs, ino, +1, 0);
-		memset(&in, 0, sizeof in);
-		in.i_mode = (uint16_t)(type == S_IFREG ? LINUX_S_IFREG :
-		    type == S_IFCHR ? LINUX_S_IFCHR : type == S_IFBLK ?
-		    LINUX_S_IFBLK : type == S_IFSOCK ? LINUX_S_IFSOCK :
-		    LINUX_S_IFIFO);
-		in.i_links_count = 1;
-		in.i_extra_isize = sizeof in - EXT2_GOOD_OLD_INODE_SIZE;
-		if (type == S_IFCHR || type == S_IFBLK) {
-			unsigned maj = major(st.st_rdev), min = minor(st.st_rdev);
-			if (maj < 256 && min < 256) {
-				in.i_block[0] = maj * 256 + min;
-			} else {
-				in.i_block[0] = 0;
-				in.i_block[1] = (min & 0xff) | (maj << 8) |
-				    ((min & ~0xffu) << 12);
-			}
-		} else if (type == S_IFREG &&
-		    ext2fs_has_feature_extents(fs->super)) {
-			ext2_extent_handle_t h;
-			if ((err = ext2fs_extent_open2(fs, ino,
-			    (struct ext2_inode *)&in, &h)) != 0)
-				return ext2_error(b, err, "start the extents of");
-			ext2fs_extent_free(h);
-		}
-		if ((err = ext2fs_write_new_inode(fs, ino,
-		    (struct ext2_inode *)&in)) != 0)
-			return ext2_error(b, err, "write the inode of");
-		ftype = file_type(in.i_mode);
-		if ((err = link_in(fs, dir, name, ino, ftype)) != 0)
-			return ext2_error(b, err, "link");
-		if (type == S_IFREG && st.st_size > 0) {
-			cleanup_fd int src = openat(dfd, name,
-			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-			if (src < 0)
-				return src_error(b, "open");
-			if (copy_data(b, src, ino, st.st_size) < 0)
-				return -1;
-		}
+		b->target[n] = '\0';
+		target = b->target;
 	}
-	if (known == NULL && k > 0 &&
-	    strmap_put(&b->links, key, (size_t)k, ino) < 0)
-		return vs_error(b->e, EX_OSERR, ENOMEM, "hardlinks");
-
-	if ((err = ext2fs_read_inode_full(fs, ino, (struct ext2_inode *)&in,
-	    sizeof in)) != 0)
-		return ext2_error(b, err, "read the inode of");
-	if (apply_stat(b, dfd, name, &st, &in) < 0)
+	if (ext4w_make(&b->w, dir, name, type, target, st.st_rdev, &ino) < 0)
 		return -1;
-	if (S_ISREG(st.st_mode) && !device_record &&
-	    (err = ext2fs_inode_size_set(fs, (struct ext2_inode *)&in,
-	    (unsigned long long)st.st_size)) != 0)
-		return ext2_error(b, err, "set the size of");
-	if ((err = ext2fs_write_inode_full(fs, ino, (struct ext2_inode *)&in,
-	    sizeof in)) != 0)
-		return ext2_error(b, err, "write the inode of");
+	if (S_ISREG(type) && st.st_size > 0) {
+		cleanup_fd int src = openat(dfd, name,
+		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (src < 0)
+			return src_error(b, "open");
+		if (copy_data(b, src, ino, st.st_size) < 0)
+			return -1;
+	}
+	if (k > 0 && strmap_put(&b->links, key, (size_t)k, ino) < 0)
+		return vs_error(b->e, EX_OSERR, ENOMEM, "hardlinks");
+	if (stat_attr(b, dfd, name, &st, &a) < 0 ||
+	    ext4w_set_attr(&b->w, ino, &a, S_ISREG(st.st_mode) && !device_record ?
+	    (int64_t)st.st_size : -1) < 0)
+		return -1;
 	if (copy_xattrs(b, dfd, name, ino) < 0)
 		return -1;
 	if (S_ISDIR(st.st_mode)) {
@@ -900,7 +600,7 @@ static int copy_entry(struct build *b, int dfd, const char *name,
 	return rc;
 }
 
-/* Everything in source directory fd into image directory dir; b->path
+/* Everything in source directory fd into image directory dir; b->w.path
  * holds the directory's path (plen bytes). */
 static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen)
 {
@@ -914,14 +614,14 @@ static int copy_dir(struct build *b, int fd, ext2_ino_t dir, size_t plen)
 		size_t l = strlen(names[i]);
 		/* (the walk goes by descriptors: a path longer than
 		 * PATH_MAX is fine, only messages name its first part) */
-		if (plen + l + 2 > sizeof b->path) {
+		if (plen + l + 2 > sizeof b->w.path) {
 			rc = copy_entry(b, fd, names[i], dir, plen);
 			continue;
 		}
-		b->path[plen] = '/';
-		memcpy(b->path + plen + 1, names[i], l + 1);
+		b->w.path[plen] = '/';
+		memcpy(b->w.path + plen + 1, names[i], l + 1);
 		rc = copy_entry(b, fd, names[i], dir, plen + 1 + l);
-		b->path[plen] = '\0';
+		b->w.path[plen] = '\0';
 	}
 	free_names(names, n);
 	return rc;
@@ -976,76 +676,11 @@ static int fixed_ids(const struct rootfs *src, uint64_t size,
 	return 0;
 }
 
-/* The filesystem vmstrap makes, whatever the host's /etc/mke2fs.conf
- * says (another inode size, inline_data, orphan_file): ext4 as the
- * kernels images ship mount it, the same on every host. */
-static const char mke2fs_conf[] =
-    "[defaults]\n"
-    "\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr\n"
-    "\tdefault_mntopts = acl,user_xattr\n"
-    "\tenable_periodic_fsck = 0\n"
-    "\tblocksize = 4096\n"
-    "\tinode_size = 256\n"
-    "\tinode_ratio = 16384\n"
-    "\thash_alg = half_md4\n"
-    "[fs_types]\n"
-    "\text4 = {\n"
-    "\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize\n"
-    "\t}\n";
-
-/* mke2fs: the empty filesystem, sparse (inode tables and journal are not
- * written: a hole reads as zeros), root owned by root. */
-static int make_fs(const char *tmp, bool repro, const char *uuid,
-    const char *seed, struct vs_err *e)
-{
-	cleanup_free char *mke2fs = run_find("mke2fs", "e2fsprogs", e);
-	cleanup_fd int conf = -1;
-	char ext[256], last[512] = "", confpath[64];
-	const char *argv[16];
-	int n = 0, status, rc;
-
-	if (mke2fs == NULL)
-		return -1;
-	/* (an unnamed file, inherited by mke2fs: nothing to clean up) */
-	conf = memfd_create("mke2fs.conf", 0);
-	if (conf < 0 || write(conf, mke2fs_conf, sizeof mke2fs_conf - 1) !=
-	    (ssize_t)(sizeof mke2fs_conf - 1))
-		return vs_error(e, EX_OSERR, errno, "mke2fs.conf");
-	snprintf(confpath, sizeof confpath, "/proc/self/fd/%d", conf);
-	snprintf(ext, sizeof ext,
-	    "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0%s%s",
-	    repro ? ",hash_seed=" : "", repro ? seed : "");
-	argv[n++] = mke2fs;
-	argv[n++] = "-q";
-	argv[n++] = "-F";
-	argv[n++] = "-t";
-	argv[n++] = "ext4";
-	argv[n++] = "-E";
-	argv[n++] = ext;
-	if (repro) {
-		argv[n++] = "-U";
-		argv[n++] = uuid;
-	}
-	argv[n++] = tmp;
-	argv[n] = NULL;
-	if (setenv("MKE2FS_CONFIG", confpath, 1) < 0)
-		return vs_error(e, EX_OSERR, errno, "setenv");
-	rc = run_capture(argv, &status, last, sizeof last, e);
-	unsetenv("MKE2FS_CONFIG");
-	if (rc < 0)
-		return -1;
-	if (status != 0)
-		return vs_error(e, EX_IOERR, 0, "mke2fs failed (status %d): %s",
-		    status, last);
-	return 0;
-}
-
 static int fill(struct build *b, int treefd, struct need *nd)
 {
-	ext2_filsys fs = b->fs;
-	struct ext2_inode_large in;
+	ext2_filsys fs = b->w.fs;
+	struct ext4w_attr a;
 	struct stat st;
-	errcode_t err;
 	uint64_t free_blocks = ext2fs_free_blocks_count(fs->super);
 	uint64_t free_inodes = fs->super->s_free_inodes_count;
 
@@ -1062,14 +697,9 @@ static int fill(struct build *b, int treefd, struct need *nd)
 	}
 	if (fstat(treefd, &st) < 0)
 		return src_error(b, "stat");
-	if ((err = ext2fs_read_inode_full(fs, EXT2_ROOT_INO,
-	    (struct ext2_inode *)&in, sizeof in)) != 0)
-		return ext2_error(b, err, "read the inode of");
-	if (apply_stat(b, treefd, ".", &st, &in) < 0)
+	if (stat_attr(b, treefd, ".", &st, &a) < 0 ||
+	    ext4w_set_attr(&b->w, EXT2_ROOT_INO, &a, -1) < 0)
 		return -1;
-	if ((err = ext2fs_write_inode_full(fs, EXT2_ROOT_INO,
-	    (struct ext2_inode *)&in, sizeof in)) != 0)
-		return ext2_error(b, err, "write the inode of");
 	if (copy_xattrs(b, treefd, ".", EXT2_ROOT_INO) < 0)
 		return -1;
 	return copy_dir(b, treefd, EXT2_ROOT_INO, 0);
@@ -1080,13 +710,14 @@ static int fill_image(const struct rootfs *src, int treefd,
     struct atomic_file *af, uint64_t size, bool quiet, char uuid[37],
     struct vs_err *e)
 {
-	struct build b = { .img = af->fd, .rootless = src->rootless, .e = e };
+	struct build b = { .rootless = src->rootless, .e = e };
 	struct measuring m = { .seen = STRMAP_INIT, .bs = 4096,
 	    .rootless = src->rootless, .e = e };
 	struct need nd;
 	const char *sde = getenv("SOURCE_DATE_EPOCH");
 	char seed[37] = "";
-	errcode_t err;
+	bool repro = false;
+	time_t now;
 	int rc;
 
 	m.xlist = malloc(XLIST_MAX);
@@ -1106,13 +737,13 @@ static int fill_image(const struct rootfs *src, int treefd,
 	nd = m.nd;
 	nd.inodes++;
 
-	b.now = time(NULL);
+	now = time(NULL);
 	if (sde && *sde) {
 		long long t;
 		if (fe_number(sde, 0, SB_TIME_MAX, &t, "SOURCE_DATE_EPOCH", e) < 0)
 			return -1;
-		b.reproducible = true;
-		b.now = (time_t)t;
+		repro = true;
+		now = (time_t)t;
 		if (fixed_ids(src, size, uuid, seed, e) < 0)
 			return -1;
 		if (setenv("E2FSPROGS_FAKE_TIME", sde, 1) < 0)
@@ -1121,31 +752,16 @@ static int fill_image(const struct rootfs *src, int treefd,
 	if (ftruncate(af->fd, (off_t)size) < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s",
 		    af->tmp);
-	if (make_fs(af->tmp, b.reproducible, uuid, seed, e) < 0)
+	if (ext4w_mkfs(af->tmp, repro ? uuid : NULL, repro ? seed : NULL, e) < 0 ||
+	    ext4w_open(&b.w, af->tmp, af->fd, now, repro, e) < 0)
 		return -1;
-	err = ext2fs_open2(af->tmp, NULL, EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0,
-	    unix_io_manager, &b.fs);
-	if (err)
-		return vs_error(e, EX_IOERR, 0, "open %s: %s", af->tmp,
-		    error_message(err));
-	if (b.reproducible)
-		b.fs->now = b.now;
-	b.buf = malloc(CHUNK + 4096);
+	b.buf = malloc(CHUNK);
 	b.target = malloc(PATH_MAX);
 	b.xlist = malloc(XLIST_MAX);
 	b.xval = malloc(XATTR_SIZE_MAX);
 	if (b.buf == NULL || b.target == NULL || b.xlist == NULL ||
-	    b.xval == NULL) {
-		free(b.buf);
-		free(b.target);
-		free(b.xlist);
-		free(b.xval);
-		ext2fs_close_free(&b.fs);
-		return vs_error(e, EX_OSERR, ENOMEM, "mkbase");
-	}
-	err = ext2fs_read_bitmaps(b.fs);
-	if (err)
-		rc = ext2_error(&b, err, "read the bitmaps of");
+	    b.xval == NULL)
+		rc = vs_error(e, EX_OSERR, ENOMEM, "mkbase");
 	else {
 		progress_start(&b.prog, stderr, "base", nd.bytes,
 		    progress_wanted(stderr, quiet));
@@ -1153,21 +769,17 @@ static int fill_image(const struct rootfs *src, int treefd,
 		progress_end(&b.prog);
 	}
 	if (!uuid[0])
-		uuid_text(b.fs->super->s_uuid, uuid);
+		uuid_text(b.w.fs->super->s_uuid, uuid);
 	strmap_free(&b.links);
 	free(b.buf);
 	free(b.target);
 	free(b.xlist);
 	free(b.xval);
 	if (rc < 0) {
-		ext2fs_close_free(&b.fs);
+		ext4w_abort(&b.w);
 		return -1;
 	}
-	err = ext2fs_close_free(&b.fs);
-	if (err)
-		return vs_error(e, EX_IOERR, 0, "write %s: %s", af->tmp,
-		    error_message(err));
-	return 0;
+	return ext4w_close(&b.w) < 0 ? vs_error_prefix(e, "%s", af->tmp) : 0;
 }
 
 /* Build the image into the open temporary file af.  Before the tree is
