@@ -60,11 +60,12 @@ kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
 	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
-mkbase_COMMON := atomic config digest doc err ext4w fe lend lock path progress ref \
-	rootfs rootless run size stamp stop strmap tree
+mkbase_COMMON := atomic config digest doc err ext4w fe image inflate layers \
+	layout lend lock path progress ref rootfs rootless run size stamp stop \
+	strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
-	$(call CRYPTO,libs) -pthread
-mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags)
+	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(INFLATE_LIBS) -pthread
+mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags) $(call ARCHIVE,cflags)
 oci-fetch_COMMON := atomic config creds digest doc err fe image layout lock path \
 	progress ref registry size stop
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \

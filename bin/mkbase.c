@@ -18,6 +18,7 @@
 #include <time.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <unistd.h>
 
 #include <ext2fs/ext2fs.h>
@@ -26,6 +27,8 @@
 
 #include "atomic.h"
 #include "cleanup.h"
+#include "image.h"
+#include "layout.h"
 #include "config.h"
 #include "digest.h"
 #include "doc.h"
@@ -37,15 +40,17 @@
 #include "progress.h"
 #include "ref.h"
 #include "rootfs.h"
+#include "layers.h"
 #include "lend.h"
 #include "rootless.h"
 #include "run.h"
 #include "size.h"
+#include "stop.h"
 #include "stamp.h"
 #include "strmap.h"
 #include "tree.h"
 
-#define SYNOPSIS "mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]"
+#define SYNOPSIS "mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [-i LAYOUT REF | ROOTFS]"
 #define DEFAULT_GROUP "slicer"
 #define CHUNK (4u << 20)
 #define EXT4_LINK_MAX EXT4W_LINK_MAX
@@ -53,7 +58,7 @@
 #define SB_TIME_MAX EXT4W_SB_TIME_MAX
 
 struct opts {
-	const char *dir, *config, *group, *size, *out;
+	const char *dir, *config, *group, *size, *out, *image;
 	bool force, quiet;
 };
 
@@ -73,15 +78,18 @@ struct build {
 static void usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [ROOTFS]\n"
-	    "       oci-unpack | mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG]\n"
-	    "Build the host group's sparse ext4 base image from a root filesystem tree.\n"
-	    "With no ROOTFS, the tree is the pipeline document's rootfs section.\n"
+	    "usage: mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG] [-i LAYOUT REF | ROOTFS]\n"
+	    "       oci-fetch REF | mkbase [-fqV] [-C DIR] [-c FILE] [-g GROUP] [-s SIZE] [-o IMG]\n"
+	    "Build the host group's sparse ext4 base image straight from an image's\n"
+	    "layers in the OCI cache, or from a root filesystem tree.  With no\n"
+	    "operand, from the pipeline document: its rootfs section (a tree) when\n"
+	    "it has one, else its image section (the layers).\n"
 	    "\n"
 	    "  -C, --directory DIR  work in DIR (the workspace)\n"
 	    "  -c, --config FILE    the configuration (default: slicer-mac.yaml)\n"
 	    "  -f, --force          rebuild even when the base is up to date\n"
 	    "  -g, --group GROUP    the host group (default: slicer)\n"
+	    "  -i, --image LAYOUT   from the layers of image REF in the OCI layout\n"
 	    "  -o, --output IMG     the image (default: GROUP-base.img)\n"
 	    "  -q, --quiet          no progress\n"
 	    "  -s, --size SIZE      logical size, like 15G (default: storage_size)\n"
@@ -655,7 +663,7 @@ static int hexval(char c)
 
 /* Fixed UUID and hash seed for a reproducible build, from the source and
  * the size. */
-static int fixed_ids(const struct rootfs *src, uint64_t size,
+static int fixed_ids(const char *digest, uint64_t size,
     char uuid[37], char seed[37], struct vs_err *e)
 {
 	char text[DIGEST_MAX + 64], dg[DIGEST_MAX];
@@ -664,7 +672,7 @@ static int fixed_ids(const struct rootfs *src, uint64_t size,
 
 	/* (a tree without a digest: the same ids wherever it is) */
 	snprintf(text, sizeof text, "vmstrap-base\n%s\n%llu\n",
-	    src->digest[0] ? src->digest : "no digest", (unsigned long long)size);
+	    digest[0] ? digest : "no digest", (unsigned long long)size);
 	if (digest_buffer(text, strlen(text), "sha256:", dg, e) < 0)
 		return -1;
 	hex = strchr(dg, ':') + 1;
@@ -705,6 +713,38 @@ static int fill(struct build *b, int treefd, struct need *nd)
 	return copy_dir(b, treefd, EXT2_ROOT_INO, 0);
 }
 
+/* The empty filesystem in af, of size bytes, open in w: reproducible
+ * (ids from digest and size, times clamped) with SOURCE_DATE_EPOCH. */
+static int new_fs(struct ext4w *w, struct atomic_file *af, uint64_t size,
+    const char *digest, char uuid[37], struct vs_err *e)
+{
+	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	char seed[37] = "";
+	bool repro = false;
+	time_t now = time(NULL);
+
+	if (sde && *sde) {
+		long long t;
+		if (fe_number(sde, 0, SB_TIME_MAX, &t, "SOURCE_DATE_EPOCH", e) < 0)
+			return -1;
+		repro = true;
+		now = (time_t)t;
+		if (fixed_ids(digest, size, uuid, seed, e) < 0)
+			return -1;
+		if (setenv("E2FSPROGS_FAKE_TIME", sde, 1) < 0)
+			return vs_error(e, EX_OSERR, errno, "setenv");
+	}
+	if (ftruncate(af->fd, (off_t)size) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s",
+		    af->tmp);
+	if (ext4w_mkfs(af->tmp, repro ? uuid : NULL, repro ? seed : NULL, e) < 0 ||
+	    ext4w_open(w, af->tmp, af->fd, now, repro, e) < 0)
+		return -1;
+	if (!uuid[0])
+		uuid_text(w->fs->super->s_uuid, uuid);
+	return 0;
+}
+
 /* Build the image from the tree treefd into the open temporary file af. */
 static int fill_image(const struct rootfs *src, int treefd,
     struct atomic_file *af, uint64_t size, bool quiet, char uuid[37],
@@ -714,10 +754,6 @@ static int fill_image(const struct rootfs *src, int treefd,
 	struct measuring m = { .seen = STRMAP_INIT, .bs = 4096,
 	    .rootless = src->rootless, .e = e };
 	struct need nd;
-	const char *sde = getenv("SOURCE_DATE_EPOCH");
-	char seed[37] = "";
-	bool repro = false;
-	time_t now;
 	int rc;
 
 	m.xlist = malloc(XLIST_MAX);
@@ -737,23 +773,7 @@ static int fill_image(const struct rootfs *src, int treefd,
 	nd = m.nd;
 	nd.inodes++;
 
-	now = time(NULL);
-	if (sde && *sde) {
-		long long t;
-		if (fe_number(sde, 0, SB_TIME_MAX, &t, "SOURCE_DATE_EPOCH", e) < 0)
-			return -1;
-		repro = true;
-		now = (time_t)t;
-		if (fixed_ids(src, size, uuid, seed, e) < 0)
-			return -1;
-		if (setenv("E2FSPROGS_FAKE_TIME", sde, 1) < 0)
-			return vs_error(e, EX_OSERR, errno, "setenv");
-	}
-	if (ftruncate(af->fd, (off_t)size) < 0)
-		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s",
-		    af->tmp);
-	if (ext4w_mkfs(af->tmp, repro ? uuid : NULL, repro ? seed : NULL, e) < 0 ||
-	    ext4w_open(&b.w, af->tmp, af->fd, now, repro, e) < 0)
+	if (new_fs(&b.w, af, size, src->digest, uuid, e) < 0)
 		return -1;
 	b.buf = malloc(CHUNK);
 	b.target = malloc(PATH_MAX);
@@ -768,8 +788,6 @@ static int fill_image(const struct rootfs *src, int treefd,
 		rc = fill(&b, treefd, &nd);
 		progress_end(&b.prog);
 	}
-	if (!uuid[0])
-		uuid_text(b.w.fs->super->s_uuid, uuid);
 	strmap_free(&b.links);
 	free(b.buf);
 	free(b.target);
@@ -782,16 +800,414 @@ static int fill_image(const struct rootfs *src, int treefd,
 	return ext4w_close(&b.w) < 0 ? vs_error_prefix(e, "%s", af->tmp) : 0;
 }
 
+/* What a base is built from: a tree, or an image's layers. */
+struct input {
+	bool layers;
+	struct rootfs tree;		/* !layers */
+	struct oci_layout l;		/* layers */
+	struct image img;
+	const char *digest;		/* the source: the manifest's, or "" */
+};
+
+static void input_free(struct input *in)
+{
+	rootfs_free(&in->tree);
+	if (in->layers) {
+		image_free(&in->img);
+		layout_close(&in->l);
+	}
+}
+
+/* --- from the image's layers ------------------------------------------ */
+
+/* The ext4 image as a sink of common/layers.  Every entry made is in
+ * paths (clean path → inode and type), which is all the image holds: a
+ * path not there is not in the image, and no directory is searched to
+ * know it.  What a whiteout removes goes from the image entirely: its
+ * blocks, inode and directory entry (common/ext4w). */
+enum { T_DIR = 1, T_REG, T_LNK, T_OTHER };
+#define PACK(ino, t) ((uintptr_t)(ino) << 4 | (t))
+#define INO(v) ((ext2_ino_t)((v) >> 4))
+#define TYPE(v) ((int)((v) & 15))
+
+struct lsink {
+	struct ext4w *w;
+	struct strmap paths;
+	uint64_t entries, bytes;
+};
+
+static int l_refuse(struct vs_err *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int l_refuse(struct vs_err *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	e->code = EX_DATAERR;
+	e->errnum = 0;
+	return -1;
+}
+
+/* What is at path: 0 and *v, 1 when nothing is. */
+static int l_get(struct lsink *ls, const char *path, size_t len, uintptr_t *v)
+{
+	uintptr_t *slot;
+
+	if (len == 0) {
+		*v = PACK(EXT2_ROOT_INO, T_DIR);
+		return 0;
+	}
+	slot = strmap_get(&ls->paths, path, len);
+	if (slot == NULL || *slot == 0)
+		return 1;
+	*v = *slot;
+	return 0;
+}
+
+static int l_put(struct lsink *ls, const char *path, ext2_ino_t ino, int t,
+    struct vs_err *e)
+{
+	if (strmap_put(&ls->paths, path, strlen(path), PACK(ino, t)) < 0)
+		return vs_error(e, EX_OSERR, ENOMEM, "remember an entry");
+	return 0;
+}
+
+/* The directory dir of the image, never through a symlink: 0 and *ino;
+ * 1 when it is missing (made, 0755 and root's, with create). */
+static int l_dir(struct lsink *ls, const char *dir, bool create,
+    ext2_ino_t *ino, struct vs_err *e)
+{
+	ext2_ino_t cur = EXT2_ROOT_INO;
+	size_t len = 0, n = strlen(dir);
+	uintptr_t v;
+
+	while (len < n) {
+		size_t end = len + strcspn(dir + len, "/");
+
+		if (l_get(ls, dir, end, &v) == 0) {
+			if (TYPE(v) == T_LNK)
+				return l_refuse(e,
+				    "the path goes through the symlink '%.*s'",
+				    (int)end, dir);
+			if (TYPE(v) != T_DIR)
+				return l_refuse(e, "'%.*s' is not a directory",
+				    (int)end, dir);
+			cur = INO(v);
+		} else if (!create) {
+			return 1;
+		} else {
+			char name[NAME_MAX + 1];
+			struct ext4w_attr a = { .perm = 0755,
+			    .mtime = { ls->w->now, 0 } };
+			ext2_ino_t made;
+
+			snprintf(name, sizeof name, "%.*s", (int)(end - len),
+			    dir + len);
+			if (ext4w_make(ls->w, cur, name, S_IFDIR, NULL, 0, &made) < 0 ||
+			    ext4w_set_attr(ls->w, made, &a, -1) < 0)
+				return -1;
+			if (strmap_put(&ls->paths, dir, end, PACK(made, T_DIR)) < 0)
+				return vs_error(e, EX_OSERR, ENOMEM,
+				    "remember an entry");
+			ls->entries++;
+			cur = made;
+		}
+		len = end + (dir[end] == '/');
+	}
+	*ino = cur;
+	return 0;
+}
+
+/* Forget path and what is beneath it (it was removed). */
+static void l_forget(struct lsink *ls, const char *path)
+{
+	size_t len = strlen(path), i = 0;
+	const char *key;
+	uintptr_t val, *slot = strmap_get(&ls->paths, path, len);
+
+	if (slot == NULL || *slot == 0)
+		return;
+	if (TYPE(*slot) == T_DIR)
+		while (strmap_next(&ls->paths, &i, &key, &val))
+			if (val && strncmp(key, path, len) == 0 && key[len] == '/')
+				*strmap_get(&ls->paths, key, strlen(key)) = 0;
+	*slot = 0;
+}
+
+static int l_remove(void *arg, const char *path, struct vs_err *e)
+{
+	struct lsink *ls = arg;
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	ext2_ino_t d;
+	uintptr_t v;
+	int r;
+
+	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 0, path);
+	if ((r = l_dir(ls, dir, false, &d, e)) != 0)
+		return r < 0 ? -1 : 0;
+	if (l_get(ls, path, strlen(path), &v) != 0)
+		return 0;
+	snprintf(ls->w->path, sizeof ls->w->path, "/%s", path);
+	if (ext4w_remove(ls->w, d, slash ? slash + 1 : path) < 0)
+		return -1;
+	l_forget(ls, path);
+	return 0;
+}
+
+static int l_list(void *arg, const char *path, char ***names, size_t *n,
+    struct vs_err *e)
+{
+	struct lsink *ls = arg;
+	ext2_ino_t d;
+	int r;
+
+	*names = NULL;
+	*n = 0;
+	if ((r = l_dir(ls, path, false, &d, e)) != 0)
+		return r < 0 ? -1 : 0;
+	return ext4w_list(ls->w, d, names, n);
+}
+
+static int l_is_dir(void *arg, const char *path, struct vs_err *e)
+{
+	struct lsink *ls = arg;
+	uintptr_t v;
+
+	(void)e;
+	return l_get(ls, path, strlen(path), &v) == 0 && TYPE(v) == T_DIR;
+}
+
+/* The namespaces of attributes Linux knows. */
+static bool known_namespace(const char *key)
+{
+	static const char *const ns[] = { "user.", "trusted.", "security.",
+	    "system.", NULL };
+
+	for (int i = 0; ns[i]; i++)
+		if (strncmp(key, ns[i], strlen(ns[i])) == 0 && key[strlen(ns[i])])
+			return true;
+	return false;
+}
+
+/* The entry's attributes, as the layer has them. */
+static int l_xattrs(struct lsink *ls, struct archive_entry *ae,
+    ext2_ino_t ino, bool fresh, struct vs_err *e)
+{
+	struct ext2_xattr_handle *h;
+	const char *key;
+	const void *val;
+	size_t size;
+	int rc = 0;
+
+	if (!fresh && ext4w_xattrs_clear(ls->w, ino) < 0)
+		return -1;
+	if (archive_entry_xattr_reset(ae) == 0)
+		return 0;
+	if ((h = ext4w_xattrs_open(ls->w, ino)) == NULL)
+		return -1;
+	while (rc == 0 &&
+	    archive_entry_xattr_next(ae, &key, &val, &size) == ARCHIVE_OK) {
+		if (!known_namespace(key))
+			rc = l_refuse(e,
+			    "the attribute '%.60s' is in no namespace Linux knows (user., trusted., security., system.)",
+			    key);
+		else if (strlen(key) > XATTR_NAME_MAX || size > XATTR_SIZE_MAX)
+			rc = l_refuse(e,
+			    "the attribute '%.60s' has a %s longer than Linux allows",
+			    key, size > XATTR_SIZE_MAX ? "value" : "name");
+		else
+			rc = ext4w_xattr_set(ls->w, h, key, val, size);
+	}
+	if (ext4w_xattrs_close(ls->w, &h) < 0)
+		rc = -1;
+	return rc;
+}
+
+static int l_data(struct lsink *ls, struct archive *a, ext2_ino_t ino,
+    struct vs_err *e)
+{
+	struct ext4w_file f;
+	int rc = 0;
+
+	if (ext4w_file_begin(ls->w, ino, &f) < 0)
+		return -1;
+	for (;;) {
+		const void *p;
+		size_t n;
+		la_int64_t off;
+		int r = archive_read_data_block(a, &p, &n, &off);
+
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r < ARCHIVE_WARN) {
+			const char *msg = archive_error_string(a);
+			rc = vs_error(e, EX_DATAERR, 0, "%s",
+			    msg ? msg : "unreadable data");
+			break;
+		}
+		if (stop_signal) {
+			rc = vs_error(e, EX_TEMPFAIL, 0, "interrupted");
+			break;
+		}
+		if (n && (rc = ext4w_file_write(&f, (uint64_t)off, p, n)) < 0)
+			break;
+	}
+	if (ext4w_file_end(&f) < 0)
+		rc = -1;
+	return rc;
+}
+
+static int l_entry(void *arg, const struct layer_entry *le, struct vs_err *e)
+{
+	struct lsink *ls = arg;
+	struct ext4w *w = ls->w;
+	struct archive_entry *ae = le->ae;
+	mode_t type = archive_entry_filetype(ae);
+	struct ext4w_attr at = { .perm = archive_entry_perm(ae) & 07777,
+	    .uid = (uint32_t)archive_entry_uid(ae),
+	    .gid = (uint32_t)archive_entry_gid(ae),
+	    .mtime = { archive_entry_mtime(ae),
+	    archive_entry_mtime_nsec(ae) } };
+	int64_t size = archive_entry_size(ae);
+	const char *target = NULL;
+	ext2_ino_t dir, ino;
+	uintptr_t v;
+	int t;
+
+	snprintf(w->path, sizeof w->path, "/%s", le->path);
+	if (*le->path == '\0')	/* the root's own entry ("./") */
+		return ext4w_set_attr(w, EXT2_ROOT_INO, &at, -1) < 0 ||
+		    l_xattrs(ls, ae, EXT2_ROOT_INO, false, e) < 0 ? -1 : 0;
+	if (l_dir(ls, le->dir, true, &dir, e) != 0)
+		return -1;
+	if (le->link) {
+		char tdir[PATH_MAX];
+		const char *slash = strrchr(le->link, '/');
+		ext2_ino_t td;
+		uintptr_t tv;
+		int r;
+
+		snprintf(tdir, sizeof tdir, "%.*s",
+		    slash ? (int)(slash - le->link) : 0, le->link);
+		r = l_dir(ls, tdir, false, &td, e);
+		if (r < 0)
+			return -1;
+		if (r > 0 || l_get(ls, le->link, strlen(le->link), &tv) != 0)
+			return l_refuse(e,
+			    "a hardlink to '%s', which is not in the tree",
+			    archive_entry_hardlink(ae));
+		if (TYPE(tv) == T_DIR)
+			return l_refuse(e, "a hardlink to the directory '%s'",
+			    archive_entry_hardlink(ae));
+		if (l_get(ls, le->path, strlen(le->path), &v) == 0) {
+			if (INO(v) == INO(tv))
+				return 0;	/* the same file already */
+			if (ext4w_remove(w, dir, le->name) < 0)
+				return -1;
+			l_forget(ls, le->path);
+		}
+		if (ext4w_link(w, dir, le->name, INO(tv)) < 0)
+			return -1;
+		return l_put(ls, le->path, INO(tv), TYPE(tv), e);
+	}
+	t = type == AE_IFDIR ? T_DIR : type == AE_IFREG ? T_REG :
+	    type == AE_IFLNK ? T_LNK : T_OTHER;
+	if (l_get(ls, le->path, strlen(le->path), &v) == 0) {
+		/* a directory declared again keeps what is in it, and takes
+		 * the upper entry's owner, mode, times and attributes */
+		if (t == T_DIR && TYPE(v) == T_DIR)
+			return ext4w_set_attr(w, INO(v), &at, -1) < 0 ||
+			    l_xattrs(ls, ae, INO(v), false, e) < 0 ? -1 : 0;
+		if (ext4w_remove(w, dir, le->name) < 0)
+			return -1;
+		l_forget(ls, le->path);
+	}
+	if (le->layer_no == 1 && *le->dir == '\0' &&
+	    strcmp(le->name, "lost+found") == 0 && t != T_DIR)
+		return l_refuse(e,
+		    "/lost+found is not a directory: an ext4 filesystem needs a directory there for e2fsck");
+	if (t == T_REG && (size < 0 || (uint64_t)size > EXT4W_FILE_MAX))
+		return l_refuse(e,
+		    "a file of %lld bytes; an ext4 file with 4096-byte blocks holds at most 16T",
+		    (long long)size);
+	if (t == T_LNK) {
+		target = archive_entry_symlink(ae);
+		if (target == NULL)
+			return l_refuse(e, "a symlink without a target");
+		if (strlen(target) >= PATH_MAX)
+			return l_refuse(e,
+			    "a symlink target of %zu bytes; Linux allows at most %d",
+			    strlen(target), PATH_MAX - 1);
+	}
+	if (ext4w_make(w, dir, le->name, type == AE_IFREG ? S_IFREG :
+	    type == AE_IFDIR ? S_IFDIR : type == AE_IFLNK ? S_IFLNK :
+	    type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO,
+	    target, makedev(archive_entry_rdevmajor(ae),
+	    archive_entry_rdevminor(ae)), &ino) < 0)
+		return -1;
+	if (l_put(ls, le->path, ino, t, e) < 0)
+		return -1;
+	ls->entries++;
+	if (t == T_REG) {
+		ls->bytes += (uint64_t)size;
+		if (l_data(ls, le->a, ino, e) < 0)
+			return -1;
+	}
+	if (ext4w_set_attr(w, ino, &at, t == T_REG ? size : -1) < 0)
+		return -1;
+	return l_xattrs(ls, ae, ino, true, e);
+}
+
+/* Build the image from img's layers into the open temporary file af. */
+static int fill_from_layers(const struct oci_layout *l, const struct image *img,
+    struct atomic_file *af, uint64_t size, bool quiet, char uuid[37],
+    struct vs_err *e)
+{
+	struct ext4w w;
+	struct lsink ls = { .w = &w, .paths = STRMAP_INIT };
+	const struct layer_sink sink = { .arg = &ls, .entry = l_entry,
+	    .remove = l_remove, .list = l_list, .is_dir = l_is_dir };
+	ext2_ino_t lf;
+	int rc;
+
+	if (new_fs(&w, af, size, img->manifest, uuid, e) < 0)
+		return -1;
+	/* (mke2fs's /lost+found, which an image may declare too) */
+	rc = ext4w_lookup(&w, EXT2_ROOT_INO, "lost+found", &lf);
+	if (rc == 0)
+		rc = l_put(&ls, "lost+found", lf, T_DIR, e);
+	if (rc == 0)
+		rc = layers_apply(l, img, &sink, "base", quiet, e);
+	strmap_free(&ls.paths);
+	if (rc < 0) {
+		/* the image is full: it is too small for the image */
+		if (e->code == EX_CANTCREAT && !strstr(e->msg, "write the image"))
+			vs_error(e, EX_DATAERR, 0,
+			    "the image does not fit in %llu bytes: give a larger size (-s)",
+			    (unsigned long long)size);
+		ext4w_abort(&w);
+		return -1;
+	}
+	return ext4w_close(&w) < 0 ? vs_error_prefix(e, "%s", af->tmp) : 0;
+}
+
 /* Build the image into the open temporary file af.  Before the tree is
  * read, what a killed rootless build left lent is given back (and, rootless
  * or when there is such a journal, the tree is locked: one build of a tree
  * at a time, or one would read another's lent modes). */
-static int build_image(const struct rootfs *src, struct atomic_file *af,
+static int build_image(const struct input *in, struct atomic_file *af,
     uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
 {
+	const struct rootfs *src = &in->tree;
 	cleanup_fd int treefd = -1;
 	int rc;
 
+	if (in->layers)
+		return fill_from_layers(&in->l, &in->img, af, size, quiet, uuid, e);
 	treefd = open(src->tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (treefd < 0)
 		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_IOERR, errno,
@@ -807,7 +1223,7 @@ static int build_image(const struct rootfs *src, struct atomic_file *af,
  * deep as the open-file limit lets a tree be (pages are only used as the
  * walk goes down), not on the main thread's 8 MiB. */
 struct deep {
-	const struct rootfs *src;
+	const struct input *in;
 	struct atomic_file *af;
 	uint64_t size;
 	bool quiet;
@@ -820,14 +1236,14 @@ static void *deep_run(void *arg)
 {
 	struct deep *d = arg;
 
-	d->rc = build_image(d->src, d->af, d->size, d->quiet, d->uuid, d->e);
+	d->rc = build_image(d->in, d->af, d->size, d->quiet, d->uuid, d->e);
 	return NULL;
 }
 
-static int build_deep(const struct rootfs *src, struct atomic_file *af,
+static int build_deep(const struct input *in, struct atomic_file *af,
     uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
 {
-	struct deep d = { src, af, size, quiet, uuid, e, -1 };
+	struct deep d = { in, af, size, quiet, uuid, e, -1 };
 	pthread_attr_t attr;
 	pthread_t t;
 	int err;
@@ -836,7 +1252,7 @@ static int build_deep(const struct rootfs *src, struct atomic_file *af,
 	    (err = pthread_attr_setstacksize(&attr, (size_t)1 << 30)) != 0 ||
 	    (err = pthread_create(&t, &attr, deep_run, &d)) != 0) {
 		/* (no room for a big stack: the main thread's will do) */
-		return build_image(src, af, size, quiet, uuid, e);
+		return build_image(in, af, size, quiet, uuid, e);
 	}
 	pthread_attr_destroy(&attr);
 	pthread_join(t, NULL);
@@ -846,16 +1262,18 @@ static int build_deep(const struct rootfs *src, struct atomic_file *af,
 /* --- what a base was built from -------------------------------------- */
 
 static json_t *base_section(const char *img, const char *group,
-    uint64_t size, const char *uuid, const struct rootfs *src, bool reused)
+    uint64_t size, const char *uuid, const char *source, const char *from,
+    bool reused)
 {
 	struct stat st;
 
 	if (stat(img, &st) < 0)
 		return NULL;
-	return json_pack("{s:s, s:s, s:I, s:I, s:s, s:s?, s:b}", "path", img,
+	return json_pack("{s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:b}", "path", img,
 	    "group", group, "size", (json_int_t)size,
 	    "allocated", (json_int_t)st.st_blocks * 512, "uuid", uuid,
-	    "source", src->digest[0] ? src->digest : NULL, "reused", reused);
+	    "source", source && source[0] ? source : NULL, "from", from,
+	    "reused", reused);
 }
 
 /* true when directory dir is tree or beneath it. */
@@ -872,9 +1290,10 @@ static bool inside(const char *dir, const char *tree)
 }
 
 /* Build img from src, or reuse it. */
-static json_t *make_base(const struct rootfs *src, const char *img,
+static json_t *make_base(const struct input *in, const char *img,
     const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
 {
+	const char *from = in->layers ? "layers" : "tree";
 	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL;
 	cleanup_fd int lock = -1;
 	struct atomic_file af;
@@ -889,30 +1308,32 @@ static json_t *make_base(const struct rootfs *src, const char *img,
 		return vs_error(e, EX_CANTCREAT, 0,
 		    "%s is a directory: name the image file (-o DIR/NAME.img)",
 		    img), NULL;
-	if (inside(dir, src->tree))
+	if (!in->layers && inside(dir, in->tree.tree))
 		return vs_error(e, EX_USAGE, 0,
 		    "%s is inside the tree it is built from (%s): it would copy itself; put it elsewhere",
-		    img, src->tree), NULL;
+		    img, in->tree.tree), NULL;
 	lock = lock_output(img, lockp, e);
 	if (lock < 0)
 		return NULL;
 	tree_remove_stale(dir, base);
-	if (!o->force && src->digest[0] && stat(img, &st) == 0) {
+	if (!o->force && in->digest[0] && stat(img, &st) == 0) {
 		cleanup_json json_t *j = stamp_read(img);
 		const char *was = json_string_value(json_object_get(j, "source"));
 		const char *id = json_string_value(json_object_get(j, "uuid"));
-		if (was && id && strcmp(was, src->digest) == 0 &&
+		const char *how = json_string_value(json_object_get(j, "from"));
+		if (was && id && strcmp(was, in->digest) == 0 &&
 		    (uint64_t)st.st_size == size)
-			return base_section(img, group, size, id, src, true);
+			return base_section(img, group, size, id, in->digest,
+			    how ? how : "tree", true);
 	}
 	if (atomic_open(&af, img, 0644, e) < 0)
 		return NULL;
-	if (build_deep(src, &af, size, o->quiet, uuid, e) < 0 ||
+	if (build_deep(in, &af, size, o->quiet, uuid, e) < 0 ||
 	    atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
 		atomic_abort(&af);
 		return NULL;
 	}
-	sec = base_section(img, group, size, uuid, src, false);
+	sec = base_section(img, group, size, uuid, in->digest, from, false);
 	if (sec == NULL)
 		return vs_error(e, EX_IOERR, errno, "%s", img), NULL;
 	json_object_del(sec, "reused");
@@ -932,6 +1353,7 @@ int main(int argc, char *argv[])
 		{ "force", no_argument, NULL, 'f' },
 		{ "group", required_argument, NULL, 'g' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "image", required_argument, NULL, 'i' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "size", required_argument, NULL, 's' },
@@ -941,7 +1363,7 @@ int main(int argc, char *argv[])
 	struct opts o = { 0 };
 	struct vs_err e = { 0 };
 	struct vs_config cfg = { 0 };
-	struct rootfs src = { 0 };
+	struct input in = { .digest = "" };
 	cleanup_json json_t *doc = NULL;
 	cleanup_free char *cfgpath = NULL, *img = NULL, *defimg = NULL;
 	const char *group;
@@ -955,7 +1377,7 @@ int main(int argc, char *argv[])
 	tree_fd_limit();
 	initialize_ext2_error_table();	/* messages, not "Unknown code ext2 N" */
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":C:c:fg:ho:qs:V", longopts,
+	while ((c = getopt_long(argc, argv, ":C:c:fg:hi:o:qs:V", longopts,
 	    NULL)) != -1) {
 		switch (c) {
 		case 'C': o.dir = optarg; break;
@@ -965,6 +1387,7 @@ int main(int argc, char *argv[])
 		case 'h':
 			usage(stdout);
 			return fe_finish(0);
+		case 'i': o.image = optarg; break;
 		case 'o': o.out = optarg; break;
 		case 'q': o.quiet = true; break;
 		case 's': o.size = optarg; break;
@@ -980,6 +1403,10 @@ int main(int argc, char *argv[])
 	argv += optind;
 	if (argc > 1)
 		return fe_usage_error(SYNOPSIS, "too many operands");
+	if (o.image && argc != 1)
+		return fe_usage_error(SYNOPSIS, "-i LAYOUT needs the image's REF");
+	if (o.image && *o.image == '\0')
+		return fe_usage_error(SYNOPSIS, "-i needs an OCI layout");
 	if (o.size && size_parse_disk(o.size, &size, &e) < 0)
 		return fe_fail(&e);
 	if (o.group && path_check_name("group", o.group, &e) < 0)
@@ -1022,34 +1449,64 @@ int main(int argc, char *argv[])
 		    "no size: give -s SIZE (like 15G), or storage_size for group %s in %s",
 		    group, CONFIG_FILE);
 
-	doc = doc_input(!(argc == 1),
-	    "give ROOTFS, or pipe oci-unpack's output into mkbase", &e);
+#define HINT "give ROOTFS or -i LAYOUT REF, or pipe oci-fetch's (or oci-unpack's) output into mkbase"
+	doc = doc_input(argc == 0, HINT, &e);
 	if (doc == NULL)
 		return fe_fail_usage(SYNOPSIS, &e);
-	if (rootfs_of(doc, argc == 1 ? argv[0] : NULL,
-	    "give ROOTFS, or pipe oci-unpack's output into mkbase", &src, &e) < 0)
-		goto fail;
-	/* A tree nothing says anything about, built by an ordinary user who
-	 * owns it: what an unprivileged unpack makes (its record may have
-	 * been lost to a change in the tree), so its owner is not the
-	 * image's, and its records are applied. */
-	if (!src.told && geteuid() != 0) {
-		struct stat st;
-		if (stat(src.tree, &st) == 0 && st.st_uid == geteuid())
-			src.rootless = true;
+	if (o.image || (argc == 0 && json_object_get(doc, "rootfs") == NULL &&
+	    json_object_get(doc, "image") != NULL)) {
+		/* the image's layers, straight into the base */
+		char digest[DIGEST_MAX];
+		const char *root = o.image, *dg = NULL;
+
+		in.layers = true;
+		if (root == NULL) {
+			root = doc_need_str(doc, "image", "layout", HINT, &e);
+			dg = root ? doc_need_str(doc, "image", "digest", HINT, &e) : NULL;
+			if (dg == NULL)
+				goto fail;
+			if (!digest_valid(dg)) {
+				vs_error(&e, EX_DATAERR, 0,
+				    "image.digest in the document is not a digest: %s", dg);
+				goto fail;
+			}
+		}
+		if (layout_open(&in.l, root, false, &e) < 0)
+			goto fail;
+		if (dg)
+			snprintf(digest, sizeof digest, "%s", dg);
+		else if (image_resolve(&in.l, argv[0], digest, &e) < 0)
+			goto fail;
+		if (image_load(&in.l, digest, &in.img, &e) < 0)
+			goto fail;
+		in.digest = in.img.manifest;
+	} else {
+		if (rootfs_of(doc, argc == 1 ? argv[0] : NULL, HINT, &in.tree,
+		    &e) < 0)
+			goto fail;
+		in.digest = in.tree.digest;
+		/* A tree nothing says anything about, built by an ordinary
+		 * user who owns it: what an unprivileged unpack makes (its
+		 * record may have been lost to a change in the tree), so its
+		 * owner is not the image's, and its records are applied. */
+		if (!in.tree.told && geteuid() != 0) {
+			struct stat st;
+			if (stat(in.tree.tree, &st) == 0 && st.st_uid == geteuid())
+				in.tree.rootless = true;
+		}
 	}
 	if (asprintf(&defimg, "%s-base.img", group) < 0)
 		defimg = NULL;
 	img = path_abs(o.out ? o.out : defimg ? defimg : "", &e);
 	if (img == NULL)
 		goto fail;
-	sec = make_base(&src, img, group, size, &o, &e);
+	sec = make_base(&in, img, group, size, &o, &e);
 	if (sec == NULL || doc_set(doc, "base", sec, &e) < 0 ||
 	    doc_write(stdout, doc, &e) < 0)
 		goto fail;
-	rootfs_free(&src);
+	input_free(&in);
 	return fe_finish(0);
 fail:
-	rootfs_free(&src);
+	input_free(&in);
 	return fe_finish(fe_fail(&e));
 }

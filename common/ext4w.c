@@ -1,6 +1,7 @@
 #include "ext4w.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -724,11 +725,44 @@ mode_t ext4w_type(struct ext4w *w, ext2_ino_t ino)
 	}
 }
 
+/* Give the host back the blocks of a file's data (it was written, and is
+ * gone: a whiteout in an upper layer), so that the image file allocates
+ * no more than if the file had never been there. */
+static void punch_host(struct ext4w *w, ext2_ino_t ino,
+    struct ext2_inode_large *in)
+{
+#ifdef FALLOC_FL_PUNCH_HOLE
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex;
+	unsigned bs = w->fs->blocksize;
+	errcode_t err;
+	int op = EXT2_EXTENT_ROOT;
+
+	if (!(in->i_flags & EXT4_EXTENTS_FL) ||
+	    ext2fs_extent_open2(w->fs, ino, (struct ext2_inode *)in, &h) != 0)
+		return;
+	while ((err = ext2fs_extent_get(h, op, &ex)) == 0) {
+		op = EXT2_EXTENT_NEXT_LEAF;
+		if (!(ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) || ex.e_len == 0)
+			continue;
+		/* (a failure costs space, not correctness) */
+		(void)fallocate(w->img, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		    (off_t)ex.e_pblk * bs, (off_t)ex.e_len * bs);
+	}
+	ext2fs_extent_free(h);
+#else
+	(void)w; (void)ino; (void)in;
+#endif
+}
+
 /* Free ino, whose last name is gone: its blocks, attributes, inode. */
 static int free_inode(struct ext4w *w, ext2_ino_t ino,
     struct ext2_inode_large *in, bool isdir)
 {
 	errcode_t err;
+
+	if (LINUX_S_ISREG(in->i_mode))
+		punch_host(w, ino, in);
 
 	if (ext2fs_file_acl_block(w->fs, (struct ext2_inode *)in) &&
 	    (err = ext2fs_free_ext_attr(w->fs, ino, in)) != 0)

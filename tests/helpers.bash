@@ -214,3 +214,19 @@ wait_console() {
 	done
 	fail "no '$2' on $1's console: $(tail -5 "$T/run/$1/console.log" 2>/dev/null)"
 }
+
+# layout REF TAR...: a layout at ./L whose image REF has these layers.
+layout() {
+	local ref=$1
+	shift
+	[ -f L/oci-layout ] || umoci init --layout L
+	umoci new --image "L:$ref"
+	for t in "$@"; do
+		umoci raw add-layer --image "L:$ref" "$t" || fail "umoci raw add-layer $t"
+	done
+}
+
+# tarball NAME: tests/mktar from stdin into NAME.tar.
+tarball() {
+	"$VS_TOP/tests/mktar" "$1.tar" || fail "mktar $1"
+}

@@ -55,7 +55,11 @@ listing() {
 	run_split mkbase -s 15G < /dev/null
 	assert_refused 64 "no pipeline document"
 	run_split mkbase -s 15G <<< '{"image": {}}'
+	assert_refused 65 "layout"
+	run_split mkbase -s 15G <<< '{"other": {}}'
 	assert_refused 65 "rootfs"
+	run_split mkbase -s 15G -i L
+	assert_refused 64 "-i LAYOUT needs the image.s REF"
 }
 
 @test "bad sizes are refused, showing the accepted form" {

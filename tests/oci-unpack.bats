@@ -13,22 +13,6 @@ setup() {
 	cd "$T"
 }
 
-# layout REF TAR...: a layout at ./L whose image REF has these layers.
-layout() {
-	local ref=$1
-	shift
-	[ -f L/oci-layout ] || umoci init --layout L
-	umoci new --image "L:$ref"
-	for t in "$@"; do
-		umoci raw add-layer --image "L:$ref" "$t" || fail "umoci raw add-layer $t"
-	done
-}
-
-# tarball NAME: tests/mktar from stdin into NAME.tar.
-tarball() {
-	"$VS_TOP/tests/mktar" "$1.tar" || fail "mktar $1"
-}
-
 # refused_clean STATUS REGEX: refused, and nothing left: no tree, no
 # temporary tree, nothing outside.
 refused_clean() {
