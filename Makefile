@@ -58,8 +58,10 @@ imgcheck_LIBS = $(call JANSSON,libs)
 imgcheck_CFLAGS = $(call JANSSON,cflags)
 kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
 	progress ref rootfs run stamp stop
-kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs)
-kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
+kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
+	$(call EXT2FS,libs)
+kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags) \
+	$(call EXT2FS,cflags)
 mkbase_COMMON := atomic config digest doc err ext4w fe image inflate layers \
 	layout lend lock path progress ref rootfs rootless run size stamp stop \
 	strmap tree

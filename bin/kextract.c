@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <ext2fs/ext2fs.h>
 #include <jansson.h>
 
 #include "atomic.h"
@@ -59,8 +61,9 @@ static void usage(FILE *f)
 	fprintf(f,
 	    "usage: " SYNOPSIS "\n"
 	    "Copy the kernel (and initrd) of an image's root filesystem to\n"
-	    "kernel/GROUP/, in the form the hypervisor needs.  With no ROOTFS, the\n"
-	    "tree is the pipeline document's rootfs section.\n"
+	    "kernel/GROUP/, in the form the hypervisor needs.  ROOTFS is a tree or\n"
+	    "a base image; with none, the pipeline document's rootfs section, else\n"
+	    "its base section.\n"
 	    "\n"
 	    "  -C, --directory DIR   work in DIR (the workspace)\n"
 	    "  -g, --group GROUP     the host group (default " DEFAULT_GROUP ")\n"
@@ -75,11 +78,156 @@ static void usage(FILE *f)
 
 /* --- looking things up inside the tree ------------------------------- */
 
-/* Resolve rel inside the tree whose root directory is root, as if root
- * were "/": symlinks followed (absolute ones from root), ".." clamped at
- * root.  out gets the resolved path, relative, without leading "/".
- * Returns 0, or -1 with errno set (ENOENT, ELOOP, ENAMETOOLONG, ...). */
-static int resolve(int root, const char *rel, char out[PATH_MAX])
+/* Where the kernel is looked for: a host tree (open as root), or an ext4
+ * image (the base itself, read with libext2fs).  A file of the image is
+ * copied out to an unnamed file in tmpdir (the kernel's own directory) to
+ * be read like a file of a tree. */
+struct fsrc {
+	int root;		/* a tree, or -1 */
+	ext2_filsys fs;		/* an image, or NULL */
+	int tmpdir;
+	const char *name;	/* the tree's or the image's path */
+};
+
+/* The inode at rel (no symlink in it but perhaps the last component, not
+ * followed), or -1 with errno. */
+static int img_lookup(ext2_filsys fs, const char *rel, ext2_ino_t *ino)
+{
+	char comp[NAME_MAX + 1];
+	ext2_ino_t cur = EXT2_ROOT_INO;
+
+	while (*rel) {
+		size_t n = strcspn(rel, "/");
+		if (n > NAME_MAX)
+			return errno = ENAMETOOLONG, -1;
+		memcpy(comp, rel, n);
+		comp[n] = '\0';
+		if (n && ext2fs_lookup(fs, cur, comp, n, NULL, &cur) != 0)
+			return errno = ENOENT, -1;
+		rel += n;
+		while (*rel == '/')
+			rel++;
+	}
+	*ino = cur;
+	return 0;
+}
+
+static int img_inode(ext2_filsys fs, const char *rel, ext2_ino_t *ino,
+    struct ext2_inode *in)
+{
+	if (img_lookup(fs, rel, ino) < 0)
+		return -1;
+	if (ext2fs_read_inode(fs, *ino, in) != 0)
+		return errno = EIO, -1;
+	return 0;
+}
+
+/* lstat's type and size of rel. */
+static int src_lstat(const struct fsrc *t, const char *rel, mode_t *mode,
+    uint64_t *size)
+{
+	struct ext2_inode in;
+	ext2_ino_t ino;
+	struct stat st;
+
+	if (t->fs == NULL) {
+		if (fstatat(t->root, rel[0] ? rel : ".", &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -1;
+		*mode = st.st_mode;
+		*size = (uint64_t)st.st_size;
+		return 0;
+	}
+	if (img_inode(t->fs, rel, &ino, &in) < 0)
+		return -1;
+	*mode = LINUX_S_ISDIR(in.i_mode) ? S_IFDIR : LINUX_S_ISLNK(in.i_mode) ?
+	    S_IFLNK : LINUX_S_ISREG(in.i_mode) ? S_IFREG : S_IFIFO;
+	*size = EXT2_I_SIZE(&in);
+	return 0;
+}
+
+static ssize_t src_readlink(const struct fsrc *t, const char *rel, char *buf,
+    size_t cap)
+{
+	struct ext2_inode in;
+	ext2_file_t f;
+	ext2_ino_t ino;
+	unsigned got = 0;
+	size_t len;
+
+	if (t->fs == NULL)
+		return readlinkat(t->root, rel, buf, cap);
+	if (img_inode(t->fs, rel, &ino, &in) < 0)
+		return -1;
+	len = EXT2_I_SIZE(&in);
+	if (len > cap)
+		len = cap;
+	if (ext2fs_is_fast_symlink(&in)) {
+		memcpy(buf, (const char *)in.i_block, len);
+		return (ssize_t)len;
+	}
+	if (ext2fs_file_open(t->fs, ino, 0, &f) != 0)
+		return errno = EIO, -1;
+	if (ext2fs_file_read(f, buf, (unsigned)len, &got) != 0)
+		got = 0;
+	ext2fs_file_close(f);
+	return got == len ? (ssize_t)len : (errno = EIO, -1);
+}
+
+/* A regular file of the image, copied out to an unnamed file. */
+static int img_copy_out(const struct fsrc *t, ext2_ino_t ino)
+{
+	cleanup_free char *buf = malloc(CHUNK);
+	ext2_file_t f;
+	int fd, rc = 0;
+
+	if (buf == NULL)
+		return errno = ENOMEM, -1;
+	fd = openat(t->tmpdir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR))
+		fd = memfd_create("kextract", MFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (ext2fs_file_open(t->fs, ino, 0, &f) != 0) {
+		close(fd);
+		return errno = EIO, -1;
+	}
+	for (;;) {
+		unsigned got = 0;
+		if (ext2fs_file_read(f, buf, CHUNK, &got) != 0) {
+			rc = -1;
+			errno = EIO;
+			break;
+		}
+		if (got == 0)
+			break;
+		for (char *p = buf; got > 0; ) {
+			ssize_t w = write(fd, p, got);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				rc = -1;
+				break;
+			}
+			p += w;
+			got -= (unsigned)w;
+		}
+		if (rc < 0)
+			break;
+	}
+	ext2fs_file_close(f);
+	if (rc < 0) {
+		int saved = errno;
+		close(fd);
+		return errno = saved, -1;
+	}
+	return fd;
+}
+
+/* Resolve rel inside the tree as if the tree were "/": symlinks followed
+ * (absolute ones from its root), ".." clamped there.  out gets the resolved
+ * path, relative, without leading "/".  Returns 0, or -1 with errno set
+ * (ENOENT, ELOOP, ENAMETOOLONG, ...). */
+static int resolve(const struct fsrc *t, const char *rel, char out[PATH_MAX])
 {
 	char todo[PATH_MAX], link[PATH_MAX], tmp[PATH_MAX];
 	size_t len = 0;
@@ -91,7 +239,8 @@ static int resolve(int root, const char *rel, char out[PATH_MAX])
 	out[0] = '\0';
 	while (todo[0]) {
 		char *comp = todo, *rest = strchr(todo, '/');
-		struct stat st;
+		mode_t mode;
+		uint64_t size;
 		size_t n;
 
 		if (rest)
@@ -115,21 +264,21 @@ static int resolve(int root, const char *rel, char out[PATH_MAX])
 		if (len)
 			out[len] = '/';
 		memcpy(out + len + (len ? 1 : 0), comp, n + 1);
-		if (fstatat(root, out, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (src_lstat(t, out, &mode, &size) < 0) {
 			out[len] = '\0';
 			return -1;
 		}
-		if (!S_ISLNK(st.st_mode)) {
+		if (!S_ISLNK(mode)) {
 			len += n + (len ? 1 : 0);
 			memmove(todo, rest, strlen(rest) + 1);
-			if (todo[0] && !S_ISDIR(st.st_mode))
+			if (todo[0] && !S_ISDIR(mode))
 				return errno = ENOTDIR, -1;
 			continue;
 		}
 		if (++links > MAX_LINKS)
 			return errno = ELOOP, -1;
 		{
-			ssize_t l = readlinkat(root, out, link, sizeof link - 1);
+			ssize_t l = src_readlink(t, out, link, sizeof link - 1);
 			if (l < 0)
 				return -1;
 			link[l] = '\0';
@@ -149,17 +298,29 @@ static int resolve(int root, const char *rel, char out[PATH_MAX])
 
 /* Open the regular file at rel in the tree; -1 (errno set) when there is
  * none.  resolved gets where it really is. */
-static int open_file(int root, const char *rel, char resolved[PATH_MAX],
-    uint64_t *size)
+static int open_file(const struct fsrc *t, const char *rel,
+    char resolved[PATH_MAX], uint64_t *size)
 {
 	struct stat st;
+	mode_t mode;
 	int fd;
 
-	if (resolve(root, rel, resolved) < 0)
+	if (resolve(t, rel, resolved) < 0)
 		return -1;
 	if (resolved[0] == '\0')
 		return errno = EISDIR, -1;
-	fd = openat(root, resolved, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (t->fs) {
+		ext2_ino_t ino;
+		if (src_lstat(t, resolved, &mode, size) < 0)
+			return -1;
+		if (!S_ISREG(mode))
+			return errno = S_ISDIR(mode) ? EISDIR : EINVAL, -1;
+		if (img_lookup(t->fs, resolved, &ino) < 0)
+			return -1;
+		return img_copy_out(t, ino);
+	}
+	fd = openat(t->root, resolved, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+	    O_NONBLOCK);
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -170,23 +331,78 @@ static int open_file(int root, const char *rel, char resolved[PATH_MAX],
 	return fd;
 }
 
-/* Names in directory rel of the tree (resolved inside it), or NULL. */
-static DIR *open_listing(int root, const char *rel)
+struct names {
+	char **v;
+	size_t n;
+};
+
+static void names_free(struct names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	ns->v = NULL;
+	ns->n = 0;
+}
+
+static int name_add(struct names *ns, const char *name, size_t len)
+{
+	char **nv;
+
+	if ((len == 1 && name[0] == '.') ||
+	    (len == 2 && name[0] == '.' && name[1] == '.'))
+		return 0;
+	nv = realloc(ns->v, (ns->n + 1) * sizeof *nv);
+	if (nv == NULL)
+		return -1;
+	ns->v = nv;
+	if ((ns->v[ns->n] = strndup(name, len)) == NULL)
+		return -1;
+	ns->n++;
+	return 0;
+}
+
+static int list_cb(struct ext2_dir_entry *de, int offset, int blocksize,
+    char *buf, void *arg)
+{
+	(void)offset;
+	(void)blocksize;
+	(void)buf;
+	return name_add(arg, de->name, ext2fs_dirent_name_len(de)) < 0 ?
+	    DIRENT_ABORT : 0;
+}
+
+/* The names in directory rel of the tree (resolved inside it); none when
+ * there is no such directory. */
+static void list_names(const struct fsrc *t, const char *rel,
+    struct names *ns)
 {
 	char dir[PATH_MAX];
-	int fd;
+	struct dirent *de;
 	DIR *d;
+	int fd;
 
-	if (resolve(root, rel, dir) < 0)
-		return NULL;
-	fd = openat(root, dir[0] ? dir : ".",
+	ns->v = NULL;
+	ns->n = 0;
+	if (resolve(t, rel, dir) < 0)
+		return;
+	if (t->fs) {
+		ext2_ino_t ino;
+		if (img_lookup(t->fs, dir, &ino) == 0)
+			(void)ext2fs_dir_iterate(t->fs, ino, 0, NULL, list_cb, ns);
+		return;
+	}
+	fd = openat(t->root, dir[0] ? dir : ".",
 	    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	d = fdopendir(fd);
-	if (d == NULL)
-		close(fd);
-	return d;
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (name_add(ns, de->d_name, strlen(de->d_name)) < 0)
+			break;
+	closedir(d);
 }
 
 /* --- finding the kernel ---------------------------------------------- */
@@ -210,7 +426,7 @@ static bool skip_version(const char *v)
 
 /* Offer a candidate: kept when it is a regular file in the tree and its
  * version is wanted and newer than the best so far. */
-static void offer(int root, const char *rel, const char *version,
+static void offer(const struct fsrc *root, const char *rel, const char *version,
     const char *want, struct found *best)
 {
 	char resolved[PATH_MAX];
@@ -233,63 +449,60 @@ static void offer(int root, const char *rel, const char *version,
 }
 
 /* Every version the tree has, for a message. */
-static void versions_seen(int root, char *out, size_t cap)
+static void versions_seen(const struct fsrc *root, char *out, size_t cap)
 {
-	DIR *d = open_listing(root, "boot");
-	struct dirent *de;
+	struct names ns;
 	size_t len = 0;
 
 	out[0] = '\0';
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL)
+	list_names(root, "boot", &ns);
+	for (size_t j = 0; j < ns.n; j++)
 		for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+			const char *name = ns.v[j];
 			size_t p = strlen(prefixes[i]);
-			if (strncmp(de->d_name, prefixes[i], p) == 0 &&
-			    !skip_version(de->d_name + p) && len + 2 < cap) {
+			if (strncmp(name, prefixes[i], p) == 0 &&
+			    !skip_version(name + p) && len + 2 < cap) {
 				int w = snprintf(out + len, cap - len, "%s%s",
-				    len ? ", " : "", de->d_name + p);
+				    len ? ", " : "", name + p);
 				if (w > 0)
 					len += (size_t)w < cap - len ? (size_t)w :
 					    cap - len - 1;
 			}
 		}
-	closedir(d);
+	names_free(&ns);
 }
 
-static int find_kernel(int root, const char *want, struct found *k,
-    struct vs_err *e)
+static int find_kernel(const struct fsrc *root, const char *want,
+    struct found *k, struct vs_err *e)
 {
 	static const char *const moddirs[] = { "usr/lib/modules", "lib/modules" };
-	struct dirent *de;
-	DIR *d;
+	struct names ns;
 
 	k->fd = -1;
-	d = open_listing(root, "boot");
-	while (d && (de = readdir(d)) != NULL)
+	list_names(root, "boot", &ns);
+	for (size_t j = 0; j < ns.n; j++)
 		for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+			const char *name = ns.v[j];
 			size_t p = strlen(prefixes[i]);
 			char rel[NAME_MAX + 8];
-			if (strncmp(de->d_name, prefixes[i], p) != 0 ||
-			    skip_version(de->d_name + p))
+			if (strncmp(name, prefixes[i], p) != 0 ||
+			    skip_version(name + p))
 				continue;
-			snprintf(rel, sizeof rel, "boot/%s", de->d_name);
-			offer(root, rel, de->d_name + p, want, k);
+			snprintf(rel, sizeof rel, "boot/%s", name);
+			offer(root, rel, name + p, want, k);
 		}
-	if (d)
-		closedir(d);
+	names_free(&ns);
 	for (size_t m = 0; m < 2; m++) {
-		d = open_listing(root, moddirs[m]);
-		while (d && (de = readdir(d)) != NULL) {
+		list_names(root, moddirs[m], &ns);
+		for (size_t j = 0; j < ns.n; j++) {
 			char rel[NAME_MAX + 32];
-			if (de->d_name[0] == '.')
+			if (ns.v[j][0] == '.')
 				continue;
 			snprintf(rel, sizeof rel, "%s/%s/vmlinuz", moddirs[m],
-			    de->d_name);
-			offer(root, rel, de->d_name, want, k);
+			    ns.v[j]);
+			offer(root, rel, ns.v[j], want, k);
 		}
-		if (d)
-			closedir(d);
+		names_free(&ns);
 	}
 	if (k->fd >= 0)
 		return 0;
@@ -297,7 +510,8 @@ static int find_kernel(int root, const char *want, struct found *k,
 		char seen[512];
 		versions_seen(root, seen, sizeof seen);
 		return vs_error(e, EX_DATAERR, 0,
-		    "no kernel version %s in the tree (it has: %s)", want,
+		    "no kernel version %s in the %s (it has: %s)", want,
+		    root->fs ? "image" : "tree",
 		    seen[0] ? seen : "none");
 	}
 	for (size_t i = 0; i < sizeof plain / sizeof *plain; i++) {
@@ -316,11 +530,13 @@ static int find_kernel(int root, const char *want, struct found *k,
 		return 0;
 	}
 	return vs_error(e, EX_DATAERR, 0,
-	    "no kernel in the tree: looked for /boot/vmlinuz-*, /boot/vmlinux-*, /boot/Image-*, /usr/lib/modules/*/vmlinuz, /boot/Image, /boot/vmlinux, /boot/vmlinuz, /vmlinuz, /vmlinux");
+	    "no kernel in the %s: looked for /boot/vmlinuz-*, /boot/vmlinux-*, /boot/Image-*, /usr/lib/modules/*/vmlinuz, /boot/Image, /boot/vmlinux, /boot/vmlinuz, /vmlinuz, /vmlinux",
+	    root->fs ? "image" : "tree");
 }
 
 /* The initrd that goes with the kernel. */
-static void find_initrd(int root, const struct found *k, struct found *i)
+static void find_initrd(const struct fsrc *root, const struct found *k,
+    struct found *i)
 {
 	char rel[PATH_MAX];
 	const char *v = k->version;
@@ -691,6 +907,7 @@ static json_t *reusable(const char *out, const char *source, const char *want,
 static json_t *extract(const struct rootfs *src, const struct opts *o,
     struct vs_err *e)
 {
+	struct fsrc t = { .root = -1, .tmpdir = -1, .name = src->tree };
 	cleanup_free char *dir = NULL, *out = NULL, *initrd = NULL,
 	    *lockp = NULL;
 	cleanup_fd int root = -1, lock = -1;
@@ -728,12 +945,28 @@ static json_t *extract(const struct rootfs *src, const struct opts *o,
 	if (rec)
 		return section(out, rec, true);
 
-	root = open(src->tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (root < 0)
-		return vs_error(e, EX_NOINPUT, errno, "%s", src->tree), NULL;
-	if (find_kernel(root, o->version, &k, e) < 0) {
+	if (src->image) {
+		/* the base itself: the kernel the VMs boot */
+		errcode_t err = ext2fs_open(src->tree, EXT2_FLAG_64BITS, 0, 0,
+		    unix_io_manager, &t.fs);
+		if (err)
+			return vs_error(e, EX_DATAERR, 0,
+			    "%s: not an ext4 image: %s", src->tree,
+			    error_message(err)), NULL;
+		t.tmpdir = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (t.tmpdir < 0) {
+			vs_error(e, EX_CANTCREAT, errno, "%s", dir);
+			goto fail;
+		}
+	} else {
+		root = open(src->tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (root < 0)
+			return vs_error(e, EX_NOINPUT, errno, "%s", src->tree), NULL;
+		t.root = root;
+	}
+	if (find_kernel(&t, o->version, &k, e) < 0) {
 		vs_error_prefix(e, "%s", src->tree);
-		return NULL;
+		goto fail;
 	}
 	n = pread(k.fd, head, sizeof head, 0);
 	if (n < 0) {
@@ -745,12 +978,12 @@ static json_t *extract(const struct rootfs *src, const struct opts *o,
 		goto fail;
 	}
 	if (ki.form == KERNEL_BZIMAGE && ki.payload_len) {
-		unsigned char t[4];
-		if (pread(k.fd, t, 4, (off_t)(ki.payload_off + ki.payload_len)) == 4)
-			ki.payload_size = (uint32_t)t[0] | (uint32_t)t[1] << 8 |
-			    (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+		unsigned char b4[4];
+		if (pread(k.fd, b4, 4, (off_t)(ki.payload_off + ki.payload_len)) == 4)
+			ki.payload_size = (uint32_t)b4[0] | (uint32_t)b4[1] << 8 |
+			    (uint32_t)b4[2] << 16 | (uint32_t)b4[3] << 24;
 	}
-	find_initrd(root, &k, &i);
+	find_initrd(&t, &k, &i);
 
 	if (atomic_open(&af, out, 0644, e) < 0)
 		goto fail;
@@ -789,6 +1022,10 @@ fail:
 		close(k.fd);
 	if (i.fd >= 0)
 		close(i.fd);
+	if (t.fs)
+		ext2fs_close_free(&t.fs);
+	if (t.tmpdir >= 0)
+		close(t.tmpdir);
 	return sec;
 }
 
@@ -825,6 +1062,53 @@ static int unpack(const char *ref, struct vs_err *e)
 		return vs_error(e, status < 128 ? status : EX_SOFTWARE, 0,
 		    "unpacking %s: %s", ref, msg[0] ? msg : "oci-unpack failed");
 	}
+	return 0;
+}
+
+#define HINT "give ROOTFS (a tree or a base image), or pipe mkbase's (or oci-unpack's) output into kextract"
+
+static bool is_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The base image the document's base section names (its source the
+ * image's digest), or the image file operand. */
+static int base_of(const json_t *doc, const char *operand, struct rootfs *src,
+    struct vs_err *e)
+{
+	const char *p = operand, *dg = NULL;
+
+	memset(src, 0, sizeof *src);
+	if (p == NULL) {
+		p = doc_need_str(doc, "base", "path", HINT, e);
+		if (p == NULL)
+			return -1;
+		dg = json_string_value(json_object_get(json_object_get(doc,
+		    "base"), "source"));
+		if (dg && !digest_valid(dg))
+			return vs_error(e, EX_DATAERR, 0,
+			    "base.source in the document is not a digest: %s", dg);
+	} else {
+		/* what mkbase recorded beside it says its source */
+		cleanup_json json_t *j = stamp_read(p);
+		dg = json_string_value(json_object_get(j, "source"));
+		if (dg && digest_valid(dg))
+			snprintf(src->digest, sizeof src->digest, "%s", dg);
+		dg = NULL;
+	}
+	if (!is_file(p))
+		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_DATAERR,
+		    errno == ENOENT ? errno : 0, "%s%s", p,
+		    errno == ENOENT ? "" : ": not a base image file");
+	if ((src->tree = path_abs(p, e)) == NULL)
+		return -1;
+	if (dg)
+		snprintf(src->digest, sizeof src->digest, "%s", dg);
+	src->image = true;
+	src->told = true;
 	return 0;
 }
 
@@ -873,6 +1157,7 @@ int main(int argc, char *argv[])
 	int c;
 
 	fe_init(argv[0]);
+	initialize_ext2_error_table();	/* messages, not "Unknown code ext2 N" */
 	atomic_on_signals();
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":C:F:g:hi:k:qV", longopts,
@@ -919,15 +1204,21 @@ int main(int argc, char *argv[])
 		return fe_fail(&e);
 	}
 
-	doc = doc_input(!(argc == 1 || o.image),
-	    "give ROOTFS, or pipe oci-unpack's output into kextract", &e);
+	doc = doc_input(!(argc == 1 || o.image), HINT, &e);
 	if (doc == NULL)
 		return fe_fail_usage(SYNOPSIS, &e);
 	if (o.image) {
 		if (kernel_image_tree(o.image, &src, &e) < 0)
 			goto fail;
-	} else if (rootfs_of(doc, argc == 1 ? argv[0] : NULL,
-	    "give ROOTFS, or pipe oci-unpack's output into kextract", &src,
+	} else if (argc == 0 && json_object_get(doc, "rootfs") == NULL &&
+	    json_object_get(doc, "base") != NULL) {
+		/* no tree: the kernel is read out of the base */
+		if (base_of(doc, NULL, &src, &e) < 0)
+			goto fail;
+	} else if (argc == 1 && is_file(argv[0])) {
+		if (base_of(NULL, argv[0], &src, &e) < 0)
+			goto fail;
+	} else if (rootfs_of(doc, argc == 1 ? argv[0] : NULL, HINT, &src,
 	    &e) < 0) {
 		goto fail;
 	}

@@ -17,6 +17,8 @@ struct rootfs {
 	char digest[DIGEST_MAX];	/* the image's manifest digest, or "" */
 	bool rootless;			/* ownership recorded, not applied */
 	bool told;			/* the document or a stamp said so */
+	bool image;			/* tree is an ext4 image file (a base),
+					 * not a directory: kextract's */
 };
 
 /* The tree named by operand, or (operand NULL) by doc's rootfs section;

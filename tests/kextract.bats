@@ -187,6 +187,42 @@ tree() {
 	[ ! -e kernel/o/Image ] && [ ! -e kernel/l/Image ]
 }
 
+@test "from the base image, no tree: the kernel the VMs boot, symlinks resolved inside the image" {
+	tree t "$BZ" opt/k/bz
+	ln -s /opt/k/current t/vmlinuz
+	ln -s ../k/bz t/opt/k/current
+	mkdir -p t/boot && echo "an initrd" > t/boot/initrd.img
+	# a kernel on the host, where the image's absolute links would lead
+	mkdir -p o && cp "$BZ" "$T/outside-kernel"
+	ln -s "$T/outside-kernel" o/vmlinuz
+	kextract -q -g tree t > tree.json
+	mkbase -q -s 5G -o "$T/b.img" t > base.json
+	mkbase -q -s 5G -o "$T/o.img" o > /dev/null
+	# from the pipeline document's base section (no rootfs)
+	jq -c 'del(.rootfs)' base.json > doc
+	run_split kextract -g img < doc
+	assert_success
+	[ "$(jqo .kernel.from)" = /opt/k/bz ]
+	[ "$(jqo .kernel.version)" = "$(jq -r .kernel.version tree.json)" ]
+	[ "$(jqo .kernel.source)" = "$(jq -r .base.source base.json)" ]
+	[ "$(jqo .base.path)" = "$T/b.img" ]
+	cmp kernel/img/Image kernel/tree/Image
+	cmp kernel/img/initrd kernel/tree/initrd
+	# or the image named as the operand
+	run_split kextract -g op b.img
+	assert_success
+	cmp kernel/op/Image "$BZ"
+	[ -z "$(find kernel -name '.*tmp*')" ]
+	# a link out of the image finds nothing on the host
+	run_split kextract -g o o.img
+	assert_refused 65 "no kernel in the image: looked for"
+	# a file that is no image
+	echo junk > junk.img
+	run_split kextract -g j junk.img
+	assert_refused 65 "junk.img: not an ext4 image"
+	[ ! -e kernel/o/Image ] && [ ! -e kernel/j/Image ]
+}
+
 @test "no kernel, a truncated kernel, something else: refused, and a kernel already there is kept" {
 	mkdir empty
 	run_split kextract -g x empty
