@@ -50,7 +50,7 @@ INFLATE_LIBS = $(call ZLIB,libs) $(if $(HAVE_ISAL),$(shell $(PKG_CONFIG) --libs 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
 TOOLS := cowclone imgcheck kextract mkbase oci-fetch oci-unpack vmrun
-cowclone_COMMON := atomic clone doc err fe lock path progress run size stop
+cowclone_COMMON := atomic clone doc err ext4w fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 imgcheck_COMMON := doc err fe lock path run size stop vmstate
@@ -62,7 +62,7 @@ kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	$(call EXT2FS,libs)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags) \
 	$(call EXT2FS,cflags)
-mkbase_COMMON := atomic config digest doc err ext4w fe image inflate layers \
+mkbase_COMMON := atomic clone config digest doc err ext4w fe image inflate layers \
 	layout lend lock path progress ref rootfs rootless run size stamp stop \
 	strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \

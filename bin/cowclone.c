@@ -17,6 +17,7 @@
 #include "clone.h"
 #include "doc.h"
 #include "err.h"
+#include "ext4w.h"
 #include "fe.h"
 #include "lock.h"
 #include "path.h"
@@ -96,66 +97,6 @@ static int disk_of_document(const json_t *doc, const char *name, char **src,
 		return vs_error(e, EX_OSERR, ENOMEM, "%s", name);
 	}
 	return 0;
-}
-
-/* Check that src holds an ext2/3/4 filesystem that resize2fs may grow, and
- * tell whether e2fsck must look at it first. */
-static int ext4_probe(const char *src, bool *needs_fsck, struct vs_err *e)
-{
-	ext2_filsys fs = NULL;
-	errcode_t rc;
-
-	rc = ext2fs_open(src, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
-	if (rc == EXT2_ET_BAD_MAGIC || rc == EXT2_ET_SHORT_READ ||
-	    rc == EXT2_ET_CORRUPT_SUPERBLOCK)
-		return vs_error(e, EX_DATAERR, 0,
-		    "%s: not an ext2/3/4 filesystem (-s grows ext4 images only)",
-		    src);
-	if (rc != 0)
-		return vs_error(e, EX_DATAERR, 0, "%s: %s", src,
-		    error_message(rc));
-	*needs_fsck = !(fs->super->s_state & EXT2_VALID_FS) ||
-	    (fs->super->s_state & EXT2_ERROR_FS) ||
-	    ext2fs_has_feature_journal_needs_recovery(fs->super) ||
-	    fs->super->s_lastcheck < fs->super->s_mtime;
-	ext2fs_close_free(&fs);
-	return 0;
-}
-
-/* Run prog on img; statuses above okmax are failures. */
-static int run_e2(const char *prog, const char *const args[],
-    const char *img, int okmax, struct vs_err *e)
-{
-	cleanup_free char *path = run_find(prog, "e2fsprogs", e);
-	const char *argv[8];
-	char last[512] = "";
-	int n = 0, status;
-
-	if (path == NULL)
-		return -1;
-	argv[n++] = path;
-	for (; *args && n < 6; args++)
-		argv[n++] = *args;
-	argv[n++] = img;
-	argv[n] = NULL;
-	if (run_capture(argv, &status, last, sizeof last, e) < 0)
-		return -1;
-	if (status > okmax)
-		return vs_error(e, EX_DATAERR, 0, "%s failed (status %d)%s%s",
-		    prog, status, *last ? ": " : "", last);
-	return 0;
-}
-
-/* Grow the filesystem in tmp (already the larger size) to fill it. */
-static int grow_fs(const char *tmp, bool needs_fsck, struct vs_err *e)
-{
-	static const char *const fsck_args[] = { "-f", "-p", NULL };
-	static const char *const resize_args[] = { NULL };
-
-	if (needs_fsck && run_e2("e2fsck", fsck_args, tmp, 1, e) < 0)
-		return vs_error_prefix(e,
-		    "the source's filesystem needs repair before it can grow (see imgcheck)");
-	return run_e2("resize2fs", resize_args, tmp, 0, e);
 }
 
 static int make_disk(const char *src, const char *dst, const struct opts *o,
@@ -244,7 +185,7 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 			return vs_error(e, EX_USAGE, 0,
 			    "-s %s is smaller than %s (%s): a clone can grow, never shrink",
 			    o->grow_arg, src, size_format(size, a, sizeof a));
-		if (o->grow > size && ext4_probe(src_abs, &needs_fsck, e) < 0)
+		if (o->grow > size && ext4w_probe(src_abs, &needs_fsck, e) < 0)
 			return -1;
 	}
 
@@ -280,7 +221,7 @@ static int make_disk(const char *src, const char *dst, const struct opts *o,
 			atomic_abort(&af);
 			return -1;
 		}
-		if (grow_fs(af.tmp, needs_fsck, e) < 0) {
+		if (ext4w_grow(af.tmp, needs_fsck, e) < 0) {
 			atomic_abort(&af);
 			return -1;
 		}

@@ -27,6 +27,7 @@
 
 #include "atomic.h"
 #include "cleanup.h"
+#include "clone.h"
 #include "image.h"
 #include "layout.h"
 #include "config.h"
@@ -1289,11 +1290,91 @@ static bool inside(const char *dir, const char *tree)
 	    strcmp(t, "/") == 0);
 }
 
+/* Another base of the same image in dir (another host group's, which
+ * mkbase built from the digest: its record says so, and ties it to the
+ * file as it is), no larger than size: its path, with *got its size and
+ * *uuid; NULL when there is none.  The largest such is taken. */
+static char *sibling_base(const char *dir, const char *img,
+    const char *digest, uint64_t size, uint64_t *got, char uuid[37])
+{
+	cleanup_free char *self = NULL;
+	char *best = NULL;
+	struct dirent *de;
+	DIR *d;
+
+	if (digest[0] == '\0' || path_split(img, NULL, &self) < 0 ||
+	    (d = opendir(dir)) == NULL)
+		return NULL;
+	*got = 0;
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+		cleanup_free char *p = NULL;
+		cleanup_json json_t *j = NULL;
+		const char *was, *id;
+		struct stat st;
+
+		if (n <= 9 || strcmp(de->d_name + n - 9, "-base.img") != 0 ||
+		    de->d_name[0] == '.' || strcmp(de->d_name, self) == 0 ||
+		    (p = path_join(dir, de->d_name)) == NULL ||
+		    stat(p, &st) < 0 || !S_ISREG(st.st_mode) ||
+		    (uint64_t)st.st_size > size || (uint64_t)st.st_size <= *got)
+			continue;
+		j = stamp_read(p);
+		was = json_string_value(json_object_get(j, "source"));
+		id = json_string_value(json_object_get(j, "uuid"));
+		if (was == NULL || id == NULL || strcmp(was, digest) != 0 ||
+		    strlen(id) != 36)
+			continue;
+		free(best);
+		best = steal_pointer(&p);
+		*got = (uint64_t)st.st_size;
+		snprintf(uuid, 37, "%s", id);
+	}
+	closedir(d);
+	return best;
+}
+
+/* af: a copy-on-write clone of the base sib (of size sibsize, the same
+ * image), grown to size.  Under sib's lock (shared: no build of it meanwhile). */
+static int clone_sibling(const char *sib, uint64_t sibsize,
+    struct atomic_file *af, uint64_t size, struct vs_err *e)
+{
+	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL;
+	cleanup_fd int lock = -1, fd = -1;
+	struct clone_stats cs;
+	bool needs_fsck = false;
+
+	if (path_split(sib, &dir, &base) < 0 ||
+	    asprintf(&lockp, "%s/.%s.lock", dir, base) < 0)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", sib);
+	if ((lock = lock_path(lockp, false, true, e)) < 0)
+		return -1;
+	if ((fd = open(sib, O_RDONLY | O_CLOEXEC)) < 0)
+		return vs_error(e, EX_NOINPUT, errno, "%s", sib);
+	if (clone_into(af, fd, 0, NULL, NULL, &cs, e) < 0)
+		return vs_error_prefix(e, "clone %s", sib);
+	if (size > sibsize) {
+		if (ext4w_probe(af->tmp, &needs_fsck, e) < 0)
+			return -1;
+		if (ftruncate(af->fd, (off_t)size) < 0)
+			return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+			    "%s", af->tmp);
+		if (ext4w_grow(af->tmp, needs_fsck, e) < 0)
+			return vs_error_prefix(e, "grow the clone of %s", sib);
+	}
+	if (fsync(af->fd) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+		    "%s", af->tmp);
+	return 0;
+}
+
 /* Build img from src, or reuse it. */
 static json_t *make_base(const struct input *in, const char *img,
     const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
 {
 	const char *from = in->layers ? "layers" : "tree";
+	cleanup_free char *sib = NULL;
+	uint64_t sibsize = 0;
 	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL;
 	cleanup_fd int lock = -1;
 	struct atomic_file af;
@@ -1328,8 +1409,28 @@ static json_t *make_base(const struct input *in, const char *img,
 	}
 	if (atomic_open(&af, img, 0644, e) < 0)
 		return NULL;
-	if (build_deep(in, &af, size, o->quiet, uuid, e) < 0 ||
-	    atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
+	/* One build per image: Slicer's groups usually share one, and a
+	 * group's base of it, no larger, is cloned (a reflink costs no
+	 * space) and grown rather than built again.  (Under
+	 * SOURCE_DATE_EPOCH each base is built: its ids are its own.) */
+	sib = getenv("SOURCE_DATE_EPOCH") ? NULL :
+	    sibling_base(dir, img, in->digest, size, &sibsize, uuid);
+	if (sib && clone_sibling(sib, sibsize, &af, size, e) == 0) {
+		cleanup_json json_t *j = stamp_read(sib);
+		const char *how = json_string_value(json_object_get(j, "from"));
+		if (how)
+			from = strcmp(how, "layers") == 0 ? "layers" : "tree";
+		if (!o->quiet)
+			fe_warn("%s: a clone of %s (the same image)%s", base, sib,
+			    size > sibsize ? ", grown" : "");
+	} else if (sib) {
+		atomic_abort(&af);
+		return NULL;
+	} else if (build_deep(in, &af, size, o->quiet, uuid, e) < 0) {
+		atomic_abort(&af);
+		return NULL;
+	}
+	if (atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
 		atomic_abort(&af);
 		return NULL;
 	}

@@ -841,3 +841,66 @@ int ext4w_remove(struct ext4w *w, ext2_ino_t dir, const char *name)
 	}
 	return free_inode(w, ino, &in, false);
 }
+
+/* --- growing ------------------------------------------------------------ */
+
+/* Check that src holds an ext2/3/4 filesystem that resize2fs may grow, and
+ * tell whether e2fsck must look at it first. */
+int ext4w_probe(const char *src, bool *needs_fsck, struct vs_err *e)
+{
+	ext2_filsys fs = NULL;
+	errcode_t rc;
+
+	rc = ext2fs_open(src, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+	if (rc == EXT2_ET_BAD_MAGIC || rc == EXT2_ET_SHORT_READ ||
+	    rc == EXT2_ET_CORRUPT_SUPERBLOCK)
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: not an ext2/3/4 filesystem (only ext4 images grow)",
+		    src);
+	if (rc != 0)
+		return vs_error(e, EX_DATAERR, 0, "%s: %s", src,
+		    error_message(rc));
+	*needs_fsck = !(fs->super->s_state & EXT2_VALID_FS) ||
+	    (fs->super->s_state & EXT2_ERROR_FS) ||
+	    ext2fs_has_feature_journal_needs_recovery(fs->super) ||
+	    fs->super->s_lastcheck < fs->super->s_mtime;
+	ext2fs_close_free(&fs);
+	return 0;
+}
+
+/* Run prog on img; statuses above okmax are failures. */
+static int run_e2(const char *prog, const char *const args[],
+    const char *img, int okmax, struct vs_err *e)
+{
+	cleanup_free char *path = run_find(prog, "e2fsprogs", e);
+	const char *argv[8];
+	char last[512] = "";
+	int n = 0, status;
+
+	if (path == NULL)
+		return -1;
+	argv[n++] = path;
+	for (; *args && n < 6; args++)
+		argv[n++] = *args;
+	argv[n++] = img;
+	argv[n] = NULL;
+	if (run_capture(argv, &status, last, sizeof last, e) < 0)
+		return -1;
+	if (status > okmax)
+		return vs_error(e, EX_DATAERR, 0, "%s failed (status %d)%s%s",
+		    prog, status, *last ? ": " : "", last);
+	return 0;
+}
+
+/* Grow the filesystem in tmp (already the larger size) to fill it. */
+int ext4w_grow(const char *tmp, bool needs_fsck, struct vs_err *e)
+{
+	static const char *const fsck_args[] = { "-f", "-p", NULL };
+	static const char *const resize_args[] = { NULL };
+
+	if (needs_fsck && run_e2("e2fsck", fsck_args, tmp, 1, e) < 0)
+		return vs_error_prefix(e,
+		    "the source's filesystem needs repair before it can grow (see imgcheck)");
+	return run_e2("resize2fs", resize_args, tmp, 0, e);
+}
+

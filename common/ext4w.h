@@ -124,6 +124,14 @@ int ext4w_list(struct ext4w *w, ext2_ino_t dir, char ***names, size_t *n);
 /* The type (S_IF*) of ino, or 0 when it cannot be read (e set). */
 mode_t ext4w_type(struct ext4w *w, ext2_ino_t ino);
 
+/* Whether the image file src holds an ext2/3/4 filesystem resize2fs may
+ * grow (else -1, EX_DATAERR), and whether e2fsck must see it first. */
+int ext4w_probe(const char *src, bool *needs_fsck, struct vs_err *e);
+
+/* Grow the filesystem in the image file img (already of the larger size)
+ * to fill it, with resize2fs, offline; e2fsck -p first when needs_fsck. */
+int ext4w_grow(const char *img, bool needs_fsck, struct vs_err *e);
+
 /* Report a libext2fs error about w->path: the image full is EX_CANTCREAT,
  * anything else EX_IOERR.  Returns -1. */
 int ext4w_error(struct ext4w *w, errcode_t err, const char *what);

@@ -16,7 +16,6 @@ name=${2:-ci-1}
 
 # The first start or the warm path, whichever this workspace needs.
 oci-fetch ${OCI_FETCH_FLAGS:-} "$image" |
-	oci-unpack |
 	mkbase -s 15G |
 	kextract |
 	cowclone "$name" |

@@ -188,3 +188,40 @@ used() {
 	VS_INFLATE=zlib mkbase -q -s 5G -o "$T/z.img" -i "$RICH" rich > /dev/null
 	cmp a.img z.img
 }
+
+@test "one build per image: another group's base of it is cloned and grown, on a reflink XFS sharing its data" {
+	mount_loop xfs 2G "$T/x" -m reflink=1
+	cd "$T/x"
+	# (growing rewrites about 4M of metadata at the front, whatever the
+	# data: with 160M of data, 97% stays shared)
+	head -c 160M /dev/urandom > data
+	printf 'f|etc/hostname|vm\n' | tarball one
+	tar -rf one.tar data
+	layout x one.tar
+	run_split mkbase -s 15G -g web -i L x
+	assert_ok
+	run_split mkbase -s 20G -g db -i L x
+	assert_ok
+	[[ $stderr == *"db-base.img: a clone of $T/x/web-base.img (the same image), grown"* ]]
+	[ "$(jqo .base.size)" = $((20 << 30)) ] && [ "$(jqo .base.from)" = layers ]
+	[ "$(stat -c %s db-base.img)" = $((20 << 30)) ]
+	e2fsck -fn db-base.img > /dev/null
+	dumpe2fs -h db-base.img 2>/dev/null | grep -q "Block count: *$((20 << 18))$"
+	[ "$(debugfs -R 'cat /etc/hostname' db-base.img 2>/dev/null)" = vm ]
+	# the data is shared with web's base: at least 95% of db's
+	run_split imgcheck -u web-base.img db-base.img
+	assert_ok
+	shared=$(jqo '.check.images[] | select(.path | endswith("db-base.img")) | .shared')
+	alloc=$(jqo '.check.images[] | select(.path | endswith("db-base.img")) | .allocated')
+	[ $((shared * 100)) -ge $((alloc * 95)) ] || fail "db shares $shared of $alloc bytes"
+	# the warm path: both reused
+	run_split mkbase -s 20G -g db -i L x
+	[ "$(jqo .base.reused)" = true ]
+	# a smaller group is built, not cloned
+	run_split mkbase -s 6G -g small -i L x
+	assert_ok
+	[[ $stderr != *"a clone of"* ]]
+	[ "$(stat -c %s small-base.img)" = $((6 << 30)) ]
+	e2fsck -fn small-base.img > /dev/null
+	cd "$T"
+}

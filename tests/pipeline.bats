@@ -66,6 +66,11 @@ ids() {
 	[ -f oci-cache/index.json ] && [ -f web-base.img ] && [ -f db-base.img ]
 	[ -f kernel/web/Image ] && [ -f kernel/web/initrd ] && [ -f kernel/db/Image ]
 	[ ! -e db-1.img ]
+	# the bases straight from the layers: the cache holds blobs, no tree
+	[ ! -e oci-cache/rootfs ] || fail "a tree in the cache: $(ls oci-cache/rootfs)"
+	[ "$(jq -r .from .web-base.img.json)" = layers ]
+	[ "$(jq -r .from kernel/web/.Image.json)" = /boot/vmlinuz-"$(jq -r .version kernel/web/.Image.json)" ] ||
+		[ "$(jq -r .source kernel/web/.Image.json)" = "$(jq -r .source .web-base.img.json)" ]
 	[ "$(stat -c %s web-base.img)" = 5368709120 ] && [ "$(stat -c %s db-base.img)" = 6442450944 ]
 	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
 	wait_console web-2 "vmstrap-guest: up web-2 boot 1" 60
