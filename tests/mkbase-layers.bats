@@ -61,6 +61,27 @@ used() {
 	diff -u <(listing t.img) ours
 }
 
+@test "a real Debian 12 image (debootstrap, three layers, whiteouts): the base equals umoci's tree" {
+	need_root "debootstrap, and a loop mount reads the image"
+	run "$VS_TOP/scripts/mkdebian" "$T/D" debian
+	if [ "$status" -eq 69 ] && [[ $output == *"debootstrap failed"* ]]; then
+		skip "Debian's archive cannot be reached from here: ${output##*$'\n'}"
+	fi
+	assert_success
+	run_split mkbase -s 5G -o "$T/b.img" -i "$T/D" debian
+	assert_ok
+	e2fsck -fn b.img > /dev/null
+	umoci unpack --image "$T/D:debian" u > /dev/null
+	"$VS_TOP/tests/treelist" -d u/rootfs > theirs
+	listing b.img > ours
+	diff -u theirs ours || fail "the trees differ (- umoci, + mkbase from layers)"
+	[ "$(wc -l < ours)" -gt 5000 ]
+	grep -q '^etc/vmstrap-mark ' ours
+	grep -q '^usr/bin/passwd - 4755 0 0 ' ours
+	! grep -q '^opt/big' ours
+	[ -z "$(grep '^usr/share/doc/.' ours)" ]
+}
+
 @test "from the pipeline document: oci-fetch | mkbase, no tree; the warm path reuses it" {
 	tarball one <<< "f|etc/hostname|vm"
 	layout x one.tar
