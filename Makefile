@@ -56,10 +56,10 @@ cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 imgcheck_COMMON := doc err fe lock path run size stop vmstate
 imgcheck_LIBS = $(call JANSSON,libs)
 imgcheck_CFLAGS = $(call JANSSON,cflags)
-kextract_COMMON := atomic digest doc err fe image kernel layout lock path \
+kextract_COMMON := atomic digest doc err fe image inflate kernel layout lock path \
 	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
-	$(call EXT2FS,libs)
+	$(call EXT2FS,libs) $(INFLATE_LIBS)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags) \
 	$(call EXT2FS,cflags)
 mkbase_COMMON := atomic clone config digest doc err ext4w fe image inflate layers \

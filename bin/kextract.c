@@ -28,6 +28,7 @@
 #include "err.h"
 #include "fe.h"
 #include "image.h"
+#include "inflate.h"
 #include "kernel.h"
 #include "layout.h"
 #include "lock.h"
@@ -668,9 +669,54 @@ static la_ssize_t range_read(struct archive *a, void *arg, const void **out)
 	return n;
 }
 
-/* Decompress len bytes of fd at off (gzip, xz, zstd, lz4, bzip2, lzma:
- * whatever the stream is) into the sink. */
-static int decompress_range(int fd, uint64_t off, uint64_t len,
+/* gzip: inflated by common/inflate (ISA-L where it was built in). */
+static int inflate_range(int fd, uint64_t off, uint64_t len, struct sink *s,
+    char *buf, struct vs_err *e)
+{
+	struct inflater *z = inflater_new(e);
+	cleanup_free unsigned char *out = malloc(CHUNK);
+	uint64_t at = off;
+	int rc = 0, r = 0;
+
+	if (z == NULL || out == NULL) {
+		inflater_free(z);
+		return z ? vs_error(e, EX_OSERR, ENOMEM, "kextract") : -1;
+	}
+	while (rc == 0 && r != 1 && at < off + len) {
+		uint64_t left = off + len - at;
+		ssize_t n = pread(fd, buf, left < CHUNK ? (size_t)left : CHUNK,
+		    (off_t)at);
+		const unsigned char *p = (const unsigned char *)buf;
+		size_t in;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = vs_error(e, n < 0 ? EX_IOERR : EX_DATAERR, n < 0 ? errno : 0,
+			    n < 0 ? "read" : "the file ends early");
+			break;
+		}
+		at += (uint64_t)n;
+		in = (size_t)n;
+		do {
+			size_t made = 0;
+			r = inflater_run(z, &p, &in, out, CHUNK, &made, e);
+			if (r < 0 || (made && sink_write(s, out, made, e) < 0))
+				rc = -1;
+			if (rc == 0 && s->prog)
+				progress_update(s->prog, at - off);
+			if (made == 0)
+				break;
+		} while (rc == 0 && r == 0);
+	}
+	if (rc == 0 && r != 1 && inflater_finish(z, e) < 0)
+		rc = -1;
+	inflater_free(z);
+	return rc < 0 ? vs_error_prefix(e, "cannot decompress it") : 0;
+}
+
+/* The other compressions, through libarchive. */
+static int archive_range(int fd, uint64_t off, uint64_t len,
     struct sink *s, char *buf, struct vs_err *e)
 {
 	struct range r = { fd, off, len, buf };
@@ -711,6 +757,19 @@ static int decompress_range(int fd, uint64_t off, uint64_t len,
 out:
 	archive_read_free(a);
 	return rc;
+}
+
+/* Decompress len bytes of fd at off (gzip, xz, zstd, lz4, bzip2, lzma:
+ * whatever the stream is) into the sink. */
+static int decompress_range(int fd, uint64_t off, uint64_t len,
+    struct sink *s, char *buf, struct vs_err *e)
+{
+	unsigned char magic[2];
+
+	if (pread(fd, magic, 2, (off_t)off) == 2 && magic[0] == 0x1f &&
+	    magic[1] == 0x8b)
+		return inflate_range(fd, off, len, s, buf, e);
+	return archive_range(fd, off, len, s, buf, e);
 }
 
 /* Write the kernel k (identified as ki) to the sink in the form asked. */
