@@ -26,6 +26,7 @@
 #include "creds.h"
 #include "digest.h"
 #include "doc.h"
+#include "ext4w.h"
 #include "err.h"
 #include "fe.h"
 #include "image.h"
@@ -1396,6 +1397,104 @@ static void test_vmstate(void)
 	free(con);
 }
 
+/* The file ino of the image at path, read back whole into out (cap). */
+static size_t ext4_read_back(const char *path, ext2_ino_t ino,
+    unsigned char *out, size_t cap)
+{
+	ext2_filsys fs;
+	ext2_file_t f;
+	unsigned got = 0;
+	size_t len = 0;
+
+	if (ext2fs_open(path, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs) != 0)
+		return (size_t)-1;
+	if (ext2fs_file_open(fs, ino, 0, &f) == 0) {
+		while (len < cap && ext2fs_file_read(f, out + len,
+		    (unsigned)(cap - len < 65536 ? cap - len : 65536), &got) == 0 &&
+		    got > 0)
+			len += got;
+		ext2fs_file_close(f);
+	}
+	ext2fs_close_free(&fs);
+	return len;
+}
+
+static void test_ext4w(void)
+{
+	enum { SIZE = 9 << 20 };
+	static unsigned char want[SIZE], got[SIZE + 4096];
+	char img[PATH_MAX + 16], cmd[PATH_MAX + 96];
+	struct vs_err e = { 0 };
+	struct ext4w w;
+	struct ext4w_file f;
+	struct ext4w_attr a = { .perm = 0640, .uid = 1000, .gid = 100,
+	    .mtime = { 1700000000, 5 } };
+	ext2_ino_t ino, big, dir;
+	blk64_t before, after;
+	uint64_t off = 0;
+	int fd, ok_writes = 1;
+	unsigned seed = 7;
+
+	snprintf(img, sizeof img, "%s/w.img", tmpdir);
+	fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)5 << 30) < 0 ||
+	    ext4w_mkfs(img, NULL, NULL, &e) < 0 ||
+	    ext4w_open(&w, img, fd, 1700000000, false, &e) < 0) {
+		ok(0, "ext4w: an empty filesystem: %s", e.msg);
+		if (fd >= 0)
+			close(fd);
+		unlink(img);
+		return;
+	}
+	/* a file written in pieces of odd sizes at odd offsets, rising, with
+	 * holes between and blocks of zeros inside: what a tar's sparse
+	 * entries and libarchive's blocks give */
+	memset(want, 0, sizeof want);
+	ok(ext4w_make(&w, EXT2_ROOT_INO, "f", S_IFREG, NULL, 0, &ino) == 0 &&
+	    ext4w_file_begin(&w, ino, &f) == 0, "ext4w: a file begun");
+	while (off < SIZE - 70000) {
+		size_t n = 1 + (seed = seed * 1103515245 + 12345) % 70000;
+		unsigned char buf[70000];
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (seed >> 8) % 5 ? (unsigned char)(i * 31 + seed) : 0;
+		if (seed % 7 == 0)
+			memset(buf, 0, n);	/* blocks of zeros */
+		memcpy(want + off, buf, n);
+		if (ext4w_file_write(&f, off, buf, n) < 0)
+			ok_writes = 0;
+		off += n + (seed % 3 == 0 ? (seed >> 4) % 20000 : 0);
+	}
+	ok(ok_writes && ext4w_file_end(&f) == 0 &&
+	    ext4w_set_attr(&w, ino, &a, SIZE) == 0,
+	    "ext4w: written in odd pieces, with holes, up to byte %llu",
+	    (unsigned long long)off);
+	/* a big file, then removed: its blocks and inode come back */
+	before = ext2fs_free_blocks_count(w.fs->super);
+	ok(ext4w_make(&w, EXT2_ROOT_INO, "d", S_IFDIR, NULL, 0, &dir) == 0 &&
+	    ext4w_make(&w, dir, "big", S_IFREG, NULL, 0, &big) == 0 &&
+	    ext4w_file_begin(&w, big, &f) == 0 &&
+	    ext4w_file_write(&f, 0, want, SIZE) == 0 && ext4w_file_end(&f) == 0 &&
+	    ext4w_link(&w, EXT2_ROOT_INO, "other-name", big) == 0,
+	    "ext4w: a directory, a big file in it, a second name for it");
+	ok(ext4w_remove(&w, EXT2_ROOT_INO, "d") == 0 &&
+	    ext4w_lookup(&w, EXT2_ROOT_INO, "d", &dir) == 1 &&
+	    ext4w_lookup(&w, EXT2_ROOT_INO, "other-name", &big) == 0,
+	    "ext4w: the directory removed; the file lives on by its other name");
+	ok(ext4w_remove(&w, EXT2_ROOT_INO, "other-name") == 0 &&
+	    ext4w_remove(&w, EXT2_ROOT_INO, "nosuch") == 0,
+	    "ext4w: its last name removed; a missing one is no error");
+	after = ext2fs_free_blocks_count(w.fs->super);
+	ok(after == before, "ext4w: every block it took is free again (%llu, %llu)",
+	    (unsigned long long)before, (unsigned long long)after);
+	ok(ext4w_close(&w) == 0, "ext4w: closed: %s", e.msg);
+	close(fd);
+	ok(ext4_read_back(img, ino, got, sizeof got) == SIZE &&
+	    memcmp(got, want, SIZE) == 0, "ext4w: the file reads back as written");
+	snprintf(cmd, sizeof cmd, "e2fsck -fn '%s' > /dev/null 2>&1", img);
+	ok(system(cmd) == 0, "ext4w: e2fsck finds the filesystem clean");
+	unlink(img);
+}
+
 /* gzip of len bytes of p appended to out (one member). */
 static size_t gzip_member(const unsigned char *p, size_t len, unsigned char *out,
     size_t cap)
@@ -1534,6 +1633,7 @@ int main(int argc, char *argv[])
 	test_kernel();
 	test_vmstate();
 	test_inflate();
+	test_ext4w();
 	if (rmdir(tmpdir) < 0)
 		diag("%s left behind: %s", tmpdir, strerror(errno));
 	printf("1..%d\n", tests);
