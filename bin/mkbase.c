@@ -1186,10 +1186,13 @@ static int fill_from_layers(const struct oci_layout *l, const struct image *img,
 	strmap_free(&ls.paths);
 	if (rc < 0) {
 		/* the image is full: it is too small for the image */
-		if (e->code == EX_CANTCREAT && !strstr(e->msg, "write the image"))
+		if (e->code == EX_CANTCREAT && !strstr(e->msg, "write the image")) {
+			char b[32];
 			vs_error(e, EX_DATAERR, 0,
-			    "the image does not fit in %llu bytes: give a larger size (-s)",
-			    (unsigned long long)size);
+			    "the image does not fit in %s (%s): give a larger size (-s)",
+			    size_format(size, b, sizeof b),
+			    strstr(e->msg, "inode") ? "no inode left" : "no block left");
+		}
 		ext4w_abort(&w);
 		return -1;
 	}

@@ -246,3 +246,24 @@ used() {
 	e2fsck -fn small-base.img > /dev/null
 	cd "$T"
 }
+
+@test "an image that does not fit the size is refused, naming the size, with no base left" {
+	# 5G holds 327680 inodes: 1000 directories of 330 empty files do not fit
+	python3 - <<-'PY'
+	import io, tarfile
+	with tarfile.open("many.tar", "w", format=tarfile.USTAR_FORMAT) as t:
+	    for d in range(1000):
+	        i = tarfile.TarInfo("d%d" % d); i.type = tarfile.DIRTYPE; i.mode = 0o755
+	        t.addfile(i)
+	        for f in range(330):
+	            i = tarfile.TarInfo("d%d/f%d" % (d, f)); i.size = 0
+	            t.addfile(i, io.BytesIO(b""))
+	PY
+	layout x many.tar
+	mkdir out
+	run_split mkbase -q -s 5G -o "$T/out/b.img" -i L x
+	assert_refused 65 "the image does not fit in 5G \(no inode left\): give a larger size \(-s\)"
+	assert_one_line
+	[ ! -e out/b.img ]
+	assert_no_temp out
+}
