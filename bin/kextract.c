@@ -1158,10 +1158,14 @@ static int base_of(const json_t *doc, const char *operand, struct rootfs *src,
 			snprintf(src->digest, sizeof src->digest, "%s", dg);
 		dg = NULL;
 	}
-	if (!is_file(p))
-		return vs_error(e, errno == ENOENT ? EX_NOINPUT : EX_DATAERR,
-		    errno == ENOENT ? errno : 0, "%s%s", p,
-		    errno == ENOENT ? "" : ": not a base image file");
+	{
+		struct stat st;
+		if (stat(p, &st) < 0)
+			return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno,
+			    "%s", p);
+		if (!S_ISREG(st.st_mode))
+			return vs_error(e, EX_DATAERR, 0, "%s: not a base image file", p);
+	}
 	if ((src->tree = path_abs(p, e)) == NULL)
 		return -1;
 	if (dg)

@@ -893,6 +893,8 @@ static int l_dir(struct lsink *ls, const char *dir, bool create,
 				return l_refuse(e,
 				    "the path goes through the symlink '%.*s'",
 				    (int)end, dir);
+			if (TYPE(v) != T_DIR && !create)
+				return 1;	/* (as good as missing) */
 			if (TYPE(v) != T_DIR)
 				return l_refuse(e, "'%.*s' is not a directory",
 				    (int)end, dir);
@@ -1028,10 +1030,11 @@ static int l_xattrs(struct lsink *ls, struct archive_entry *ae,
 	return rc;
 }
 
-static int l_data(struct lsink *ls, struct archive *a, ext2_ino_t ino,
-    struct vs_err *e)
+static int l_data(struct lsink *ls, const struct layer_entry *le,
+    ext2_ino_t ino, struct vs_err *e)
 {
 	struct ext4w_file f;
+	uint64_t end = 0;
 	int rc = 0;
 
 	if (ext4w_file_begin(ls->w, ino, &f) < 0)
@@ -1039,22 +1042,14 @@ static int l_data(struct lsink *ls, struct archive *a, ext2_ino_t ino,
 	for (;;) {
 		const void *p;
 		size_t n;
-		la_int64_t off;
-		int r = archive_read_data_block(a, &p, &n, &off);
+		uint64_t off;
+		int r = layers_data(le, &p, &n, &off, &end, e);
 
-		if (r == ARCHIVE_EOF)
-			break;
-		if (r < ARCHIVE_WARN) {
-			const char *msg = archive_error_string(a);
-			rc = vs_error(e, EX_DATAERR, 0, "%s",
-			    msg ? msg : "unreadable data");
+		if (r != 0) {
+			rc = r < 0 ? -1 : 0;
 			break;
 		}
-		if (stop_signal) {
-			rc = vs_error(e, EX_TEMPFAIL, 0, "interrupted");
-			break;
-		}
-		if (n && (rc = ext4w_file_write(&f, (uint64_t)off, p, n)) < 0)
+		if (n && (rc = ext4w_file_write(&f, off, p, n)) < 0)
 			break;
 	}
 	if (ext4w_file_end(&f) < 0)
@@ -1127,10 +1122,6 @@ static int l_entry(void *arg, const struct layer_entry *le, struct vs_err *e)
 			return -1;
 		l_forget(ls, le->path);
 	}
-	if (le->layer_no == 1 && *le->dir == '\0' &&
-	    strcmp(le->name, "lost+found") == 0 && t != T_DIR)
-		return l_refuse(e,
-		    "/lost+found is not a directory: an ext4 filesystem needs a directory there for e2fsck");
 	if (t == T_REG && (size < 0 || (uint64_t)size > EXT4W_FILE_MAX))
 		return l_refuse(e,
 		    "a file of %lld bytes; an ext4 file with 4096-byte blocks holds at most 16T",
@@ -1155,7 +1146,7 @@ static int l_entry(void *arg, const struct layer_entry *le, struct vs_err *e)
 	ls->entries++;
 	if (t == T_REG) {
 		ls->bytes += (uint64_t)size;
-		if (l_data(ls, le->a, ino, e) < 0)
+		if (l_data(ls, le, ino, e) < 0)
 			return -1;
 	}
 	if (ext4w_set_attr(w, ino, &at, t == T_REG ? size : -1) < 0)
@@ -1173,6 +1164,7 @@ static int fill_from_layers(const struct oci_layout *l, const struct image *img,
 	const struct layer_sink sink = { .arg = &ls, .entry = l_entry,
 	    .remove = l_remove, .list = l_list, .is_dir = l_is_dir };
 	ext2_ino_t lf;
+	uintptr_t v;
 	int rc;
 
 	if (new_fs(&w, af, size, img->manifest, uuid, e) < 0)
@@ -1183,6 +1175,16 @@ static int fill_from_layers(const struct oci_layout *l, const struct image *img,
 		rc = l_put(&ls, "lost+found", lf, T_DIR, e);
 	if (rc == 0)
 		rc = layers_apply(l, img, &sink, "base", quiet, e);
+	/* e2fsck needs /lost+found: made again if a layer removed it */
+	if (rc == 0 && l_get(&ls, "lost+found", 10, &v) != 0) {
+		struct ext4w_attr a = { .perm = 0700, .mtime = { w.now, 0 } };
+		snprintf(w.path, sizeof w.path, "/lost+found");
+		rc = ext4w_make(&w, EXT2_ROOT_INO, "lost+found", S_IFDIR, NULL, 0,
+		    &lf) < 0 || ext4w_set_attr(&w, lf, &a, -1) < 0 ? -1 : 0;
+	} else if (rc == 0 && TYPE(v) != T_DIR) {
+		rc = vs_error(e, EX_DATAERR, 0,
+		    "/lost+found in the image is not a directory: an ext4 filesystem needs a directory there for e2fsck");
+	}
 	strmap_free(&ls.paths);
 	if (rc < 0) {
 		/* the image is full: it is too small for the image */
@@ -1191,7 +1193,8 @@ static int fill_from_layers(const struct oci_layout *l, const struct image *img,
 			vs_error(e, EX_DATAERR, 0,
 			    "the image does not fit in %s (%s): give a larger size (-s)",
 			    size_format(size, b, sizeof b),
-			    strstr(e->msg, "inode") ? "no inode left" : "no block left");
+			    w.last_err == EXT2_ET_INODE_ALLOC_FAIL ? "no inode left" :
+			    "no block left");
 		}
 		ext4w_abort(&w);
 		return -1;
@@ -1236,10 +1239,24 @@ struct deep {
 	int rc;
 };
 
+/* The signals that end a build: taken by the thread that builds, whose
+ * state (the modes lent, common/lend) their handler gives back. */
+static void stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGPIPE);
+}
+
 static void *deep_run(void *arg)
 {
 	struct deep *d = arg;
+	sigset_t set;
 
+	stop_signals(&set);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	d->rc = build_image(d->in, d->af, d->size, d->quiet, d->uuid, d->e);
 	return NULL;
 }
@@ -1248,18 +1265,25 @@ static int build_deep(const struct input *in, struct atomic_file *af,
     uint64_t size, bool quiet, char uuid[37], struct vs_err *e)
 {
 	struct deep d = { in, af, size, quiet, uuid, e, -1 };
+	sigset_t set, old;
 	pthread_attr_t attr;
 	pthread_t t;
 	int err;
 
+	/* (blocked here while the builder runs, so that they reach it: the
+	 * handler then never runs beside a lend in progress) */
+	stop_signals(&set);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
 	if ((err = pthread_attr_init(&attr)) != 0 ||
 	    (err = pthread_attr_setstacksize(&attr, (size_t)1 << 30)) != 0 ||
 	    (err = pthread_create(&t, &attr, deep_run, &d)) != 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		/* (no room for a big stack: the main thread's will do) */
 		return build_image(in, af, size, quiet, uuid, e);
 	}
 	pthread_attr_destroy(&attr);
 	pthread_join(t, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return d.rc;
 }
 
@@ -1337,9 +1361,11 @@ static char *sibling_base(const char *dir, const char *img,
 	return best;
 }
 
-/* af: a copy-on-write clone of the base sib (of size sibsize, the same
- * image), grown to size.  Under sib's lock (shared: no build of it meanwhile). */
-static int clone_sibling(const char *sib, uint64_t sibsize,
+/* af: a copy-on-write clone of the base sib (of size sibsize, the image
+ * digest), grown to size, under sib's lock (shared: no build of it
+ * meanwhile).  0, -1 with e set, or 1 when sib is busy or changed: then
+ * the base is built. */
+static int clone_sibling(const char *sib, uint64_t sibsize, const char *digest,
     struct atomic_file *af, uint64_t size, struct vs_err *e)
 {
 	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL;
@@ -1350,10 +1376,21 @@ static int clone_sibling(const char *sib, uint64_t sibsize,
 	if (path_split(sib, &dir, &base) < 0 ||
 	    asprintf(&lockp, "%s/.%s.lock", dir, base) < 0)
 		return vs_error(e, EX_OSERR, ENOMEM, "%s", sib);
-	if ((lock = lock_path(lockp, false, true, e)) < 0)
-		return -1;
+	/* (not waiting: two groups' builds would each wait for the other's) */
+	if ((lock = lock_path(lockp, false, false, e)) < 0)
+		return 1;
 	if ((fd = open(sib, O_RDONLY | O_CLOEXEC)) < 0)
-		return vs_error(e, EX_NOINPUT, errno, "%s", sib);
+		return 1;
+	{
+		/* still what it was when it was chosen, now that it is ours */
+		cleanup_json json_t *j = stamp_read(sib);
+		const char *was = json_string_value(json_object_get(j, "source"));
+		struct stat a, b;
+		if (was == NULL || strcmp(was, digest) != 0 || fstat(fd, &a) < 0 ||
+		    stat(sib, &b) < 0 || a.st_ino != b.st_ino ||
+		    (uint64_t)a.st_size != sibsize)
+			return 1;
+	}
 	if (clone_into(af, fd, 0, NULL, NULL, &cs, e) < 0)
 		return vs_error_prefix(e, "clone %s", sib);
 	if (size > sibsize) {
@@ -1378,6 +1415,7 @@ static json_t *make_base(const struct input *in, const char *img,
 	const char *from = in->layers ? "layers" : "tree";
 	cleanup_free char *sib = NULL;
 	uint64_t sibsize = 0;
+	int r;
 	cleanup_free char *dir = NULL, *base = NULL, *lockp = NULL;
 	cleanup_fd int lock = -1;
 	struct atomic_file af;
@@ -1418,7 +1456,8 @@ static json_t *make_base(const struct input *in, const char *img,
 	 * SOURCE_DATE_EPOCH each base is built: its ids are its own.) */
 	sib = getenv("SOURCE_DATE_EPOCH") ? NULL :
 	    sibling_base(dir, img, in->digest, size, &sibsize, uuid);
-	if (sib && clone_sibling(sib, sibsize, &af, size, e) == 0) {
+	r = sib ? clone_sibling(sib, sibsize, in->digest, &af, size, e) : 1;
+	if (r == 0) {
 		cleanup_json json_t *j = stamp_read(sib);
 		const char *how = json_string_value(json_object_get(j, "from"));
 		if (how)
@@ -1426,12 +1465,15 @@ static json_t *make_base(const struct input *in, const char *img,
 		if (!o->quiet)
 			fe_warn("%s: a clone of %s (the same image)%s", base, sib,
 			    size > sibsize ? ", grown" : "");
-	} else if (sib) {
+	} else if (r < 0) {
 		atomic_abort(&af);
 		return NULL;
-	} else if (build_deep(in, &af, size, o->quiet, uuid, e) < 0) {
-		atomic_abort(&af);
-		return NULL;
+	} else {
+		uuid[0] = '\0';	/* (not the other base's, then) */
+		if (build_deep(in, &af, size, o->quiet, uuid, e) < 0) {
+			atomic_abort(&af);
+			return NULL;
+		}
 	}
 	if (atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
 		atomic_abort(&af);

@@ -648,29 +648,21 @@ static int write_all_at(int fd, const char *p, size_t n, off_t off)
 	return 0;
 }
 
-static int layer_data_error(struct unpack *u, struct archive *a,
-    struct vs_err *e)
-{
-	const char *msg = archive_error_string(a);
-
-	(void)u;
-	return vs_error(e, EX_DATAERR, 0, "%s", msg ? msg : "unreadable data");
-}
-
 static int too_big(struct unpack *u, int64_t size, struct vs_err *e)
 {
 	return refuse(u, e, "a file of %lld bytes, more than the filesystem holds",
 	    (long long)size);
 }
 
-static int make_file(struct unpack *u, struct archive *a,
-    struct archive_entry *ae, int dfd, const char *name, const char *rel,
-    struct vs_err *e)
+static int make_file(struct unpack *u, const struct layer_entry *le,
+    int dfd, const char *name, const char *rel, struct vs_err *e)
 {
 	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	struct archive_entry *ae = le->ae;
 	mode_t made = create_mode(u, ae);
 	cleanup_fd int fd = openat(dfd, name, flags, made);
-	int64_t size = archive_entry_size(ae), end = 0;
+	int64_t size = archive_entry_size(ae);
+	uint64_t end = 0;
 
 	if (fd < 0 && errno == EEXIST) {
 		if (replace(u, dfd, name, rel, e) < 0)
@@ -682,25 +674,20 @@ static int make_file(struct unpack *u, struct archive *a,
 	for (;;) {
 		const void *p;
 		size_t n;
-		la_int64_t off;
-		int r = archive_read_data_block(a, &p, &n, &off);
+		uint64_t off;
+		int r = layers_data(le, &p, &n, &off, &end, e);
 
 		/* (a size, or a sparse map, beyond any file the filesystem
 		 * holds is the layer's fault: EFBIG below) */
-
-		if (r == ARCHIVE_EOF)
+		if (r < 0)
+			return -1;
+		if (r > 0)
 			break;
-		if (r < ARCHIVE_WARN)
-			return layer_data_error(u, a, e);
-		if (stop_signal)
-			return vs_error(e, EX_TEMPFAIL, 0, "interrupted");
-		if (write_all_at(fd, p, n, off) < 0)
+		if (write_all_at(fd, p, n, (off_t)off) < 0)
 			return errno == EFBIG ? too_big(u, size, e) :
 			    sys_error(u, e, "write");
-		if (off + (int64_t)n > end)
-			end = off + (int64_t)n;
 	}
-	if (size > end && ftruncate(fd, size) < 0)
+	if (size > (int64_t)end && ftruncate(fd, size) < 0)
 		return errno == EFBIG || errno == EINVAL ? too_big(u, size, e) :
 		    sys_error(u, e, "write");
 	return finish_entry(u, ae, fd, dfd, name, made, e);
@@ -869,7 +856,7 @@ static int sink_entry(void *arg, const struct layer_entry *le,
 		    dfd, le->name, le->path, e);
 	switch (archive_entry_filetype(ae)) {
 	case AE_IFREG:
-		return make_file(u, le->a, ae, dfd, le->name, le->path, e);
+		return make_file(u, le, dfd, le->name, le->path, e);
 	case AE_IFDIR:
 		return make_dir(u, ae, dfd, le->name, le->path, e);
 	case AE_IFLNK:

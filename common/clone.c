@@ -118,7 +118,7 @@ static int punch(struct copier *c, uint64_t off, size_t len, struct vs_err *e)
 {
 #ifdef FALLOC_FL_PUNCH_HOLE
 	if (fallocate(c->dst, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-	    (off_t)off, (off_t)len) < 0)
+	    (off_t)off, (off_t)len) < 0 && !unsupported(errno))
 		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
 		    "punch a hole");
 #else

@@ -20,12 +20,14 @@
 
 int ext4w_error(struct ext4w *w, errcode_t err, const char *what)
 {
+	w->last_err = err;
 	/* the image full is EX_CANTCREAT; the host's disk full (ENOSPC from
-	 * a write) is a failed write, 74, as for every tool */
+	 * a write) is a failed write, 74, as for every tool; attributes that
+	 * no inode and block can hold are the entry's fault */
 	return vs_error(w->e, err == EXT2_ET_BLOCK_ALLOC_FAIL ||
 	    err == EXT2_ET_INODE_ALLOC_FAIL || err == EXT2_ET_DIR_NO_SPACE_FOR_CSUM ?
-	    EX_CANTCREAT : EX_IOERR, 0, "%s %s: %s", what,
-	    w->path[0] ? w->path : "/", error_message(err));
+	    EX_CANTCREAT : err == EXT2_ET_EA_NO_SPACE ? EX_DATAERR : EX_IOERR, 0,
+	    "%s %s: %s", what, w->path[0] ? w->path : "/", error_message(err));
 }
 
 /* --- the empty filesystem ------------------------------------------- */
@@ -579,17 +581,20 @@ int ext4w_file_write(struct ext4w_file *f, uint64_t off, const void *data,
 	unsigned bs = w->fs->blocksize;
 	const char *p = data;
 
+	if (off < f->end || off > EXT4W_FILE_MAX || len > EXT4W_FILE_MAX - off)
+		return vs_error(w->e, EX_DATAERR, 0,
+		    "%s: data at byte %llu, %s", w->path, (unsigned long long)off,
+		    off < f->end ? "before data already written (a bad sparse map)" :
+		    "beyond what an ext4 file holds");
+	f->end = off + len;
 	w->done += len;
 	while (len > 0) {
 		uint64_t end = f->staged_at * bs + f->staged;
 		size_t take;
 
-		if (f->staged && (off < end || off / bs > (end - 1) / bs)) {
-			/* (a hole after the staged block, or data that goes
-			 * back: what is staged is done) */
-			if (off < end)
-				return vs_error(w->e, EX_SOFTWARE, 0,
-				    "%s: data out of order", w->path);
+		if (f->staged && off / bs > (end - 1) / bs) {
+			/* (a hole after the staged block: what is staged is
+			 * done) */
 			if (flush_staged(f) < 0)
 				return -1;
 		}
@@ -785,7 +790,23 @@ static int free_inode(struct ext4w *w, ext2_ino_t ino,
 	return 0;
 }
 
+static int remove_entry(struct ext4w *w, ext2_ino_t dir, const char *name);
+
 int ext4w_remove(struct ext4w *w, ext2_ino_t dir, const char *name)
+{
+	errcode_t err;
+
+	if (remove_entry(w, dir, name) < 0)
+		return -1;
+	/* The blocks freed may be taken next by file data, which goes to the
+	 * image straight, past libext2fs's cache: a directory block still
+	 * dirty in the cache would be written over it later. */
+	if ((err = io_channel_flush(w->fs->io)) != 0)
+		return ext4w_error(w, err, "write");
+	return 0;
+}
+
+static int remove_entry(struct ext4w *w, ext2_ino_t dir, const char *name)
 {
 	struct ext2_inode_large in;
 	ext2_ino_t ino;
@@ -807,7 +828,7 @@ int ext4w_remove(struct ext4w *w, ext2_ino_t dir, const char *name)
 			return -1;
 		for (size_t i = 0; i < n; i++) {
 			if (rc == 0)
-				rc = ext4w_remove(w, ino, names[i]);
+				rc = remove_entry(w, ino, names[i]);
 			free(names[i]);
 		}
 		free(names);

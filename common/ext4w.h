@@ -40,6 +40,7 @@ struct ext4w {
 	char *buf;		/* a file's data, staged to whole blocks */
 	uint64_t done;		/* data bytes taken, for progress */
 	char path[PATH_MAX];	/* the entry being written, for messages */
+	errcode_t last_err;	/* libext2fs's last error, told to e */
 	struct vs_err *e;
 };
 
@@ -96,8 +97,9 @@ int ext4w_xattrs_close(struct ext4w *w, struct ext2_xattr_handle **h);
 /* Remove every attribute of ino. */
 int ext4w_xattrs_clear(struct ext4w *w, ext2_ino_t ino);
 
-/* A regular file's data, streamed: begin, write at any offsets in rising
- * order (what is skipped is a hole), end. */
+/* A regular file's data, streamed: begin, write at rising offsets (what is
+ * skipped is a hole; data that goes back, or beyond what an ext4 file holds,
+ * is refused as bad data, EX_DATAERR), end. */
 struct ext4w_file {
 	struct ext4w *w;
 	ext2_ino_t ino;
@@ -107,6 +109,7 @@ struct ext4w_file {
 	bool inserted;			/* the tree has an extent already */
 	uint64_t staged_at;		/* the block w->buf starts at */
 	size_t staged;			/* bytes in w->buf */
+	uint64_t end;			/* where the data written so far ends */
 };
 int ext4w_file_begin(struct ext4w *w, ext2_ino_t ino, struct ext4w_file *f);
 int ext4w_file_write(struct ext4w_file *f, uint64_t off, const void *data,
@@ -133,7 +136,8 @@ int ext4w_probe(const char *src, bool *needs_fsck, struct vs_err *e);
 int ext4w_grow(const char *img, bool needs_fsck, struct vs_err *e);
 
 /* Report a libext2fs error about w->path: the image full is EX_CANTCREAT,
- * anything else EX_IOERR.  Returns -1. */
+ * attributes more than ext4 holds EX_DATAERR, anything else EX_IOERR; it is
+ * kept in w->last_err.  Returns -1. */
 int ext4w_error(struct ext4w *w, errcode_t err, const char *what);
 
 #endif

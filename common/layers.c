@@ -95,6 +95,32 @@ int layers_clean_name(const char *name, char *rel, size_t cap,
 	return 0;
 }
 
+int layers_data(const struct layer_entry *le, const void **p, size_t *n,
+    uint64_t *off, uint64_t *end, struct vs_err *e)
+{
+	int64_t size = archive_entry_size(le->ae);
+	la_int64_t at;
+	int r = archive_read_data_block(le->a, p, n, &at);
+
+	if (r == ARCHIVE_EOF)
+		return 1;
+	if (r < ARCHIVE_WARN) {
+		const char *msg = archive_error_string(le->a);
+		return vs_error(e, EX_DATAERR, 0, "%s", msg ? msg : "unreadable data");
+	}
+	if (stop_signal)
+		return vs_error(e, EX_TEMPFAIL, 0, "interrupted");
+	if (at < 0 || (uint64_t)at < *end || size < 0 ||
+	    (uint64_t)at > (uint64_t)size || *n > (uint64_t)size - (uint64_t)at)
+		return vs_error(e, EX_DATAERR, 0,
+		    "a sparse map that %s (data at byte %lld of a file of %lld)",
+		    at >= 0 && (uint64_t)at < *end ? "goes back" :
+		    "goes beyond the file's size", (long long)at, (long long)size);
+	*off = (uint64_t)at;
+	*end = (uint64_t)at + *n;
+	return 0;
+}
+
 /* --- the layer map and whiteouts ------------------------------------- */
 
 /* Record that the layer made rel, and that its ancestors hold something
@@ -227,6 +253,10 @@ static int apply_entry(struct applying *x, struct archive *a,
 			return refuse(x, e, "a hardlink to '%s', %s", hardlink, why);
 		if (*trel == '\0')
 			return refuse(x, e, "a hardlink to the root");
+		/* (the entry would take its own target away first) */
+		if (strncmp(trel, rel, strlen(rel)) == 0 && trel[strlen(rel)] == '/')
+			return refuse(x, e, "a hardlink to '%s', beneath itself",
+			    hardlink);
 		le.link = trel;
 	} else if (archive_entry_filetype(ae) == AE_IFSOCK) {
 		return 0;	/* a socket is not content */

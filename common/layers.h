@@ -54,6 +54,14 @@ struct layer_sink {
 	int (*is_dir)(void *arg, const char *path, struct vs_err *e);
 };
 
+/* The next block of le's data, for a sink: 0 with *p, *n at *off; 1 at
+ * its end; -1 with e set: the layer unreadable (EX_DATAERR), a stop asked
+ * (EX_TEMPFAIL), or a sparse map that goes back or beyond the entry's size
+ * (EX_DATAERR: both sinks refuse what one of them could not write).
+ * *end starts at 0: where the data so far ends. */
+int layers_data(const struct layer_entry *le, const void **p, size_t *n,
+    uint64_t *off, uint64_t *end, struct vs_err *e);
+
 /* Apply img's layers, in order, to sink.  Progress (on the compressed
  * bytes) goes to stderr under label when it is a terminal and !quiet.
  * Returns 0, or -1 with e set: EX_DATAERR for a bad layer or a refused

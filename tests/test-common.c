@@ -1429,7 +1429,7 @@ static void test_ext4w(void)
 	struct ext4w_file f;
 	struct ext4w_attr a = { .perm = 0640, .uid = 1000, .gid = 100,
 	    .mtime = { 1700000000, 5 } };
-	ext2_ino_t ino, big, dir;
+	ext2_ino_t ino, big, dir, after_ino = 0;
 	blk64_t before, after;
 	uint64_t off = 0;
 	int fd, ok_writes = 1;
@@ -1486,10 +1486,31 @@ static void test_ext4w(void)
 	after = ext2fs_free_blocks_count(w.fs->super);
 	ok(after == before, "ext4w: every block it took is free again (%llu, %llu)",
 	    (unsigned long long)before, (unsigned long long)after);
+	/* a directory of entries removed, then a file written at once: the
+	 * directory's block, freed, must not come back over the file's data */
+	{
+		ext2_ino_t d2, x, g;
+		int made = ext4w_make(&w, EXT2_ROOT_INO, "d2", S_IFDIR, NULL, 0, &d2);
+		for (int i = 0; made == 0 && i < 3; i++) {
+			char n[8];
+			snprintf(n, sizeof n, "e%d", i);
+			made = ext4w_make(&w, d2, n, S_IFREG, NULL, 0, &x);
+		}
+		ok(made == 0 && ext4w_remove(&w, EXT2_ROOT_INO, "d2") == 0 &&
+		    ext4w_make(&w, EXT2_ROOT_INO, "g", S_IFREG, NULL, 0, &g) == 0 &&
+		    ext4w_file_begin(&w, g, &f) == 0 &&
+		    ext4w_file_write(&f, 0, want + 4096, 262144) == 0 &&
+		    ext4w_file_end(&f) == 0 && ext4w_set_attr(&w, g, &a, 262144) == 0,
+		    "ext4w: a directory of files removed, a file written after");
+		after_ino = g;
+	}
 	ok(ext4w_close(&w) == 0, "ext4w: closed: %s", e.msg);
 	close(fd);
 	ok(ext4_read_back(img, ino, got, sizeof got) == SIZE &&
 	    memcmp(got, want, SIZE) == 0, "ext4w: the file reads back as written");
+	ok(ext4_read_back(img, after_ino, got, sizeof got) == 262144 &&
+	    memcmp(got, want + 4096, 262144) == 0,
+	    "ext4w: the file written after the removal reads back as written");
 	snprintf(cmd, sizeof cmd, "e2fsck -fn '%s' > /dev/null 2>&1", img);
 	ok(system(cmd) == 0, "ext4w: e2fsck finds the filesystem clean");
 	unlink(img);
