@@ -1130,6 +1130,30 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 
 /* --- stop and ls ------------------------------------------------------- */
 
+/* Whether process pid has ended (or is a zombie, ended but not reaped). */
+static bool process_gone(pid_t pid)
+{
+	char p[64], buf[256];
+	const char *paren;
+	ssize_t n;
+	int fd;
+
+	if (pid <= 0 || kill(pid, 0) < 0)
+		return true;
+	snprintf(p, sizeof p, "/proc/%ld/stat", (long)pid);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = '\0';
+	/* "pid (comm) S ...": the state follows the last ')' */
+	paren = strrchr(buf, ')');
+	return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
 static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 {
 	struct vm_info vi;
@@ -1186,6 +1210,12 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 	}
 	if (s >= 0)
 		close(s);
+	/* QEMU lets its pid file's lock go a moment before it is gone: wait
+	 * for that too, so that "stopped" means no QEMU (a zombie that its
+	 * new parent has yet to reap counts as gone) */
+	for (double until = run_clock() + 2; run_clock() < until &&
+	    !process_gone(vi.pid); )
+		nap_ms(10);
 	{
 		cleanup_free char *pidf = NULL, *sock = NULL;
 		if (asprintf(&pidf, "%s/qemu.pid", vi.dir) >= 0)

@@ -182,7 +182,6 @@ used() {
 		"longlink|l|long|$(head -c 5000 /dev/zero | tr '\0' a)|a symlink target of 5000 bytes"
 		"namespace|x|xa|foo.bar|v|the attribute 'foo.bar' is in no namespace"
 		"huge|s|big|$((17 << 40))|a file of $((17 << 40)) bytes; an ext4 file"
-		"lostfound|f|lost+found|x|/lost\+found is not a directory"
 	)
 	for c in "${cases[@]}"; do
 		local name=${c%%|*} rest=${c#*|}
