@@ -331,7 +331,7 @@ renameat2'
 		kill -s "$sig" "$pid"
 		st=0
 		wait "$pid" || st=$?
-		[ "$st" -eq $((128 + $(kill -l "$sig"))) ] || fail "SIG$sig: exit status $st"
+		[ "$st" -eq $((128 + $(kill -l "$sig"))) ] || fail "SIG$sig: exit status $st: $(cat err.txt)"
 		[ ! -s out.json ] || fail "SIG$sig: stdout: $(cat out.json)"
 		[ "$(cat disk.img)" = precious ] || fail "SIG$sig: disk.img changed"
 		assert_no_temp .

@@ -151,7 +151,7 @@ kill_started() {
 # skip, saying why, when neither can be had.
 ext4_dir() {
 	if [ "$(id -u)" -eq 0 ]; then
-		mount_loop ext4 3G "$1"
+		mount_loop ext4 4G "$1"
 	elif [ "$(stat -f -c %T "$T")" = ext2/ext3 ]; then
 		mkdir -p "$1"
 	else
