@@ -348,27 +348,6 @@ static int finish_e2fsck(const char *e2fsck, struct image *im, struct run *r,
 	return 0;
 }
 
-/* Who holds the image: a VM of the workspace (named), or another program
- * with a lock on it (QEMU takes them).  Writes a description into who and
- * returns 1, or 0 when nobody does. */
-static int holder(int fd, const char *path, char *who, size_t n)
-{
-	struct vm_info vi;
-	struct vs_err ignore;
-	int r = vmstate_holder(VM_RUN_DIR, path, &vi, &ignore);
-
-	if (r > 0) {
-		snprintf(who, n, "VM %s (QEMU pid %ld)", vi.name, (long)vi.pid);
-		vmstate_free(&vi);
-		return 1;
-	}
-	if (lock_conflict(fd, 0, 0) > 0) {
-		snprintf(who, n, "another program (it holds a lock on it, as a running QEMU does)");
-		return 1;
-	}
-	return 0;
-}
-
 /* Is im an image we can check at all?  Opens it (for writing, to
  * repair), without blocking on a FIFO; fills in what stat says. */
 static int validate(struct image *im, const struct opts *o, struct vs_err *e)
@@ -414,7 +393,7 @@ static int validate(struct image *im, const struct opts *o, struct vs_err *e)
 /* Who holds im, and whether it may be checked (and repaired). */
 static void claim(struct image *im, const struct opts *o)
 {
-	if (holder(im->fd, im->path, im->held, sizeof im->held)) {
+	if (vmstate_who(im->fd, im->path, im->held, sizeof im->held)) {
 		if (o->mode != CHECK) {
 			im->state = "in-use";
 			fe_warn("%s is in use by %s: not repairing it; stop the VM first",

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "lock.h"
 #include "path.h"
 
 const char *vm_state_name(enum vm_state s)
@@ -244,4 +245,22 @@ void vmstate_free(struct vm_info *vi)
 	free(vi->dir);
 	json_decref(vi->rec);
 	memset(vi, 0, sizeof *vi);
+}
+
+int vmstate_who(int fd, const char *path, char *who, size_t n)
+{
+	struct vm_info vi;
+	struct vs_err ignore;
+	int r = vmstate_holder(VM_RUN_DIR, path, &vi, &ignore);
+
+	if (r > 0) {
+		snprintf(who, n, "VM %s (QEMU pid %ld)", vi.name, (long)vi.pid);
+		vmstate_free(&vi);
+		return 1;
+	}
+	if (lock_conflict(fd, 0, 0) > 0) {
+		snprintf(who, n, "another program (it holds a lock on it, as a running QEMU does)");
+		return 1;
+	}
+	return 0;
 }

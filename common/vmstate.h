@@ -46,6 +46,12 @@ int vmstate_get(const char *rundir, const char *name, struct vm_info *vi,
 int vmstate_holder(const char *rundir, const char *disk, struct vm_info *vi,
     struct vs_err *e);
 
+/* Who holds the image file path (open as fd): a running VM of the
+ * workspace in the current directory (named), or another program with a
+ * lock on it (QEMU takes them; so does a writer with flock(2)).  Writes a
+ * description into who and returns 1, or 0 when nobody does. */
+int vmstate_who(int fd, const char *path, char *who, size_t n);
+
 /* The names of the VMs in rundir, sorted, NULL-terminated, malloc'd (an
  * empty list when rundir does not exist); NULL with e set on failure. */
 char **vmstate_names(const char *rundir, struct vs_err *e);
