@@ -49,26 +49,31 @@ INFLATE_LIBS = $(call ZLIB,libs) $(if $(HAVE_ISAL),$(shell $(PKG_CONFIG) --libs 
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone imgcheck kextract mkbase oci-fetch oci-unpack vmrun
+TOOLS := cowclone imgcheck imgprep kextract mkbase oci-fetch oci-unpack vmrun
 cowclone_COMMON := atomic clone doc err ext4w fe lock path progress run size stop
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 imgcheck_COMMON := doc err fe lock path run size stop vmstate
 imgcheck_LIBS = $(call JANSSON,libs)
 imgcheck_CFLAGS = $(call JANSSON,cflags)
+imgprep_COMMON := atomic config doc err ext4w fe lock path run size sshkey stop \
+	vmstate
+imgprep_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
+	$(call CURL,libs) $(call CRYPTO,libs)
+imgprep_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags) $(call CURL,cflags)
 kextract_COMMON := atomic digest doc err fe image inflate kernel layout lock path \
 	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	$(call EXT2FS,libs) $(INFLATE_LIBS)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags) \
 	$(call EXT2FS,cflags)
-mkbase_COMMON := atomic clone config digest doc err ext4w fe image inflate layers \
+mkbase_COMMON := atomic clone config sshkey digest doc err ext4w fe image inflate layers \
 	layout lend lock path progress ref rootfs rootless run size stamp stop \
 	strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(INFLATE_LIBS) -pthread
 mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags) $(call ARCHIVE,cflags)
-oci-fetch_COMMON := atomic config creds digest doc err fe image layout lock path \
+oci-fetch_COMMON := atomic config sshkey creds digest doc err fe image layout lock path \
 	progress ref registry size stop
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
@@ -78,9 +83,9 @@ oci-unpack_COMMON := atomic digest doc err fe image inflate layers layout lock \
 oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	$(INFLATE_LIBS) -pthread
 oci-unpack_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
-vmrun_COMMON := atomic config doc err fe kernel lock path run size stamp stop \
+vmrun_COMMON := atomic config sshkey doc err fe kernel lock path run size stamp stop \
 	vmstate
-vmrun_LIBS = $(call JANSSON,libs) $(call YAML,libs)
+vmrun_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CRYPTO,libs)
 vmrun_CFLAGS = $(call JANSSON,cflags)
 
 COMMON_SRC := $(wildcard common/*.c)

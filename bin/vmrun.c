@@ -1314,7 +1314,7 @@ static int show_config(const char *explicit, bool quiet, struct vs_err *e)
 {
 	cleanup_free char *path = NULL;
 	struct vs_config cfg = { 0 };
-	json_t *groups, *j;
+	json_t *groups, *keys, *j;
 	char *text;
 
 	if (config_locate(".", explicit, &path, e) < 0)
@@ -1330,18 +1330,23 @@ static int show_config(const char *explicit, bool quiet, struct vs_err *e)
 	for (size_t i = 0; groups && i < cfg.ngroups; i++) {
 		const struct vs_group *g = &cfg.groups[i];
 		json_array_append_new(groups, json_pack(
-		    "{s:s, s:I, s:I, s:I, s:I, s:{s:s?, s:s?}}",
+		    "{s:s, s:I, s:I, s:I, s:I, s:{s:s?, s:s?}, s:s?, s:s?}",
 		    "name", g->name, "count", (json_int_t)g->count,
 		    "vcpu", (json_int_t)g->vcpu, "ram", (json_int_t)g->ram,
 		    "storage_size", (json_int_t)g->storage_size,
 		    "network", "mode", g->network.mode, "gateway",
-		    g->network.gateway));
+		    g->network.gateway, "userdata", g->userdata,
+		    "userdata_file", g->userdata_file));
 	}
-	j = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:b, s:o}",
+	keys = json_array();
+	for (size_t i = 0; keys && i < cfg.nssh_keys; i++)
+		json_array_append_new(keys, json_string(cfg.ssh_keys[i]));
+	j = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?, s:s?, s:b, s:o, s:s?, s:o}",
 	    "path", cfg.path, "image", cfg.image, "kernel_image",
 	    cfg.kernel_image, "kernel_file", cfg.kernel_file, "initrd_file",
 	    cfg.initrd_file, "hypervisor", cfg.hypervisor, "insecure_registry",
-	    cfg.insecure_registry, "host_groups", groups);
+	    cfg.insecure_registry, "ssh_keys", keys, "github_user",
+	    cfg.github_user, "host_groups", groups);
 	config_free(&cfg);
 	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);

@@ -14,6 +14,7 @@
 #include "cleanup.h"
 #include "path.h"
 #include "size.h"
+#include "sshkey.h"
 
 struct ctx {
 	struct vs_config *c;
@@ -29,10 +30,6 @@ static const char *const slicer_group[] = {
 	"persistent", "dns_servers", "gpu_count", "share_home", "sleep_action",
 	"rosetta", "tags", NULL,
 };
-/* Slicer's keys that change what a user gets, which vmstrap does not honour
- * yet: loaded with a warning, never silently. */
-static const char *const unhonoured_top[] = { "github_user", "ssh_keys", NULL };
-static const char *const unhonoured_group[] = { "userdata", "userdata_file", NULL };
 static const char *const slicer_network[] = { "addresses", NULL };
 
 static bool in_list(const char *const *list, const char *s)
@@ -183,6 +180,7 @@ static int get_path(struct ctx *x, const char *key, const yaml_node_t *n,
     char **out)
 {
 	cleanup_free char *s = NULL, *dir = NULL, *real = NULL;
+	const char *rel;
 
 	if (get_string(x, key, n, &s) < 0)
 		return -1;
@@ -196,9 +194,13 @@ static int get_path(struct ctx *x, const char *key, const yaml_node_t *n,
 		*out = steal_pointer(&s);
 		return 0;
 	}
+	rel = s;
+	while (rel[0] == '.' && rel[1] == '/')
+		for (rel += 2; *rel == '/'; rel++)
+			;
 	if (path_split(x->c->path, &dir, NULL) < 0 ||
 	    (real = realpath(dir, NULL)) == NULL ||
-	    (*out = path_join(real, s)) == NULL)
+	    (*out = path_join(real, *rel ? rel : ".")) == NULL)
 		return vs_error(x->e, EX_OSERR, errno, "%s", x->c->path);
 	return 0;
 }
@@ -317,9 +319,10 @@ static int load_group(struct ctx *x, const yaml_node_t *map,
 			else
 				return bad(x, v, "storage: expected image, devmapper or zfs, got '%s'",
 				    s ? s : "(not a scalar)");
-		} else if (in_list(unhonoured_group, key)) {
-			rc = warn(x, k, "'%s' is not honoured yet: vmstrap runs nothing in the VM on its first boot",
-			    key);
+		} else if (strcmp(key, "userdata") == 0) {
+			rc = get_string(x, "userdata", v, &g->userdata);
+		} else if (strcmp(key, "userdata_file") == 0) {
+			rc = get_path(x, "userdata_file", v, &g->userdata_file);
 		} else if (!in_list(slicer_group, key)) {
 			rc = warn(x, k, "unknown key '%s' ignored", key);
 		}
@@ -334,6 +337,9 @@ static int load_group(struct ctx *x, const yaml_node_t *map,
 		snprintf(why, sizeof why, "%s", x->e->msg);
 		return bad(x, name_node, "host group name: %s", why);
 	}
+	if (g->userdata && g->userdata_file)
+		return bad(x, map, "host group '%s': give userdata (the script) or userdata_file (a file that holds it), not both",
+		    g->name);
 	if (g->storage_size == 0)
 		return bad(x, map, "host group '%s' has no storage_size: give its disk size, like storage_size: 15G (at least 5G)",
 		    g->name);
@@ -366,6 +372,70 @@ static int load_groups(struct ctx *x, const yaml_node_t *seq)
 	return 0;
 }
 
+/* config.ssh_keys: a list of public keys, each checked here, so that a
+ * bad one stops the configuration check, not a VM's preparation. */
+static int load_keys(struct ctx *x, const yaml_node_t *seq)
+{
+	size_t n;
+
+	if (is_null(seq))
+		return 0;
+	if (seq->type != YAML_SEQUENCE_NODE)
+		return bad(x, seq, "ssh_keys: expected a list of public keys, like - ssh-ed25519 AAAA... me@host");
+	n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+	x->c->ssh_keys = calloc(n + 1, sizeof *x->c->ssh_keys);
+	if (x->c->ssh_keys == NULL)
+		return vs_error(x->e, EX_OSERR, ENOMEM, "%s", x->c->path);
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *v = yaml_document_get_node(x->doc,
+		    seq->data.sequence.items.start[i]);
+		cleanup_free char *s = NULL;
+		struct sshkey k;
+		int r;
+
+		if (get_string(x, "ssh_keys", v, &s) < 0)
+			return -1;
+		r = s ? sshkey_parse(s, "ssh_keys", &k, x->e) : 1;
+		if (r < 0) {
+			char why[sizeof x->e->msg];
+			snprintf(why, sizeof why, "%s", x->e->msg);
+			return bad(x, v, "%s", why);
+		}
+		if (r > 0)
+			return bad(x, v, "ssh_keys: an empty entry: expected a public key");
+		sshkey_free(&k);
+		x->c->ssh_keys[x->c->nssh_keys++] = steal_pointer(&s);
+	}
+	return 0;
+}
+
+/* A GitHub login: letters, digits and single hyphens, 1 to 39 of them,
+ * not starting or ending with a hyphen.  (It becomes part of a URL.) */
+bool config_valid_github_user(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 39 || s[0] == '-' || s[n - 1] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || (c == '-' && s[i + 1] != '-')))
+			return false;
+	}
+	return true;
+}
+
+static int get_github_user(struct ctx *x, const yaml_node_t *v)
+{
+	if (get_string(x, "github_user", v, &x->c->github_user) < 0)
+		return -1;
+	if (x->c->github_user && !config_valid_github_user(x->c->github_user))
+		return bad(x, v, "github_user: '%s' is not a GitHub login (letters, digits and single hyphens, at most 39)",
+		    x->c->github_user);
+	return 0;
+}
+
 static int load_config(struct ctx *x, const yaml_node_t *map)
 {
 	if (map->type != YAML_MAPPING_NODE)
@@ -387,9 +457,10 @@ static int load_config(struct ctx *x, const yaml_node_t *map)
 			rc = get_path(x, "kernel_file", v, &x->c->kernel_file);
 		else if (strcmp(key, "initrd_file") == 0)
 			rc = get_path(x, "initrd_file", v, &x->c->initrd_file);
-		else if (in_list(unhonoured_top, key))
-			rc = warn(x, k, "'config.%s' is not honoured yet: vmstrap puts no SSH keys in the VMs",
-			    key);
+		else if (strcmp(key, "ssh_keys") == 0)
+			rc = load_keys(x, v);
+		else if (strcmp(key, "github_user") == 0)
+			rc = get_github_user(x, v);
 		else if (strcmp(key, "insecure_registry") == 0)
 			rc = get_bool(x, "insecure_registry", v,
 			    &x->c->insecure_registry);
@@ -540,7 +611,13 @@ void config_free(struct vs_config *c)
 		free(g->network.gateway);
 		free(g->network.bridge);
 		free(g->network.tap_prefix);
+		free(g->userdata);
+		free(g->userdata_file);
 	}
+	for (size_t i = 0; i < c->nssh_keys; i++)
+		free(c->ssh_keys[i]);
+	free(c->ssh_keys);
+	free(c->github_user);
 	free(c->groups);
 	for (size_t i = 0; i < c->nwarnings; i++)
 		free(c->warnings[i]);

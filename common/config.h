@@ -16,7 +16,10 @@
  * storage_size is required.  Keys vmstrap does not know are ignored with a
  * warning (Slicer's own keys that vmstrap has no use for are ignored
  * quietly, the ones it does not honour yet with a warning), so a real
- * Slicer file loads. */
+ * Slicer file loads.  What imgprep writes into each new VM: config.ssh_keys
+ * (a list of OpenSSH public keys), config.github_user (whose keys
+ * github.com serves), and a group's userdata (a script) or userdata_file
+ * (relative to the file's directory). */
 #ifndef VS_CONFIG_H
 #define VS_CONFIG_H
 
@@ -42,6 +45,8 @@ struct vs_group {
 	uint64_t ram;		/* bytes, from ram_gb, ram_mb or ram_bytes; default 4G */
 	uint64_t storage_size;	/* bytes; 0 when not set */
 	struct vs_network network;
+	char *userdata;		/* a script run once on first boot, or NULL */
+	char *userdata_file;	/* the same from a file, absolute, or NULL */
 	int line;		/* where the group starts in the file */
 };
 
@@ -53,6 +58,9 @@ struct vs_config {
 	char *initrd_file;	/* config.initrd_file, absolute, or NULL */
 	char *hypervisor;	/* config.hypervisor, or NULL */
 	bool insecure_registry;
+	char **ssh_keys;	/* config.ssh_keys: public keys, checked */
+	size_t nssh_keys;
+	char *github_user;	/* config.github_user, a valid GitHub login */
 	struct vs_group *groups;
 	size_t ngroups;
 	char **warnings;	/* "FILE:LINE:COL: …", for main() to print */
@@ -73,6 +81,9 @@ int config_locate(const char *dir, const char *explicit, char **path,
  * the file has). */
 const struct vs_group *config_group(const struct vs_config *c,
     const char *name, struct vs_err *e);
+
+/* Whether s is a GitHub login (it goes into github.com/LOGIN.keys). */
+bool config_valid_github_user(const char *s);
 
 void config_free(struct vs_config *c);
 

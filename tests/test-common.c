@@ -40,6 +40,7 @@
 #include "rootless.h"
 #include "run.h"
 #include "size.h"
+#include "sshkey.h"
 #include "stamp.h"
 #include "stop.h"
 #include "strmap.h"
@@ -334,12 +335,12 @@ static void test_config(void)
 	config_free(&c);
 
 	rc = config_load(&c, linux_ex, &e);
-	ok(rc == 0 && c.nwarnings == 1 && c.ngroups == 1 &&
-	    strstr(c.warnings[0], ":15:3: 'config.github_user' is not honoured yet") &&
+	ok(rc == 0 && c.nwarnings == 0 && c.ngroups == 1 &&
+	    c.github_user && strcmp(c.github_user, "alexellis") == 0 &&
 	    strcmp(c.hypervisor, "firecracker") == 0 &&
 	    c.groups[0].storage_size == (UINT64_C(25) << 30) &&
 	    strcmp(c.groups[0].network.bridge, "brvm0") == 0,
-	    "Slicer's full reference example loads, warning only of what is not honoured: %s",
+	    "Slicer's full reference example loads, github_user honoured, no warning: %s",
 	    c.nwarnings ? c.warnings[0] : "(none)");
 	config_free(&c);
 
@@ -389,6 +390,17 @@ static void test_config(void)
 		{ "config: {}\nconfig: {}\n", "'config' is given twice" },
 		{ "config:\n  host_groups:\n    - name: a\n      vcpu: 1\n      vcpu: 2\n",
 		  "'vcpu' is given twice" },
+		{ "config:\n  ssh_keys: \"ssh-ed25519 AAAA\"\n", ":2:13: ssh_keys: expected a list" },
+		{ "config:\n  ssh_keys:\n    - ssh-ed25519 AAAA x\n",
+		  ":3:7: ssh_keys: not an OpenSSH public key" },
+		{ "config:\n  ssh_keys:\n    - hello world\n", ":3:7: ssh_keys: not an OpenSSH public key" },
+		{ "config:\n  ssh_keys:\n    - \"-----BEGIN OPENSSH PRIVATE KEY-----\"\n",
+		  "a private key, not a public key" },
+		{ "config:\n  ssh_keys:\n    - \"\"\n", "an empty entry" },
+		{ "config:\n  github_user: \"a/../b\"\n", ":2:16: github_user: 'a/../b' is not a GitHub login" },
+		{ "config:\n  github_user: -x\n", "is not a GitHub login" },
+		{ "config:\n  host_groups:\n    - name: a\n      storage_size: 5G\n"
+		  "      userdata: x\n      userdata_file: y\n", "not both" },
 	};
 	for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++) {
 		write_file(bad, bads[i].text);
@@ -399,6 +411,19 @@ static void test_config(void)
 		    "bad configuration %zu refused: %s", i, e.msg);
 		config_free(&c);
 	}
+	write_file(bad, "config:\n  ssh_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ3J5oC0iKhGSl+9O0/+9wvHxV4nBhC9kyC5UZGJ1E2a me@h\n"
+	    "  github_user: some-one\n  host_groups:\n    - name: a\n      storage_size: 5G\n"
+	    "      userdata: |\n        echo hi\n    - name: b\n      storage_size: 5G\n"
+	    "      userdata_file: ud.sh\n");
+	rc = config_load(&c, bad, &e);
+	ok(rc == 0 && c.nssh_keys == 1 && strstr(c.ssh_keys[0], "me@h") &&
+	    strcmp(c.github_user, "some-one") == 0 && c.nwarnings == 0 &&
+	    strcmp(c.groups[0].userdata, "echo hi\n") == 0 &&
+	    c.groups[1].userdata_file[0] == '/' &&
+	    strcmp(strrchr(c.groups[1].userdata_file, '/'), "/ud.sh") == 0,
+	    "ssh_keys, github_user, userdata, userdata_file (relative to the file) load%s%s",
+	    rc ? ": " : "", rc ? e.msg : "");
+	config_free(&c);
 	write_file(bad, "config:\n  insecure_registry: yes\n  image: ~\n");
 	rc = config_load(&c, bad, &e);
 	ok(rc == 0 && c.insecure_registry && c.image == NULL,
@@ -1623,6 +1648,62 @@ static void test_inflate(void)
 	unsetenv("VS_INFLATE");
 }
 
+static void test_sshkey(void)
+{
+	static const char ed[] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOUlSESAf6up+AioSZ87A/w+IQxlDwx+mqLo3nor/dge me@h";
+	static const char rsa[] = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC+KuU5kLn4jGw6SicW42kwq444ff8s+J58BtFM4nzyelLMMAI8mllFVxffggtTUitdufK9U2+WehAQYMg4FFNWAsi562yJ3ZjgtwSMGITSX7eL/oXDIN22wsFlIxO/O7utJpRaaowoY2FD3C4XMmp0AyQETaHWoJsg6iETm84MuQ== r";
+	struct sshkey k;
+	struct sshkeys ks = { 0 };
+	struct vs_err e = { 0 };
+	size_t seen = 0;
+	char *line;
+	int rc;
+
+	rc = sshkey_parse(ed, "t", &k, &e);
+	ok(rc == 0 && strcmp(k.type, "ssh-ed25519") == 0 && strcmp(k.comment, "me@h") == 0 &&
+	    strcmp(k.fp, "SHA256:pI5Z5pmuWy7EzN25mEUsse3oLUkTBVW1FN3GmDo1kTc") == 0,
+	    "an ed25519 key, with ssh-keygen -l's fingerprint: %s", rc == 0 ? k.fp : e.msg);
+	line = rc == 0 ? sshkey_line(&k) : NULL;
+	ok(line && strcmp(line, ed) == 0, "its line, as it came");
+	free(line);
+	if (rc == 0)
+		sshkey_free(&k);
+	rc = sshkey_parse(rsa, "t", &k, &e);
+	ok(rc == 0 && strcmp(k.fp, "SHA256:ksr2ZJv2vhGwwewDct3/hoYo7bZJLNLc1ugGZx3JXeo") == 0,
+	    "an RSA key, its fingerprint");
+	if (rc == 0)
+		sshkey_free(&k);
+	ok(sshkey_parse("  # a comment", "t", &k, &e) == 1 && sshkey_parse("", "t", &k, &e) == 1,
+	    "blank lines and comments are no keys");
+	static const struct { const char *line, *why; } bads[] = {
+		{ "ssh-ed25519", "not an OpenSSH public key" },
+		{ "ssh-ed25519 AAAA!", "not an OpenSSH public key" },
+		{ "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOUlSESAf6up+AioSZ87A/w+IQxlDwx+mqLo3nor/dge",
+		  "does not hold a ssh-rsa key" },
+		{ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5", "does not hold" },
+		{ "-----BEGIN OPENSSH PRIVATE KEY-----", "a private key" },
+		{ "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ", "part of a private key" },
+		{ "ssh-ed25519-cert-v01@openssh.com AAAA", "not an OpenSSH public key" },
+		{ "from=\"x\" ssh-ed25519 AAAA", "not an OpenSSH public key" },
+	};
+	for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++) {
+		memset(&e, 0, sizeof e);
+		rc = sshkey_parse(bads[i].line, "f:1", &k, &e);
+		ok(rc == -1 && e.code == EX_DATAERR && strstr(e.msg, bads[i].why) &&
+		    strncmp(e.msg, "f:1: ", 5) == 0 && (i < 4 || !strstr(e.msg, bads[i].line)),
+		    "bad key %zu refused, its text not repeated: %s", i, e.msg);
+	}
+	static const char two[] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOUlSESAf6up+AioSZ87A/w+IQxlDwx+mqLo3nor/dge a\n\n# c\n"
+	    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOUlSESAf6up+AioSZ87A/w+IQxlDwx+mqLo3nor/dge b\r\n";
+	rc = sshkeys_add_text(&ks, two, sizeof two - 1, "x", &seen, &e);
+	ok(rc == 0 && ks.n == 1 && seen == 2 && strcmp(ks.k[0].comment, "a") == 0,
+	    "a list: repeats kept once, CRLF taken: %s", rc ? e.msg : "");
+	rc = sshkeys_add_text(&ks, "\nnot a key\n", 11, "keys.pub", &seen, &e);
+	ok(rc == -1 && strstr(e.msg, "keys.pub:2: not an OpenSSH public key"),
+	    "a bad line is named by its number: %s", e.msg);
+	sshkeys_free(&ks);
+}
+
 int main(int argc, char *argv[])
 {
 	const char *t = getenv("TMPDIR");
@@ -1637,6 +1718,7 @@ int main(int argc, char *argv[])
 	test_size();
 	test_doc();
 	test_config();
+	test_sshkey();
 	test_atomic();
 	test_lock();
 	test_path();

@@ -115,12 +115,13 @@ cfg() {
 	[ "$(ws_list)" = "other " ]
 }
 
-@test "Slicer's keys: warned about when not honoured, never dropped silently" {
+@test "Slicer's keys: honoured, or warned about, never dropped silently" {
+	key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOUlSESAf6up+AioSZ87A/w+IQxlDwx+mqLo3nor/dge me@h"
 	cat > slicer-mac.yaml <<-EOF
 	config:
 	  image: "127.0.0.1:9/none:1"
 	  github_user: alexellis
-	  ssh_keys: ["ssh-ed25519 AAAA a@b"]
+	  ssh_keys: ["$key"]
 	  host_groups:
 	    - name: web
 	      storage: image
@@ -140,19 +141,26 @@ cfg() {
 	assert_ok
 	[ "$(jq -r '.host_groups[0].ram' <<< "$output")" = $((768 << 20)) ]
 	[ "$(jq -r '.host_groups[1].ram' <<< "$output")" = 536870912 ]
-	[[ $stderr == *"slicer-mac.yaml:3:3: 'config.github_user' is not honoured yet"* ]]
-	[[ $stderr == *"slicer-mac.yaml:4:3: 'config.ssh_keys' is not honoured yet"* ]]
-	[[ $stderr == *"slicer-mac.yaml:10:7: 'userdata' is not honoured yet"* ]]
-	[[ $stderr == *"slicer-mac.yaml:15:7: 'userdata_file' is not honoured yet"* ]]
+	[ "$(jq -r .github_user <<< "$output")" = alexellis ]
+	[ "$(jq -r '.ssh_keys[0]' <<< "$output")" = "$key" ]
+	[ "$(jq -r '.host_groups[0].userdata' <<< "$output")" = "echo hi" ]
+	[ "$(jq -r '.host_groups[1].userdata_file' <<< "$output")" = "$(pwd -P)/ud.sh" ]
 	[[ $stderr == *"slicer-mac.yaml:12:16: storage: devmapper: vmstrap keeps every disk in an image file"* ]]
 	[[ $stderr == *"storage: zfs: vmstrap keeps every disk in an image file"* ]]
 	[[ $stderr != *"yaml:7:"* ]] || fail "storage: image is warned about"
-
-	[ "$(grep -c . <<< "$stderr")" -eq 6 ]
+	[[ $stderr != *"not honoured"* ]] || fail "$stderr"
+	[ "$(grep -c . <<< "$stderr")" -eq 2 ]
 	# -q: checked, quietly
 	run_split vmrun -q config
 	assert_ok
 	[ -z "$stderr" ]
+	# a bad key, a bad GitHub login: refused by the check, where they are
+	sed -i 's/AAAAC3Nza/AAAAB3Nza/' slicer-mac.yaml
+	run_split vmrun config
+	assert_refused 78 "slicer-mac.yaml:4:14: ssh_keys: the key's data does not hold a ssh-ed25519 key"
+	sed -i 's/AAAAB3Nza/AAAAC3Nza/; s/alexellis/"..\/x"/' slicer-mac.yaml
+	run_split vmrun config
+	assert_refused 78 "slicer-mac.yaml:3:16: github_user: '../x' is not a GitHub login"
 }
 
 @test "the configuration: what it refuses before anything is written" {
