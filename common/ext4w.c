@@ -925,3 +925,242 @@ int ext4w_grow(const char *tmp, bool needs_fsck, struct vs_err *e)
 	return run_e2("resize2fs", resize_args, tmp, 0, e);
 }
 
+
+/* --- files of an image already made (imgprep) --------------------------- */
+
+int ext4w_namei(struct ext4w *w, const char *path, bool follow,
+    ext2_ino_t *ino)
+{
+	errcode_t err;
+
+	snprintf(w->path, sizeof w->path, "%s", path);
+	err = follow ? ext2fs_namei_follow(w->fs, EXT2_ROOT_INO, EXT2_ROOT_INO,
+	    path, ino) : ext2fs_namei(w->fs, EXT2_ROOT_INO, EXT2_ROOT_INO, path,
+	    ino);
+	if (err == EXT2_ET_FILE_NOT_FOUND || err == EXT2_ET_NO_DIRECTORY)
+		return 1;
+	if (err == EXT2_ET_SYMLINK_LOOP)
+		return vs_error(w->e, EX_DATAERR, 0, "%s in the image: too many levels of symbolic links",
+		    path);
+	if (err)
+		return ext4w_error(w, err, "look up");
+	return 0;
+}
+
+int ext4w_read(struct ext4w *w, ext2_ino_t ino, size_t max, char **buf,
+    size_t *len)
+{
+	ext2_file_t f;
+	errcode_t err;
+	__u64 size;
+	unsigned got;
+	char *b;
+
+	if ((err = ext2fs_file_open(w->fs, ino, 0, &f)) != 0)
+		return ext4w_error(w, err, "open");
+	if ((err = ext2fs_file_get_lsize(f, &size)) != 0) {
+		ext2fs_file_close(f);
+		return ext4w_error(w, err, "read the size of");
+	}
+	if (size > max) {
+		ext2fs_file_close(f);
+		return vs_error(w->e, EX_DATAERR, 0,
+		    "%s in the image: %llu bytes, more than the %zu such a file holds",
+		    w->path, (unsigned long long)size, max);
+	}
+	b = malloc((size_t)size + 1);
+	if (b == NULL) {
+		ext2fs_file_close(f);
+		return vs_error(w->e, EX_OSERR, ENOMEM, "%s", w->path);
+	}
+	err = ext2fs_file_read(f, b, (unsigned)size, &got);
+	ext2fs_file_close(f);
+	if (err) {
+		free(b);
+		return ext4w_error(w, err, "read");
+	}
+	b[got] = '\0';
+	*buf = b;
+	*len = got;
+	return 0;
+}
+
+int ext4w_set_owner(struct ext4w *w, ext2_ino_t ino, mode_t perm,
+    uint32_t uid, uint32_t gid)
+{
+	struct ext2_inode_large in;
+	errcode_t err;
+
+	if ((err = ext2fs_read_inode_full(w->fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0)
+		return ext4w_error(w, err, "read the inode of");
+	in.i_mode = (uint16_t)((in.i_mode & LINUX_S_IFMT) | (perm & 07777));
+	in.i_uid = (uint16_t)uid;
+	ext2fs_set_i_uid_high(in, uid >> 16);
+	in.i_gid = (uint16_t)gid;
+	ext2fs_set_i_gid_high(in, gid >> 16);
+	if (in.i_extra_isize >= 8)
+		set_time(&in.i_ctime, &in.i_ctime_extra, w->now, 0);
+	else
+		in.i_ctime = (uint32_t)w->now;
+	if ((err = ext2fs_write_inode_full(w->fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0)
+		return ext4w_error(w, err, "write the inode of");
+	return 0;
+}
+
+/* The parent directory of path and its last component (in name, of size
+ * NAME_MAX + 1): 0, 1 when the parent is missing, -1. */
+static int parent_of(struct ext4w *w, const char *path, ext2_ino_t *dir,
+    char *name)
+{
+	char parent[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t pn;
+	int r;
+
+	if (path[0] != '/' || slash == NULL || slash[1] == '\0' ||
+	    strlen(slash + 1) > NAME_MAX)
+		return vs_error(w->e, EX_SOFTWARE, 0, "%s: not a path in the image",
+		    path);
+	strcpy(name, slash + 1);
+	pn = (size_t)(slash - path);
+	if (pn == 0) {
+		*dir = EXT2_ROOT_INO;
+		return 0;
+	}
+	snprintf(parent, sizeof parent, "%.*s", (int)pn, path);
+	r = ext4w_namei(w, parent, true, dir);
+	if (r != 0)
+		return r;
+	if (ext4w_type(w, *dir) != S_IFDIR)
+		return vs_error(w->e, EX_DATAERR, 0, "%s in the image is not a directory",
+		    parent);
+	return 0;
+}
+
+int ext4w_mkdirs(struct ext4w *w, const char *path, mode_t perm,
+    uint32_t uid, uint32_t gid, ext2_ino_t *ino)
+{
+	char name[NAME_MAX + 1];
+	ext2_ino_t dir;
+	struct ext4w_attr a = { .perm = perm, .uid = uid, .gid = gid,
+	    .mtime = { w->now, 0 } };
+	int r = ext4w_namei(w, path, true, ino);
+
+	if (r < 0)
+		return -1;
+	if (r == 0) {
+		if (ext4w_type(w, *ino) != S_IFDIR)
+			return vs_error(w->e, EX_DATAERR, 0,
+			    "%s in the image is not a directory", path);
+		return 0;
+	}
+	r = parent_of(w, path, &dir, name);
+	if (r > 0) {
+		/* the parent first, as root's (it is a system directory) */
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof parent, "%.*s",
+		    (int)(strrchr(path, '/') - path), path);
+		if (ext4w_mkdirs(w, parent, 0755, 0, 0, &dir) < 0)
+			return -1;
+		r = 0;
+	}
+	if (r < 0)
+		return -1;
+	/* a dangling symlink in the way: the directory takes its place */
+	if (ext4w_remove(w, dir, name) < 0 ||
+	    ext4w_make(w, dir, name, S_IFDIR, NULL, 0, ino) < 0 ||
+	    ext4w_set_attr(w, *ino, &a, -1) < 0)
+		return -1;
+	return 0;
+}
+
+/* Replace the data of regular file ino with data. */
+static int rewrite(struct ext4w *w, ext2_ino_t ino, const void *data,
+    size_t len)
+{
+	ext2_file_t f;
+	errcode_t err;
+	unsigned wrote = 0;
+	struct ext2_inode_large in;
+
+	if ((err = ext2fs_file_open(w->fs, ino, EXT2_FILE_WRITE, &f)) != 0)
+		return ext4w_error(w, err, "open");
+	err = ext2fs_file_set_size2(f, 0);
+	if (err == 0 && len > 0)
+		err = ext2fs_file_write(f, data, (unsigned)len, &wrote);
+	if (err == 0 && wrote != len)
+		err = EXT2_ET_SHORT_WRITE;
+	if (err) {
+		ext2fs_file_close(f);
+		return ext4w_error(w, err, "write");
+	}
+	if ((err = ext2fs_file_close(f)) != 0)
+		return ext4w_error(w, err, "write");
+	if ((err = ext2fs_read_inode_full(w->fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0)
+		return ext4w_error(w, err, "read the inode of");
+	if (in.i_extra_isize >= 24) {
+		set_time(&in.i_mtime, &in.i_mtime_extra, w->now, 0);
+		set_time(&in.i_ctime, &in.i_ctime_extra, w->now, 0);
+	} else {
+		in.i_mtime = in.i_ctime = (uint32_t)w->now;
+	}
+	if ((err = ext2fs_write_inode_full(w->fs, ino, (struct ext2_inode *)&in,
+	    sizeof in)) != 0)
+		return ext4w_error(w, err, "write the inode of");
+	return 0;
+}
+
+int ext4w_put(struct ext4w *w, const char *path, const void *data,
+    size_t len, mode_t perm, uint32_t uid, uint32_t gid, bool force_attr)
+{
+	char name[NAME_MAX + 1];
+	ext2_ino_t dir, ino;
+	mode_t t;
+	struct ext4w_attr a = { .perm = perm, .uid = uid, .gid = gid,
+	    .mtime = { w->now, 0 } };
+	int r = parent_of(w, path, &dir, name);
+
+	if (r > 0)
+		return vs_error(w->e, EX_DATAERR, 0, "%s in the image: its directory is missing",
+		    path);
+	if (r < 0)
+		return -1;
+	r = ext4w_lookup(w, dir, name, &ino);
+	if (r < 0)
+		return -1;
+	if (r == 0) {
+		t = ext4w_type(w, ino);
+		if (t == S_IFLNK) {
+			/* the file it points to, in the image; a dangling
+			 * link is replaced */
+			r = ext4w_namei(w, path, true, &ino);
+			if (r < 0)
+				return -1;
+			t = r == 0 ? ext4w_type(w, ino) : 0;
+			if (r == 0 && t != S_IFREG)
+				return vs_error(w->e, EX_DATAERR, 0,
+				    "%s in the image links to something that is not a file",
+				    path);
+		} else if (t != S_IFREG) {
+			return vs_error(w->e, EX_DATAERR, 0,
+			    "%s in the image is not a regular file", path);
+		}
+		if (r == 0) {
+			snprintf(w->path, sizeof w->path, "%s", path);
+			if (rewrite(w, ino, data, len) < 0)
+				return -1;
+			return force_attr ? ext4w_set_owner(w, ino, perm, uid, gid) : 0;
+		}
+		if (ext4w_remove(w, dir, name) < 0)
+			return -1;
+	}
+	snprintf(w->path, sizeof w->path, "%s", path);
+	if (ext4w_make(w, dir, name, S_IFREG, NULL, 0, &ino) < 0 ||
+	    ext4w_set_attr(w, ino, &a, 0) < 0 ||
+	    rewrite(w, ino, data, len) < 0)
+		return -1;
+	return 0;
+}

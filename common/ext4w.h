@@ -127,6 +127,35 @@ int ext4w_list(struct ext4w *w, ext2_ino_t dir, char ***names, size_t *n);
 /* The type (S_IF*) of ino, or 0 when it cannot be read (e set). */
 mode_t ext4w_type(struct ext4w *w, ext2_ino_t ino);
 
+/* Files of an image already made (imgprep): paths are absolute in the
+ * image, and symlinks are followed as the guest would, never out of it. */
+
+/* The inode of path (follow: the last component's symlink too): 0, 1
+ * when it is not there, -1 with e set. */
+int ext4w_namei(struct ext4w *w, const char *path, bool follow,
+    ext2_ino_t *ino);
+
+/* The whole data of regular file ino, NUL-terminated, malloc'd; more than
+ * max bytes is EX_DATAERR. */
+int ext4w_read(struct ext4w *w, ext2_ino_t ino, size_t max, char **buf,
+    size_t *len);
+
+/* Owner and permission bits of ino (ctime now). */
+int ext4w_set_owner(struct ext4w *w, ext2_ino_t ino, mode_t perm,
+    uint32_t uid, uint32_t gid);
+
+/* mkdir -p: path made with perm, uid, gid where missing (its missing
+ * parents root's, 0755); *ino the directory. */
+int ext4w_mkdirs(struct ext4w *w, const char *path, mode_t perm,
+    uint32_t uid, uint32_t gid, ext2_ino_t *ino);
+
+/* data as the whole content of regular file path.  An existing file (or
+ * the file a symlink there points to) keeps its inode, and its owner and
+ * mode unless force_attr; a missing one is made with perm, uid, gid.  Its
+ * directory must exist. */
+int ext4w_put(struct ext4w *w, const char *path, const void *data,
+    size_t len, mode_t perm, uint32_t uid, uint32_t gid, bool force_attr);
+
 /* Whether the image file src holds an ext2/3/4 filesystem resize2fs may
  * grow (else -1, EX_DATAERR), and whether e2fsck must see it first. */
 int ext4w_probe(const char *src, bool *needs_fsck, struct vs_err *e);

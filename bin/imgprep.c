@@ -1,0 +1,1110 @@
+/* imgprep: give a VM's disk its own identity and a way in, offline.
+ *
+ *   imgprep [-qV] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-k KEYFILE]...
+ *           [-u USER] [--userdata FILE] [--github-user USER]
+ *           [--no-host-keys] [IMG]
+ *
+ * Into the ext4 filesystem of IMG (or of the pipeline document's disk),
+ * with libext2fs, no mount: the hostname, a new machine-id, new SSH host
+ * keys, authorized_keys for root and the image's default user, and a
+ * userdata script that runs once on first boot.  Adds the prep section. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "atomic.h"
+#include "cleanup.h"
+#include "config.h"
+#include "doc.h"
+#include "err.h"
+#include "ext4w.h"
+#include "fe.h"
+#include "lock.h"
+#include "path.h"
+#include "run.h"
+#include "sshkey.h"
+#include "vmstate.h"
+
+#define SYNOPSIS \
+	"usage: imgprep [-qV] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-k KEYFILE]...\n" \
+	"               [-u USER] [--userdata FILE] [--github-user USER]\n" \
+	"               [--no-host-keys] [IMG]"
+
+/* What an image's small files may hold: more is not a real one. */
+#define SMALL_MAX (1u << 20)
+/* The largest userdata script and key file accepted. */
+#define INPUT_MAX (1u << 20)
+
+/* Where the userdata goes in the image. */
+#define UD_DIR "/etc/vmstrap"
+#define UD_SCRIPT UD_DIR "/userdata"
+#define UD_RUNNER UD_DIR "/userdata-run"
+#define UD_STAMP UD_DIR "/userdata-ran"
+#define UD_LOG "/var/log/vmstrap-userdata.log"
+#define UD_UNIT "/etc/systemd/system/vmstrap-userdata.service"
+#define UD_WANTS "/etc/systemd/system/multi-user.target.wants"
+
+struct opts {
+	bool quiet, no_host_keys;
+	const char *dir, *config, *group, *name, *user, *userdata,
+	    *github_user;
+	const char **keyfiles;
+	size_t nkeyfiles;
+};
+
+/* A host key ssh-keygen made. */
+struct hostkey {
+	const char *type;
+	char *priv, *pub;
+	size_t privlen, publen;
+};
+
+static const char *const hostkey_types[] = { "ed25519", "ecdsa", "rsa" };
+#define NHOSTKEYS 3
+
+static void usage(FILE *f)
+{
+	fprintf(f, "%s\n", SYNOPSIS);
+	if (f != stdout)
+		return;
+	printf("\n"
+	    "Give a VM's stopped disk IMG (or the pipeline document's disk) its own\n"
+	    "identity and a way in, offline, with libext2fs: hostname, machine-id,\n"
+	    "SSH host keys, authorized_keys, and userdata run once on first boot.\n"
+	    "\n"
+	    "  -C, --directory DIR  the workspace (default: the current directory)\n"
+	    "  -c, --config FILE  slicer-mac.yaml to read (default: DIR/slicer-mac.yaml):\n"
+	    "                     its ssh_keys, github_user, and the group's userdata\n"
+	    "  -g, --group GROUP  the host group (default: the document's base.group)\n"
+	    "  -n, --name NAME    the VM's hostname (default: IMG's name without .img)\n"
+	    "  -k, --key KEYFILE  authorize the public keys in KEYFILE (repeatable)\n"
+	    "  -u, --user USER    the image's default user, authorized besides root\n"
+	    "                     (default: the first user with uid 1000)\n"
+	    "      --userdata FILE  a script to run once as root on first boot\n"
+	    "      --github-user USER  authorize the keys github.com has for USER\n"
+	    "      --no-host-keys keep the image's SSH host keys\n"
+	    "  -q, --quiet        no notes, no warnings\n"
+	    "  -h, --help         show this help and exit\n"
+	    "  -V, --version      show the version and exit\n"
+	    "\n"
+	    "The document with a 'prep' section is written to stdout.  See imgprep(1).\n");
+}
+
+/* --- inputs, all read before the image is touched ---------------------- */
+
+/* The whole of a small host file (or a pipe: <(...) works),
+ * NUL-terminated. */
+static int slurp(const char *path, const char *what, char **buf, size_t *len,
+    struct vs_err *e)
+{
+	cleanup_fd int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	size_t n = 0, cap = 4096;
+	char *b;
+
+	if (fd < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT) == EX_NOPERM ?
+		    EX_NOPERM : EX_NOINPUT, errno, "%s %s", what, path);
+	if (fstat(fd, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s %s", what, path);
+	if (S_ISDIR(st.st_mode))
+		return vs_error(e, EX_NOINPUT, 0, "%s %s: a directory, not a file", what,
+		    path);
+	b = malloc(cap);
+	if (b == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "%s", path);
+	for (;;) {
+		ssize_t r;
+		if (n + 1 >= cap) {
+			char *g = cap > INPUT_MAX ? NULL : realloc(b, cap * 2);
+			if (g == NULL) {
+				free(b);
+				return cap > INPUT_MAX ? vs_error(e, EX_DATAERR, 0,
+				    "%s %s: larger than %u bytes", what, path, INPUT_MAX) :
+				    vs_error(e, EX_OSERR, ENOMEM, "%s", path);
+			}
+			b = g;
+			cap *= 2;
+		}
+		r = read(fd, b + n, cap - n - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			free(b);
+			return vs_error(e, EX_IOERR, errno, "%s %s", what, path);
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > INPUT_MAX) {
+		free(b);
+		return vs_error(e, EX_DATAERR, 0, "%s %s: larger than %u bytes", what,
+		    path, INPUT_MAX);
+	}
+	b[n] = '\0';
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+struct fetch {
+	char *buf;
+	size_t len;
+	bool too_big;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct fetch *f = arg;
+	size_t len = size * n;
+	char *b;
+
+	if (f->len + len > INPUT_MAX) {
+		f->too_big = true;
+		return 0;
+	}
+	b = realloc(f->buf, f->len + len + 1);
+	if (b == NULL)
+		return 0;
+	memcpy(b + f->len, p, len);
+	f->buf = b;
+	f->len += len;
+	b[f->len] = '\0';
+	return len;
+}
+
+/* The keys github.com serves for user (VMSTRAP_GITHUB_URL in its place,
+ * for tests and mirrors).  None, a 404 or a failed fetch is an error:
+ * never an authorized_keys with nothing in it. */
+static int github_keys(const char *user, struct sshkeys *ks, size_t *added,
+    struct vs_err *e)
+{
+	const char *base = getenv("VMSTRAP_GITHUB_URL");
+	cleanup_free char *url = NULL, *where = NULL;
+	struct fetch f = { 0 };
+	char errbuf[CURL_ERROR_SIZE] = "";
+	long code = 0;
+	CURLcode rc;
+	CURL *c;
+	int r;
+
+	if (!config_valid_github_user(user))
+		return vs_error(e, EX_USAGE, 0,
+		    "github user '%s' is not a GitHub login (letters, digits and single hyphens, at most 39)",
+		    user);
+	if (base == NULL || *base == '\0')
+		base = "https://github.com";
+	if (asprintf(&url, "%s/%s.keys", base, user) < 0 ||
+	    asprintf(&where, "github.com/%s.keys", user) < 0)
+		return vs_error(e, EX_OSERR, ENOMEM, "github");
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || (c = curl_easy_init()) == NULL)
+		return vs_error(e, EX_OSERR, 0, "cannot start libcurl");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &f);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 20L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "vmstrap-imgprep/" VS_VERSION);
+	rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_cleanup(c);
+	if (f.too_big) {
+		free(f.buf);
+		return vs_error(e, EX_DATAERR, 0, "%s: more than %u bytes: not a list of keys",
+		    where, INPUT_MAX);
+	}
+	if (rc != CURLE_OK) {
+		free(f.buf);
+		return vs_error(e, EX_UNAVAILABLE, 0, "cannot fetch the keys of github user %s: %s",
+		    user, *errbuf ? errbuf : curl_easy_strerror(rc));
+	}
+	if (code == 404) {
+		free(f.buf);
+		return vs_error(e, EX_NOINPUT, 0, "github user %s: no such user (404 from %s)",
+		    user, url);
+	}
+	if (code != 200) {
+		free(f.buf);
+		return vs_error(e, EX_UNAVAILABLE, 0, "cannot fetch the keys of github user %s: HTTP %ld from %s",
+		    user, code, url);
+	}
+	r = sshkeys_add_text(ks, f.buf ? f.buf : "", f.len, where, added, e);
+	free(f.buf);
+	if (r < 0)
+		return -1;
+	if (*added == 0)
+		return vs_error(e, EX_DATAERR, 0, "github user %s has no public keys (an empty %s)",
+		    user, where);
+	return 0;
+}
+
+/* ssh-keygen, run three (four) at once in dir: RSA takes the longest,
+ * and how long is luck (the search for primes), so two race and the first
+ * wins. */
+static int make_host_keys(const char *name, struct hostkey *hk,
+    struct vs_err *e)
+{
+	const char *tmp = getenv("TMPDIR");
+	cleanup_free char *keygen = NULL, *dir = NULL, *comment = NULL;
+	pid_t pids[NHOSTKEYS + 1];
+	int njobs = NHOSTKEYS + 1, rc = 0, rsa_won = -1;
+	char paths[NHOSTKEYS + 1][PATH_MAX];
+
+	keygen = run_find("ssh-keygen", "openssh-client", e);
+	if (keygen == NULL)
+		return -1;
+	if (asprintf(&dir, "%s/imgprep.XXXXXX", tmp && *tmp ? tmp : "/tmp") < 0)
+		return vs_error(e, EX_OSERR, ENOMEM, "imgprep");
+	if (mkdtemp(dir) == NULL)
+		return vs_error(e, EX_CANTCREAT, errno, "a directory for the host keys (%s)",
+		    dir);
+	if (asprintf(&comment, "root@%s", name) < 0)
+		return vs_error(e, EX_OSERR, ENOMEM, "imgprep");
+	for (int i = 0; i < njobs; i++) {
+		const char *t = hostkey_types[i < NHOSTKEYS ? i : 2];
+		snprintf(paths[i], sizeof paths[i], "%s/ssh_host_%s_key%s", dir, t,
+		    i < NHOSTKEYS ? "" : "2");
+		pids[i] = fork();
+		if (pids[i] < 0) {
+			rc = vs_error(e, EX_OSERR, errno, "fork");
+			njobs = i;
+			break;
+		}
+		if (pids[i] == 0) {
+			int null = open("/dev/null", O_RDWR);
+			if (null >= 0) {
+				dup2(null, 0);
+				dup2(null, 1);
+			}
+			if (strcmp(t, "ed25519") == 0)
+				execl(keygen, "ssh-keygen", "-q", "-t", t, "-N", "",
+				    "-C", comment, "-f", paths[i], (char *)NULL);
+			else
+				execl(keygen, "ssh-keygen", "-q", "-t", t, "-b",
+				    strcmp(t, "rsa") == 0 ? "3072" : "256", "-N", "",
+				    "-C", comment, "-f", paths[i], (char *)NULL);
+			_exit(127);
+		}
+	}
+	for (int done = 0; done < njobs; done++) {
+		int st;
+		pid_t p = wait(&st);
+		int i;
+
+		if (p < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (i = 0; i < njobs && pids[i] != p; i++)
+			;
+		if (i == njobs)
+			continue;
+		pids[i] = 0;
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			/* the loser of the race, killed */
+			if ((i == 2 || i == NHOSTKEYS) && rsa_won >= 0)
+				continue;
+			if (rc == 0)
+				rc = vs_error(e, EX_SOFTWARE, 0, "ssh-keygen -t %s failed (status %d)",
+				    hostkey_types[i < NHOSTKEYS ? i : 2],
+				    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+			continue;
+		}
+		if (i == 2 || i == NHOSTKEYS) {
+			if (rsa_won < 0) {
+				rsa_won = i;
+				int other = i == 2 ? NHOSTKEYS : 2;
+				if (pids[other] > 0)
+					kill(pids[other], SIGKILL);
+			}
+		}
+	}
+	for (int i = 0; rc == 0 && i < NHOSTKEYS; i++) {
+		const char *p = i == 2 ? paths[rsa_won >= 0 ? rsa_won : 2] : paths[i];
+		char pub[PATH_MAX + 4];
+
+		snprintf(pub, sizeof pub, "%s.pub", p);
+		hk[i].type = hostkey_types[i];
+		if (slurp(p, "host key", &hk[i].priv, &hk[i].privlen, e) < 0 ||
+		    slurp(pub, "host key", &hk[i].pub, &hk[i].publen, e) < 0)
+			rc = -1;
+	}
+	for (int i = 0; i < NHOSTKEYS + 1; i++) {
+		char pub[sizeof paths + 8];
+		snprintf(pub, sizeof pub, "%s.pub", paths[i]);
+		unlink(paths[i]);
+		unlink(pub);
+	}
+	rmdir(dir);
+	return rc;
+}
+
+static void free_host_keys(struct hostkey *hk)
+{
+	for (int i = 0; i < NHOSTKEYS; i++) {
+		if (hk[i].priv) {
+			explicit_bzero(hk[i].priv, hk[i].privlen);
+			free(hk[i].priv);
+		}
+		free(hk[i].pub);
+		hk[i].priv = hk[i].pub = NULL;
+	}
+}
+
+/* RFC 1123: labels of letters, digits and hyphens, 1 to 63 each, not
+ * starting or ending with a hyphen; 253 in all. */
+static bool valid_hostname(const char *s)
+{
+	size_t n = strlen(s), label = 0;
+
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i <= n; i++) {
+		char c = s[i];
+		if (c == '.' || c == '\0') {
+			if (label == 0 || s[i - 1] == '-')
+				return false;
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || (c == '-' && label > 0)) {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* --- the image --------------------------------------------------------- */
+
+struct user {
+	char name[64];
+	uint32_t uid, gid;
+	char home[PATH_MAX];
+};
+
+/* Find a user in /etc/passwd's text: by name, or (name NULL) the first
+ * with uid. */
+static bool find_user(const char *passwd, const char *name, uint32_t uid,
+    struct user *u)
+{
+	const char *p = passwd;
+
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+		char line[1024], *f[7], *s;
+		int nf = 0;
+
+		if (ll < sizeof line) {
+			memcpy(line, p, ll);
+			line[ll] = '\0';
+			/* (strsep: empty fields count) */
+			s = line;
+			while (nf < 7 && (f[nf] = strsep(&s, ":")) != NULL)
+				nf++;
+			if (nf >= 6 && f[0][0] && f[5][0] == '/' &&
+			    strlen(f[0]) < sizeof u->name) {
+				char *end;
+				unsigned long id = strtoul(f[2], &end, 10);
+				unsigned long gid = strtoul(f[3], &end, 10);
+				if ((name && strcmp(f[0], name) == 0) ||
+				    (!name && id == uid && *f[2])) {
+					snprintf(u->name, sizeof u->name, "%s", f[0]);
+					u->uid = (uint32_t)id;
+					u->gid = (uint32_t)gid;
+					snprintf(u->home, sizeof u->home, "%s", f[5]);
+					return true;
+				}
+			}
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	return false;
+}
+
+/* A file of the image, whole, or none (*buf NULL) when it is not there. */
+static int read_image_file(struct ext4w *w, const char *path, char **buf,
+    size_t *len)
+{
+	ext2_ino_t ino;
+	int r = ext4w_namei(w, path, true, &ino);
+
+	*buf = NULL;
+	*len = 0;
+	if (r != 0)
+		return r < 0 ? -1 : 0;
+	if (ext4w_type(w, ino) != S_IFREG)
+		return vs_error(w->e, EX_DATAERR, 0, "%s in the image is not a regular file",
+		    path);
+	return ext4w_read(w, ino, SMALL_MAX, buf, len);
+}
+
+/* /etc/hosts with its 127.0.1.1 line naming the VM (added if missing). */
+static int set_hosts(struct ext4w *w, const char *name)
+{
+	cleanup_free char *old = NULL, *out = NULL;
+	size_t len, n = 0;
+	bool done = false;
+	const char *p;
+	FILE *f;
+
+	if (read_image_file(w, "/etc/hosts", &old, &len) < 0)
+		return -1;
+	f = open_memstream(&out, &n);
+	if (f == NULL)
+		return vs_error(w->e, EX_OSERR, errno, "/etc/hosts");
+	if (old == NULL)
+		fprintf(f, "127.0.0.1\tlocalhost\n");
+	for (p = old; p && *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+		if (ll >= 9 && strncmp(p, "127.0.1.1", 9) == 0 &&
+		    (p[9] == ' ' || p[9] == '\t')) {
+			if (!done)
+				fprintf(f, "127.0.1.1\t%s\n", name);
+			done = true;
+		} else {
+			fwrite(p, 1, ll, f);
+			fputc('\n', f);
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	if (!done)
+		fprintf(f, "127.0.1.1\t%s\n", name);
+	if (fclose(f) != 0)
+		return vs_error(w->e, EX_OSERR, errno, "/etc/hosts");
+	return ext4w_put(w, "/etc/hosts", out, n, 0644, 0, 0, false);
+}
+
+/* machine-id(5): a new one, 128 random bits as 32 hex digits. */
+static int set_machine_id(struct ext4w *w)
+{
+	unsigned char r[16];
+	char id[34];
+	ext2_ino_t ino;
+	int k;
+
+	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+		return vs_error(w->e, EX_OSERR, errno, "getrandom");
+	/* a v4 UUID's bits, as systemd makes them */
+	r[6] = (r[6] & 0x0f) | 0x40;
+	r[8] = (r[8] & 0x3f) | 0x80;
+	for (int i = 0; i < 16; i++)
+		snprintf(id + 2 * i, 3, "%02x", r[i]);
+	id[32] = '\n';
+	id[33] = '\0';
+	if (ext4w_put(w, "/etc/machine-id", id, 33, 0444, 0, 0, false) < 0)
+		return -1;
+	/* D-Bus's copy, when it is a file of its own (a symlink to
+	 * /etc/machine-id is already right) */
+	if (ext4w_namei(w, "/var/lib/dbus/machine-id", false, &ino) == 0 &&
+	    ext4w_type(w, ino) == S_IFREG &&
+	    (k = ext4w_put(w, "/var/lib/dbus/machine-id", id, 33, 0444, 0, 0,
+	    false)) < 0)
+		return -1;
+	return 0;
+}
+
+/* The image's host keys out, the new ones in, as sshd wants them: the
+ * private keys root's and 0600, the public ones 0644. */
+static int set_host_keys(struct ext4w *w, const struct hostkey *hk)
+{
+	ext2_ino_t dir;
+	char **names = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	if (ext4w_mkdirs(w, "/etc/ssh", 0755, 0, 0, &dir) < 0 ||
+	    ext4w_list(w, dir, &names, &n) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(names[i]);
+		if (rc == 0 && strncmp(names[i], "ssh_host_", 9) == 0 &&
+		    ((l > 4 && strcmp(names[i] + l - 4, "_key") == 0) ||
+		    (l > 8 && strcmp(names[i] + l - 8, "_key.pub") == 0)))
+			rc = ext4w_remove(w, dir, names[i]);
+		free(names[i]);
+	}
+	free(names);
+	for (int i = 0; rc == 0 && i < NHOSTKEYS; i++) {
+		char p[PATH_MAX];
+		snprintf(p, sizeof p, "/etc/ssh/ssh_host_%s_key", hk[i].type);
+		rc = ext4w_put(w, p, hk[i].priv, hk[i].privlen, 0600, 0, 0, true);
+		if (rc == 0) {
+			strcat(p, ".pub");
+			rc = ext4w_put(w, p, hk[i].pub, hk[i].publen, 0644, 0, 0, true);
+		}
+	}
+	return rc;
+}
+
+/* u's ~/.ssh/authorized_keys with every key of ks (those already there
+ * stay once): .ssh 0700, the file 0600, both the user's. */
+static int authorize(struct ext4w *w, const struct user *u,
+    const struct sshkeys *ks)
+{
+	char ssh[PATH_MAX + 8], ak[PATH_MAX + 32];
+	cleanup_free char *old = NULL, *out = NULL;
+	size_t len, n = 0;
+	ext2_ino_t ino;
+	FILE *f;
+
+	if (snprintf(ssh, sizeof ssh, "%s%s.ssh", u->home,
+	    u->home[strlen(u->home) - 1] == '/' ? "" : "/") >= (int)PATH_MAX)
+		return vs_error(w->e, EX_DATAERR, 0, "%s's home: too long a path", u->name);
+	snprintf(ak, sizeof ak, "%s/authorized_keys", ssh);
+	/* a missing home is made as the user's, 0700 */
+	if (ext4w_namei(w, u->home, true, &ino) == 1 &&
+	    ext4w_mkdirs(w, u->home, 0700, u->uid, u->gid, &ino) < 0)
+		return -1;
+	if (ext4w_mkdirs(w, ssh, 0700, u->uid, u->gid, &ino) < 0 ||
+	    ext4w_set_owner(w, ino, 0700, u->uid, u->gid) < 0)
+		return -1;
+	if (read_image_file(w, ak, &old, &len) < 0)
+		return -1;
+	f = open_memstream(&out, &n);
+	if (f == NULL)
+		return vs_error(w->e, EX_OSERR, errno, "%s", ak);
+	if (old && len) {
+		fwrite(old, 1, len, f);
+		if (old[len - 1] != '\n')
+			fputc('\n', f);
+	}
+	for (size_t i = 0; i < ks->n; i++) {
+		const struct sshkey *k = &ks->k[i];
+		cleanup_free char *line = sshkey_line(k);
+		/* already there: the same blob on a line of its own */
+		const char *at = old;
+		bool there = false;
+		size_t bl = strlen(k->blob);
+		while (at && (at = strstr(at, k->blob)) != NULL) {
+			if (at > old && (at[-1] == ' ' || at[-1] == '\t') &&
+			    (at[bl] == '\0' || at[bl] == ' ' || at[bl] == '\t' ||
+			    at[bl] == '\n' || at[bl] == '\r')) {
+				there = true;
+				break;
+			}
+			at += bl;
+		}
+		if (line == NULL) {
+			fclose(f);
+			return vs_error(w->e, EX_OSERR, ENOMEM, "%s", ak);
+		}
+		if (!there)
+			fprintf(f, "%s\n", line);
+	}
+	if (fclose(f) != 0)
+		return vs_error(w->e, EX_OSERR, errno, "%s", ak);
+	return ext4w_put(w, ak, out, n, 0600, u->uid, u->gid, true);
+}
+
+/* The script that runs the userdata once: the stamp first, so that it
+ * never runs twice, even when it reboots the machine; its output on the
+ * console and in the log. */
+static const char runner[] =
+    "#!/bin/sh\n"
+    "# vmstrap: runs " UD_SCRIPT " once, as root, on the first boot.\n"
+    "[ -e " UD_STAMP " ] && exit 0\n"
+    "date > " UD_STAMP " 2>/dev/null || : > " UD_STAMP " || exit 1\n"
+    "con=/dev/console\n"
+    "[ -w \"$con\" ] || con=/dev/null\n"
+    "{\n"
+    "\techo \"vmstrap-userdata: running " UD_SCRIPT "\"\n"
+    "\t" UD_SCRIPT "\n"
+    "\techo \"vmstrap-userdata: exit $?\"\n"
+    "} 2>&1 | tee -a " UD_LOG " > \"$con\"\n"
+    "exit 0\n";
+
+static const char unit[] =
+    "# vmstrap: runs the userdata once, as root, on the first boot.\n"
+    "[Unit]\n"
+    "Description=vmstrap userdata (first boot)\n"
+    "ConditionPathExists=!" UD_STAMP "\n"
+    "Wants=network-online.target\n"
+    "After=network-online.target\n"
+    "\n"
+    "[Service]\n"
+    "Type=oneshot\n"
+    "ExecStart=" UD_RUNNER "\n"
+    "StandardOutput=journal+console\n"
+    "StandardError=journal+console\n"
+    "TimeoutStartSec=0\n"
+    "\n"
+    "[Install]\n"
+    "WantedBy=multi-user.target\n";
+
+/* Whether the image boots systemd. */
+static bool has_systemd(struct ext4w *w)
+{
+	static const char *const inits[] = { "/lib/systemd/systemd",
+	    "/usr/lib/systemd/systemd", NULL };
+	ext2_ino_t ino;
+
+	for (int i = 0; inits[i]; i++)
+		if (ext4w_namei(w, inits[i], true, &ino) == 0 &&
+		    ext4w_type(w, ino) == S_IFREG)
+			return true;
+	return false;
+}
+
+/* /etc/rc.local with a line that calls the runner, before its final
+ * "exit 0" when it has one; made (executable) when missing. */
+static int hook_rc_local(struct ext4w *w)
+{
+	static const char call[] = UD_RUNNER "   # vmstrap userdata, once\n";
+	cleanup_free char *old = NULL, *out = NULL;
+	size_t len, n = 0;
+	const char *tail;
+	FILE *f;
+
+	if (read_image_file(w, "/etc/rc.local", &old, &len) < 0)
+		return -1;
+	if (old && strstr(old, UD_RUNNER))
+		return 0;
+	f = open_memstream(&out, &n);
+	if (f == NULL)
+		return vs_error(w->e, EX_OSERR, errno, "/etc/rc.local");
+	if (old == NULL) {
+		fprintf(f, "#!/bin/sh\n%sexit 0\n", call);
+	} else {
+		/* the last "exit 0" line, if the file ends with one */
+		tail = strstr(old, "\nexit 0");
+		for (const char *t = tail; t; t = strstr(t + 1, "\nexit 0"))
+			tail = t;
+		if (tail && strspn(tail + 7, " \t\r\n") == strlen(tail + 7)) {
+			fwrite(old, 1, (size_t)(tail - old) + 1, f);
+			fprintf(f, "%s%s", call, tail + 1);
+		} else {
+			fwrite(old, 1, len, f);
+			if (len && old[len - 1] != '\n')
+				fputc('\n', f);
+			fputs(call, f);
+		}
+	}
+	if (fclose(f) != 0)
+		return vs_error(w->e, EX_OSERR, errno, "/etc/rc.local");
+	return ext4w_put(w, "/etc/rc.local", out, n, 0755, 0, 0, false);
+}
+
+static int set_userdata(struct ext4w *w, const char *script, size_t len,
+    const char **how)
+{
+	ext2_ino_t ino;
+
+	if (ext4w_mkdirs(w, UD_DIR, 0755, 0, 0, &ino) < 0 ||
+	    ext4w_put(w, UD_SCRIPT, script, len, 0700, 0, 0, true) < 0 ||
+	    ext4w_put(w, UD_RUNNER, runner, sizeof runner - 1, 0755, 0, 0, true) < 0)
+		return -1;
+	/* a disk prepared again runs its new userdata */
+	if (ext4w_namei(w, UD_DIR, true, &ino) == 0 &&
+	    ext4w_remove(w, ino, "userdata-ran") < 0)
+		return -1;
+	if (ext4w_mkdirs(w, "/var/log", 0755, 0, 0, &ino) < 0)
+		return -1;
+	if (has_systemd(w)) {
+		ext2_ino_t wants;
+		*how = "systemd";
+		if (ext4w_mkdirs(w, UD_WANTS, 0755, 0, 0, &wants) < 0 ||
+		    ext4w_put(w, UD_UNIT, unit, sizeof unit - 1, 0644, 0, 0, true) < 0 ||
+		    ext4w_remove(w, wants, "vmstrap-userdata.service") < 0 ||
+		    ext4w_make(w, wants, "vmstrap-userdata.service", S_IFLNK, UD_UNIT, 0,
+		    &ino) < 0)
+			return -1;
+		return 0;
+	}
+	*how = "rc.local";
+	return hook_rc_local(w);
+}
+
+/* --- main -------------------------------------------------------------- */
+
+struct prep {
+	const char *img;
+	const char *name;
+	struct sshkeys keys;
+	char *userdata;		/* the script, or NULL */
+	size_t userdata_len;
+	struct hostkey hk[NHOSTKEYS];
+};
+
+static int prepare(const struct opts *o, struct prep *pr, json_t **section,
+    struct vs_err *e)
+{
+	cleanup_fd int fd = -1;
+	struct ext4w w;
+	struct stat st;
+	char who[256];
+	cleanup_free char *passwd = NULL, *abs = NULL;
+	size_t plen;
+	struct user users[2];
+	size_t nusers = 0;
+	const char *how = NULL;
+	ext2_ino_t etc;
+	json_t *hks, *fps, *us;
+	int r;
+
+	fd = open(pr->img, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT) == EX_NOPERM ?
+		    EX_NOPERM : EX_NOINPUT, errno, "%s", pr->img);
+	if (fstat(fd, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", pr->img);
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return vs_error(e, EX_DATAERR, 0, "%s is not a disk image (%s)", pr->img,
+		    S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+	if (vmstate_who(fd, pr->img, who, sizeof who))
+		return vs_error(e, EX_TEMPFAIL, 0,
+		    "%s is in use by %s: imgprep works on a stopped VM's disk", pr->img, who);
+	if (lock_whole(fd) < 0)
+		return vs_error(e, EX_TEMPFAIL, errno, "%s is in use: cannot lock it",
+		    pr->img);
+	abs = realpath(pr->img, NULL);
+	if (abs == NULL)
+		return vs_error(e, EX_OSERR, errno, "%s", pr->img);
+
+	/* the host keys first: a failure there changes nothing */
+	if (!o->no_host_keys && make_host_keys(pr->name, pr->hk, e) < 0)
+		return -1;
+
+	r = ext4w_open(&w, pr->img, fd, time(NULL), false, e);
+	if (r < 0) {
+		if (strstr(e->msg, "Bad magic number"))
+			return vs_error(e, EX_DATAERR, 0,
+			    "%s holds no ext2/3/4 filesystem", pr->img);
+		return -1;
+	}
+	snprintf(w.path, sizeof w.path, "%s", pr->img);
+	/* nothing below writes until every check has passed; a refusal
+	 * frees the filesystem without writing it out */
+	if (ext2fs_has_feature_journal_needs_recovery(w.fs->super)) {
+		ext2fs_free(w.fs);
+		free(w.buf);
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: its journal needs recovery (the VM did not stop cleanly): run imgcheck -p %s first",
+		    pr->img, pr->img);
+	}
+	r = ext4w_namei(&w, "/etc", true, &etc);
+	if (r != 0 || ext4w_type(&w, etc) != S_IFDIR) {
+		ext2fs_free(w.fs);
+		free(w.buf);
+		if (r < 0)
+			return -1;
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: no /etc in the image: not a root filesystem", pr->img);
+	}
+	if (read_image_file(&w, "/etc/passwd", &passwd, &plen) < 0)
+		goto refuse;
+	users[0] = (struct user){ .name = "root", .uid = 0, .gid = 0, .home = "/root" };
+	if (passwd)
+		find_user(passwd, NULL, 0, &users[0]);
+	nusers = 1;
+	if (o->user) {
+		if (!passwd || !find_user(passwd, o->user, 0, &users[1])) {
+			vs_error(e, EX_DATAERR, 0, "%s: no user %s in the image's /etc/passwd",
+			    pr->img, o->user);
+			goto refuse;
+		}
+		nusers = users[1].uid == 0 ? 1 : 2;
+	} else if (passwd && find_user(passwd, NULL, 1000, &users[1])) {
+		nusers = 2;
+	}
+
+	/* the writes */
+	{
+		char line[300];
+		int n = snprintf(line, sizeof line, "%s\n", pr->name);
+		if (ext4w_put(&w, "/etc/hostname", line, (size_t)n, 0644, 0, 0,
+		    false) < 0)
+			goto fail;
+	}
+	if (set_hosts(&w, pr->name) < 0 || set_machine_id(&w) < 0)
+		goto fail;
+	if (!o->no_host_keys && set_host_keys(&w, pr->hk) < 0)
+		goto fail;
+	for (size_t i = 0; pr->keys.n && i < nusers; i++)
+		if (authorize(&w, &users[i], &pr->keys) < 0)
+			goto fail;
+	if (pr->userdata && set_userdata(&w, pr->userdata, pr->userdata_len, &how) < 0)
+		goto fail;
+	if (ext4w_close(&w) < 0)
+		return -1;
+	if (fsync(fd) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", pr->img);
+
+	hks = json_array();
+	fps = json_array();
+	us = json_array();
+	for (int i = 0; !o->no_host_keys && i < NHOSTKEYS; i++) {
+		char *pub = strndup(pr->hk[i].pub, strcspn(pr->hk[i].pub, "\r\n"));
+		json_array_append_new(hks, json_string(pub ? pub : ""));
+		free(pub);
+	}
+	for (size_t i = 0; i < pr->keys.n; i++)
+		json_array_append_new(fps, json_string(pr->keys.k[i].fp));
+	for (size_t i = 0; pr->keys.n && i < nusers; i++)
+		json_array_append_new(us, json_string(users[i].name));
+	*section = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s?, s:s?}",
+	    "disk", abs, "hostname", pr->name, "machine_id", "new",
+	    "host_keys", hks, "authorized", fps, "users", us,
+	    "userdata", pr->userdata ? UD_SCRIPT : NULL, "userdata_init", how);
+	if (*section == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "prep section");
+	return 0;
+refuse:
+	ext2fs_free(w.fs);
+	free(w.buf);
+	return -1;
+fail:
+	vs_error_prefix(e, "%s", pr->img);
+	ext4w_abort(&w);
+	return -1;
+}
+
+static int gather(const struct opts *o, json_t *doc, struct prep *pr,
+    struct vs_err *e)
+{
+	cleanup_free char *cfgpath = NULL;
+	struct vs_config cfg = { 0 };
+	const struct vs_group *g = NULL;
+	const char *group = o->group, *github = o->github_user;
+	int rc = -1;
+
+	if (group == NULL)
+		group = json_string_value(json_object_get(json_object_get(doc, "base"),
+		    "group"));
+	if (config_locate(".", o->config, &cfgpath, e) < 0)
+		return -1;
+	if (cfgpath) {
+		if (config_load(&cfg, cfgpath, e) < 0)
+			return -1;
+		for (size_t i = 0; i < cfg.nwarnings && !o->quiet; i++)
+			fe_warn("%s", cfg.warnings[i]);
+		if (group && (g = config_group(&cfg, group, e)) == NULL &&
+		    o->group)
+			goto out;
+	} else if (o->group) {
+		vs_error(e, EX_NOINPUT, 0, "-g %s: no %s here: give -c FILE", o->group,
+		    CONFIG_FILE);
+		goto out;
+	}
+	for (size_t i = 0; i < o->nkeyfiles; i++) {
+		cleanup_free char *t = NULL;
+		size_t len, added;
+		if (slurp(o->keyfiles[i], "key file", &t, &len, e) < 0 ||
+		    sshkeys_add_text(&pr->keys, t, len, o->keyfiles[i], &added, e) < 0)
+			goto out;
+		if (added == 0) {
+			vs_error(e, EX_DATAERR, 0, "%s: no public key in it", o->keyfiles[i]);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < cfg.nssh_keys; i++)
+		if (sshkeys_add_text(&pr->keys, cfg.ssh_keys[i], strlen(cfg.ssh_keys[i]),
+		    "ssh_keys", NULL, e) < 0)
+			goto out;
+	if (github == NULL)
+		github = cfg.github_user;
+	if (github) {
+		size_t added;
+		if (github_keys(github, &pr->keys, &added, e) < 0)
+			goto out;
+	}
+	if (o->userdata) {
+		if (slurp(o->userdata, "userdata file", &pr->userdata,
+		    &pr->userdata_len, e) < 0)
+			goto out;
+	} else if (g && g->userdata_file) {
+		if (slurp(g->userdata_file, "userdata file", &pr->userdata,
+		    &pr->userdata_len, e) < 0) {
+			vs_error_prefix(e, "%s: group %s", cfg.path, g->name);
+			goto out;
+		}
+	} else if (g && g->userdata) {
+		pr->userdata_len = strlen(g->userdata);
+		pr->userdata = strdup(g->userdata);
+		if (pr->userdata == NULL) {
+			vs_error(e, EX_OSERR, ENOMEM, "userdata");
+			goto out;
+		}
+	}
+	/* a script without an interpreter line: run by sh */
+	if (pr->userdata && strncmp(pr->userdata, "#!", 2) != 0) {
+		char *s;
+		if (asprintf(&s, "#!/bin/sh\n%s", pr->userdata) < 0) {
+			vs_error(e, EX_OSERR, ENOMEM, "userdata");
+			goto out;
+		}
+		free(pr->userdata);
+		pr->userdata = s;
+		pr->userdata_len += 10;
+	}
+	rc = 0;
+out:
+	config_free(&cfg);
+	return rc;
+}
+
+int main(int argc, char *argv[])
+{
+	enum { OPT_USERDATA = 256, OPT_GITHUB, OPT_NO_HOST_KEYS };
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "directory", required_argument, NULL, 'C' },
+		{ "github-user", required_argument, NULL, OPT_GITHUB },
+		{ "group", required_argument, NULL, 'g' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "no-host-keys", no_argument, NULL, OPT_NO_HOST_KEYS },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "userdata", required_argument, NULL, OPT_USERDATA },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { 0 };
+	struct prep pr = { 0 };
+	struct vs_err e = { 0 };
+	cleanup_json json_t *doc = NULL;
+	json_t *section = NULL;
+	cleanup_free char *img = NULL, *name = NULL;
+	int c, rc;
+
+	fe_init(argv[0]);
+	atomic_on_signals();
+	o.keyfiles = calloc((size_t)argc + 1, sizeof *o.keyfiles);
+	if (o.keyfiles == NULL) {
+		vs_error(&e, EX_OSERR, ENOMEM, "imgprep");
+		return fe_fail(&e);
+	}
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":C:c:g:hk:n:qu:V", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'C': o.dir = optarg; break;
+		case 'c': o.config = optarg; break;
+		case 'g': o.group = optarg; break;
+		case 'k': o.keyfiles[o.nkeyfiles++] = optarg; break;
+		case 'n': o.name = optarg; break;
+		case 'q': o.quiet = true; break;
+		case 'u': o.user = optarg; break;
+		case OPT_USERDATA: o.userdata = optarg; break;
+		case OPT_GITHUB: o.github_user = optarg; break;
+		case OPT_NO_HOST_KEYS: o.no_host_keys = true; break;
+		case 'h':
+			usage(stdout);
+			free(o.keyfiles);
+			return fe_finish(0);
+		case 'V':
+			fe_version();
+			free(o.keyfiles);
+			return fe_finish(0);
+		default:
+			free(o.keyfiles);
+			return fe_bad_option(SYNOPSIS, c, optopt, argv[optind - 1]);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	rc = 0;
+	if (argc > 1) {
+		rc = fe_usage_error(SYNOPSIS, "too many operands");
+		goto done;
+	}
+	if (o.group && path_check_name("group", o.group, &e) < 0) {
+		rc = fe_fail_usage(SYNOPSIS, &e);
+		goto done;
+	}
+	if (o.user && (*o.user == '\0' || strchr(o.user, ':') || strchr(o.user, '\n'))) {
+		rc = fe_usage_error(SYNOPSIS, "-u '%s': not a user name", o.user);
+		goto done;
+	}
+	if (o.github_user && !config_valid_github_user(o.github_user)) {
+		rc = fe_usage_error(SYNOPSIS,
+		    "--github-user '%s': not a GitHub login (letters, digits and single hyphens, at most 39)",
+		    o.github_user);
+		goto done;
+	}
+	if (o.dir && chdir(o.dir) < 0) {
+		vs_error(&e, EX_NOINPUT, errno, "%s", o.dir);
+		rc = fe_fail(&e);
+		goto done;
+	}
+	if (argc == 1) {
+		img = strdup(argv[0]);
+		doc = json_object();
+	} else {
+		const char *p;
+		doc = doc_input(true, "pipe cowclone's output into imgprep, or give IMG", &e);
+		if (doc == NULL) {
+			rc = fe_fail_usage(SYNOPSIS, &e);
+			goto done;
+		}
+		p = doc_need_str(doc, "disk", "path", "pipe cowclone's output, or give IMG",
+		    &e);
+		if (p == NULL) {
+			rc = fe_fail(&e);
+			goto done;
+		}
+		img = strdup(p);
+	}
+	if (img == NULL || doc == NULL) {
+		vs_error(&e, EX_OSERR, ENOMEM, "imgprep");
+		rc = fe_fail(&e);
+		goto done;
+	}
+	if (o.name) {
+		name = strdup(o.name);
+	} else {
+		const char *b = strrchr(img, '/');
+		size_t n;
+		b = b ? b + 1 : img;
+		n = strlen(b);
+		name = strndup(b, n > 4 && strcmp(b + n - 4, ".img") == 0 ? n - 4 : n);
+	}
+	if (name == NULL) {
+		vs_error(&e, EX_OSERR, ENOMEM, "imgprep");
+		rc = fe_fail(&e);
+		goto done;
+	}
+	if (!valid_hostname(name)) {
+		rc = fe_usage_error(SYNOPSIS,
+		    "'%s' is not a valid hostname (letters, digits and hyphens, labels of 1 to 63): give -n NAME",
+		    name);
+		goto done;
+	}
+	pr.img = img;
+	pr.name = name;
+	if (gather(&o, doc, &pr, &e) < 0 || prepare(&o, &pr, &section, &e) < 0 ||
+	    doc_set(doc, "prep", section, &e) < 0 || doc_write(stdout, doc, &e) < 0) {
+		rc = fe_fail(&e);
+		goto done;
+	}
+	if (!o.quiet)
+		fe_warn("%s: prepared as %s%s%s", img, name,
+		    pr.keys.n ? ", keys authorized" : "",
+		    pr.userdata ? ", userdata on first boot" : "");
+done:
+	free_host_keys(pr.hk);
+	sshkeys_free(&pr.keys);
+	free(pr.userdata);
+	free(o.keyfiles);
+	return fe_finish(rc);
+}
