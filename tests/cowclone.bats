@@ -104,7 +104,7 @@ qemu_hold() {
 @test "the source itself is never the destination, even with -f" {
 	mkimage slicer-base.img 256M 1
 	ino=$(stat -c %i slicer-base.img)
-	sum=$(md5sum < slicer-base.img)
+	sum=$(imgsum slicer-base.img)
 	run_split cowclone -f slicer-base.img slicer-base.img
 	assert_refused 64 "slicer-base.img is the source itself"
 	run_split cowclone -f -s 6G slicer-base.img ./slicer-base.img
@@ -112,7 +112,7 @@ qemu_hold() {
 	run_split cowclone -f slicer-base <<< "{\"base\":{\"path\":\"$T/slicer-base.img\"}}"
 	assert_refused 64 "is the source itself"
 	[ "$(stat -c %i slicer-base.img)" = "$ino" ]
-	[ "$(md5sum < slicer-base.img)" = "$sum" ]
+	[ "$(imgsum slicer-base.img)" = "$sum" ]
 	assert_no_temp .
 }
 
@@ -254,9 +254,9 @@ renameat2'
 	assert_success
 	assert_output --partial shared
 	# Writing into the clone leaves the base as it was.
-	sum=$(md5sum < "$T/xfs/base.img")
+	sum=$(imgsum "$T/xfs/base.img")
 	printf 'scribble' | dd of="$T/xfs/vm1.img" bs=1 seek=4096 conv=notrunc status=none
-	[ "$(md5sum < "$T/xfs/base.img")" = "$sum" ]
+	[ "$(imgsum "$T/xfs/base.img")" = "$sum" ]
 	assert_no_temp "$T/xfs"
 }
 
@@ -281,12 +281,12 @@ renameat2'
 @test "-f never replaces a disk a running QEMU holds" {
 	mkimage src.img 256M 1
 	mkimage disk.img 256M 2
-	sum=$(md5sum < disk.img)
+	sum=$(imgsum disk.img)
 	qemu_hold disk.img
 	run_split cowclone -f src.img disk.img
 	assert_refused 75 "disk.img: in use by a running VM; not replaced"
 	assert_one_line
-	[ "$(md5sum < disk.img)" = "$sum" ]
+	[ "$(imgsum disk.img)" = "$sum" ]
 	assert_no_temp .
 }
 

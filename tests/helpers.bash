@@ -230,3 +230,9 @@ layout() {
 tarball() {
 	"$VS_TOP/tests/mktar" "$1.tar" || fail "mktar $1"
 }
+
+# imgsum FILE: a digest of an image's content that reads only its data
+# (tests/imgsum): "unchanged" checks on sparse images in milliseconds.
+imgsum() {
+	"$VS_TOP/tests/imgsum" "$1"
+}

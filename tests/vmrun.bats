@@ -110,7 +110,7 @@ boot() {
 boots() {
 	local a=$1 sum
 	disk "$a" "vm-$a"
-	sum=$(md5sum < "$G/$a/base.img")
+	sum=$(imgsum "$G/$a/base.img")
 	boot "$a" "vm-$a" -A tcg
 	assert_ok
 	grep -q "vmstrap-guest: up vm-$a boot 1" "run/vm-$a/console.log"
@@ -125,7 +125,7 @@ boots() {
 	# the file the guest wrote, read from the clone
 	[ "$(debugfs -R 'cat /var/lib/vmstrap/booted' "vm-$a.img" 2>/dev/null)" = "vm-$a boot 1" ]
 	e2fsck -fn "vm-$a.img" > /dev/null
-	[ "$(md5sum < "$G/$a/base.img")" = "$sum" ] || fail "the base changed"
+	[ "$(imgsum "$G/$a/base.img")" = "$sum" ] || fail "the base changed"
 	run_split vmrun ls
 	assert_ok
 	[ "$(jq -r 'select(.name == "vm-'"$a"'") | .state' <<< "$output")" = stopped ]
