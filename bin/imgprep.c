@@ -40,7 +40,7 @@
 #define SYNOPSIS \
 	"usage: imgprep [-qV] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-k KEYFILE]...\n" \
 	"               [-u USER] [--userdata FILE] [--github-user USER]\n" \
-	"               [--no-host-keys] [IMG]"
+	"               [--host-keys DIR | --no-host-keys] [IMG]"
 
 /* What an image's small files may hold: more is not a real one. */
 #define SMALL_MAX (1u << 20)
@@ -59,7 +59,7 @@
 struct opts {
 	bool quiet, no_host_keys;
 	const char *dir, *config, *group, *name, *user, *userdata,
-	    *github_user;
+	    *github_user, *host_keys;
 	const char **keyfiles;
 	size_t nkeyfiles;
 };
@@ -94,6 +94,8 @@ static void usage(FILE *f)
 	    "                     (default: the first user with uid 1000)\n"
 	    "      --userdata FILE  a script to run once as root on first boot\n"
 	    "      --github-user USER  authorize the keys github.com has for USER\n"
+	    "      --host-keys DIR  the host keys in DIR (ssh_host_TYPE_key and .pub,\n"
+	    "                     for ed25519, ecdsa and rsa) instead of new ones\n"
 	    "      --no-host-keys keep the image's SSH host keys\n"
 	    "  -q, --quiet        no notes, no warnings\n"
 	    "  -h, --help         show this help and exit\n"
@@ -353,6 +355,61 @@ static int make_host_keys(const char *name, struct hostkey *hk,
 	}
 	rmdir(dir);
 	return rc;
+}
+
+/* Host keys made before (a VM's own, kept; or made ahead while something
+ * else ran): DIR/ssh_host_TYPE_key and its .pub for each type, checked
+ * to be a private key and the public key of that type. */
+static int read_host_keys(const char *dir, const char *name,
+    struct hostkey *hk, struct vs_err *e)
+{
+	static const char *const ktype[] = { "ssh-ed25519", "ecdsa-sha2-nistp256",
+	    "ssh-rsa" };
+
+	for (int i = 0; i < NHOSTKEYS; i++) {
+		char p[PATH_MAX], pub[PATH_MAX + 4], where[PATH_MAX + 16];
+		struct sshkey k;
+		char *line;
+
+		hk[i].type = hostkey_types[i];
+		snprintf(p, sizeof p, "%s/ssh_host_%s_key", dir, hostkey_types[i]);
+		snprintf(pub, sizeof pub, "%s.pub", p);
+		if (slurp(p, "host key", &hk[i].priv, &hk[i].privlen, e) < 0 ||
+		    slurp(pub, "host key", &hk[i].pub, &hk[i].publen, e) < 0)
+			return -1;
+		if (strncmp(hk[i].priv, "-----BEGIN OPENSSH PRIVATE KEY-----", 35) != 0)
+			return vs_error(e, EX_DATAERR, 0,
+			    "host key %s: not an OpenSSH private key", p);
+		hk[i].pub[strcspn(hk[i].pub, "\r\n")] = '\0';
+		snprintf(where, sizeof where, "host key %s", pub);
+		if (sshkey_parse(hk[i].pub, where, &k, e) < 0)
+			return -1;
+		if (i == 1 ? strncmp(k.type, "ecdsa-sha2-", 11) != 0 :
+		    strcmp(k.type, ktype[i]) != 0) {
+			vs_error(e, EX_DATAERR, 0, "host key %s: a %s key, not %s", pub, k.type,
+			    ktype[i]);
+			sshkey_free(&k);
+			return -1;
+		}
+		/* named for this VM, as the keys imgprep makes are */
+		free(k.comment);
+		k.comment = NULL;
+		if (asprintf(&k.comment, "root@%s", name) < 0 ||
+		    (line = sshkey_line(&k)) == NULL) {
+			sshkey_free(&k);
+			return vs_error(e, EX_OSERR, ENOMEM, "host key");
+		}
+		sshkey_free(&k);
+		free(hk[i].pub);
+		if (asprintf(&hk[i].pub, "%s\n", line) < 0) {
+			hk[i].pub = NULL;
+			free(line);
+			return vs_error(e, EX_OSERR, ENOMEM, "host key");
+		}
+		free(line);
+		hk[i].publen = strlen(hk[i].pub);
+	}
+	return 0;
 }
 
 static void free_host_keys(struct hostkey *hk)
@@ -761,6 +818,9 @@ static int prepare(const struct opts *o, struct prep *pr, json_t **section,
 	json_t *hks, *fps, *us;
 	int r;
 
+	if (stat(pr->img, &st) == 0 && S_ISDIR(st.st_mode))
+		return vs_error(e, EX_DATAERR, 0, "%s is not a disk image (a directory)",
+		    pr->img);
 	fd = open(pr->img, O_RDWR | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT) == EX_NOPERM ?
@@ -781,16 +841,12 @@ static int prepare(const struct opts *o, struct prep *pr, json_t **section,
 		return vs_error(e, EX_OSERR, errno, "%s", pr->img);
 
 	/* the host keys first: a failure there changes nothing */
-	if (!o->no_host_keys && make_host_keys(pr->name, pr->hk, e) < 0)
+	if (o->host_keys ? read_host_keys(o->host_keys, pr->name, pr->hk, e) < 0 :
+	    !o->no_host_keys && make_host_keys(pr->name, pr->hk, e) < 0)
 		return -1;
 
-	r = ext4w_open(&w, pr->img, fd, time(NULL), false, e);
-	if (r < 0) {
-		if (strstr(e->msg, "Bad magic number"))
-			return vs_error(e, EX_DATAERR, 0,
-			    "%s holds no ext2/3/4 filesystem", pr->img);
+	if (ext4w_open(&w, pr->img, fd, time(NULL), false, e) < 0)
 		return -1;
-	}
 	snprintf(w.path, sizeof w.path, "%s", pr->img);
 	/* nothing below writes until every check has passed; a refusal
 	 * frees the filesystem without writing it out */
@@ -964,13 +1020,14 @@ out:
 
 int main(int argc, char *argv[])
 {
-	enum { OPT_USERDATA = 256, OPT_GITHUB, OPT_NO_HOST_KEYS };
+	enum { OPT_USERDATA = 256, OPT_GITHUB, OPT_NO_HOST_KEYS, OPT_HOST_KEYS };
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "directory", required_argument, NULL, 'C' },
 		{ "github-user", required_argument, NULL, OPT_GITHUB },
 		{ "group", required_argument, NULL, 'g' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "host-keys", required_argument, NULL, OPT_HOST_KEYS },
 		{ "key", required_argument, NULL, 'k' },
 		{ "name", required_argument, NULL, 'n' },
 		{ "no-host-keys", no_argument, NULL, OPT_NO_HOST_KEYS },
@@ -990,6 +1047,7 @@ int main(int argc, char *argv[])
 
 	fe_init(argv[0]);
 	atomic_on_signals();
+	initialize_ext2_error_table();	/* messages, not "Unknown code ext2 N" */
 	o.keyfiles = calloc((size_t)argc + 1, sizeof *o.keyfiles);
 	if (o.keyfiles == NULL) {
 		vs_error(&e, EX_OSERR, ENOMEM, "imgprep");
@@ -1008,6 +1066,7 @@ int main(int argc, char *argv[])
 		case OPT_USERDATA: o.userdata = optarg; break;
 		case OPT_GITHUB: o.github_user = optarg; break;
 		case OPT_NO_HOST_KEYS: o.no_host_keys = true; break;
+		case OPT_HOST_KEYS: o.host_keys = optarg; break;
 		case 'h':
 			usage(stdout);
 			free(o.keyfiles);
@@ -1026,6 +1085,10 @@ int main(int argc, char *argv[])
 	rc = 0;
 	if (argc > 1) {
 		rc = fe_usage_error(SYNOPSIS, "too many operands");
+		goto done;
+	}
+	if (o.host_keys && o.no_host_keys) {
+		rc = fe_usage_error(SYNOPSIS, "give --host-keys DIR or --no-host-keys, not both");
 		goto done;
 	}
 	if (o.group && path_check_name("group", o.group, &e) < 0) {
