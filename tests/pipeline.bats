@@ -8,8 +8,9 @@ load helpers
 
 setup_file() {
 	local L=$BATS_FILE_TMPDIR/layout
-	"$VS_TOP/scripts/mkguest-image" -m stay amd64 "$L" one > /dev/null || return 1
-	"$VS_TOP/scripts/mkguest-image" -m stay amd64 "$L" two "a second tag" > /dev/null || return 1
+	"$VS_TOP/scripts/mkguest-image" -m stay -s amd64 "$L" one > /dev/null || return 1
+	"$VS_TOP/scripts/mkguest-image" -m stay -s amd64 "$L" two "a second tag" > /dev/null || return 1
+	ssh-keygen -q -t ed25519 -N '' -C pipeline@test -f "$BATS_FILE_TMPDIR/key"
 	start_registry "$BATS_FILE_TMPDIR/registry"
 	push "$L:one" demo:1
 	push "$L:two" demo:2
@@ -35,6 +36,7 @@ config() {
 	  image: "$REG/demo:$1"
 	  insecure_registry: true
 	  hypervisor: apple
+	  ssh_keys: ["$(cat "$BATS_FILE_TMPDIR/key.pub")"]
 	  host_groups:
 	    - name: web
 	      count: $2
@@ -92,6 +94,51 @@ ids() {
 	[[ $stderr == *"web-1: already running"* ]]
 	vmstrap -q down
 	[ "$(debugfs -R 'cat /var/lib/vmstrap/boots' web-1.img 2>/dev/null)" = 2 ]
+}
+
+@test "vmstrap ssh: into each new VM with its own identity, pinned; a kept disk keeps it across down and up" {
+	config 1 2
+	run_split vmstrap up
+	assert_ok
+	[[ $stderr == *"web-1: disk "*"its own identity (1 keys authorized)"* ]]
+	[ "$(cut -d' ' -f1 known_hosts | sort | uniq -c | awk '{ printf "%s:%s ", $2, $1 }')" = "web-1:3 web-2:3 " ] ||
+		fail "known_hosts: $(cat known_hosts)"
+	for n in web-1 web-2; do
+		wait_console "$n" "vmstrap-guest: up $n boot 1" 60
+		run_split vmstrap ssh -i "$BATS_FILE_TMPDIR/key" "$n" cat /etc/hostname /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub
+		assert_ok
+		[ "$(sed -n 1p <<< "$output")" = "$n" ]
+		id[${n#web-}]=$(sed -n 2p <<< "$output")
+		grep -qxF "$n $(sed -n 3p <<< "$output")" known_hosts || fail "$n's host key is not the pinned one"
+	done
+	[ "${id[1]}" != "${id[2]}" ]
+	# options after NAME are the command's
+	run_split vmstrap ssh -i "$BATS_FILE_TMPDIR/key" web-1 ls -d /etc
+	assert_ok
+	[ "$output" = /etc ]
+	run_split vmstrap ssh web-9
+	assert_refused 69 "VM web-9 is not running"
+	run_split vmstrap ssh ../x
+	assert_refused 64 "invalid VM name"
+	run_split vmstrap ssh
+	assert_refused 64 "ssh needs the NAME"
+	vmstrap -q down
+	keys=$(cat known_hosts)
+	run_split vmstrap up
+	assert_ok
+	[ "$(cat known_hosts)" = "$keys" ]
+	wait_console web-1 "vmstrap-guest: up web-1 boot 2" 60
+	run_split vmstrap ssh -i "$BATS_FILE_TMPDIR/key" web-1 cat /etc/machine-id
+	assert_ok
+	[ "$output" = "${id[1]}" ]
+	vmstrap -q down
+	# a new disk, a new identity; its old keys unpinned
+	vmstrap -q reset --disk web-1
+	! grep -q '^web-1 ' known_hosts || false
+	vmstrap -q up > /dev/null
+	! grep -qxF "$(grep '^web-1 ' <<< "$keys" | head -1)" known_hosts || false
+	grep -q '^web-1 ' known_hosts
+	vmstrap -q down
 }
 
 @test "launch adds the next free VM of a group; down stops the ones named" {
