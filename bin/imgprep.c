@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -40,7 +41,7 @@
 #define SYNOPSIS \
 	"usage: imgprep [-qV] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-k KEYFILE]...\n" \
 	"               [-u USER] [--userdata FILE] [--github-user USER]\n" \
-	"               [--host-keys DIR | --no-host-keys] [IMG]"
+	"               [--host-keys DIR | --no-host-keys] [--known-hosts FILE] [IMG]"
 
 /* What an image's small files may hold: more is not a real one. */
 #define SMALL_MAX (1u << 20)
@@ -59,7 +60,7 @@
 struct opts {
 	bool quiet, no_host_keys;
 	const char *dir, *config, *group, *name, *user, *userdata,
-	    *github_user, *host_keys;
+	    *github_user, *host_keys, *known_hosts;
 	const char **keyfiles;
 	size_t nkeyfiles;
 };
@@ -97,6 +98,8 @@ static void usage(FILE *f)
 	    "      --host-keys DIR  the host keys in DIR (ssh_host_TYPE_key and .pub,\n"
 	    "                     for ed25519, ecdsa and rsa) instead of new ones\n"
 	    "      --no-host-keys keep the image's SSH host keys\n"
+	    "      --known-hosts FILE  pin the new host keys in FILE, as NAME (ssh's\n"
+	    "                     HostKeyAlias), in place of NAME's earlier ones\n"
 	    "  -q, --quiet        no notes, no warnings\n"
 	    "  -h, --help         show this help and exit\n"
 	    "  -V, --version      show the version and exit\n"
@@ -791,6 +794,58 @@ static int set_userdata(struct ext4w *w, const char *script, size_t len,
 	return hook_rc_local(w);
 }
 
+/* FILE's lines without those for name, then name's keys: written whole
+ * (a temporary file renamed into place), under a lock on its directory so
+ * that two imgpreps of one workspace do not lose each other's lines. */
+static int pin_keys(const char *file, const char *name, const struct hostkey *hk,
+    struct vs_err *e)
+{
+	cleanup_free char *dir = NULL, *old = NULL;
+	cleanup_fd int dfd = -1;
+	struct atomic_file af = { .fd = -1, .slot = -1 };
+	size_t len = 0, nl = strlen(name);
+	FILE *f;
+	int fd;
+
+	if (path_split(file, &dir, NULL) < 0)
+		return vs_error(e, EX_OSERR, errno, "%s", file);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return vs_error(e, EX_CANTCREAT, errno, "known hosts %s", file);
+	while (flock(dfd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return vs_error(e, EX_IOERR, errno, "lock %s", dir);
+	if (access(file, F_OK) == 0 && slurp(file, "known hosts", &old, &len, e) < 0)
+		return -1;
+	if (atomic_open(&af, file, 0644, e) < 0)
+		return -1;
+	fd = dup(af.fd);
+	f = fd < 0 ? NULL : fdopen(fd, "w");
+	if (f == NULL) {
+		if (fd >= 0)
+			close(fd);
+		atomic_abort(&af);
+		return vs_error(e, EX_OSERR, errno, "%s", file);
+	}
+	for (const char *p = old; p && *p;) {
+		const char *end = strchr(p, '\n');
+		size_t ll = end ? (size_t)(end - p) : strlen(p);
+		if (!(ll > nl && strncmp(p, name, nl) == 0 && (p[nl] == ' ' || p[nl] == '\t'))) {
+			fwrite(p, 1, ll, f);
+			fputc('\n', f);
+		}
+		p = end ? end + 1 : NULL;
+	}
+	for (int i = 0; i < NHOSTKEYS; i++)
+		fprintf(f, "%s %.*s\n", name, (int)strcspn(hk[i].pub, "\r\n"), hk[i].pub);
+	if (fclose(f) != 0) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", file);
+		atomic_abort(&af);
+		return -1;
+	}
+	return atomic_commit(&af, ATOMIC_REPLACE, e);
+}
+
 /* --- main -------------------------------------------------------------- */
 
 struct prep {
@@ -904,6 +959,9 @@ static int prepare(const struct opts *o, struct prep *pr, json_t **section,
 		return -1;
 	if (fsync(fd) < 0)
 		return vs_error(e, EX_IOERR, errno, "%s", pr->img);
+	if (o->known_hosts && !o->no_host_keys &&
+	    pin_keys(o->known_hosts, pr->name, pr->hk, e) < 0)
+		return -1;
 
 	hks = json_array();
 	fps = json_array();
@@ -1020,7 +1078,8 @@ out:
 
 int main(int argc, char *argv[])
 {
-	enum { OPT_USERDATA = 256, OPT_GITHUB, OPT_NO_HOST_KEYS, OPT_HOST_KEYS };
+	enum { OPT_USERDATA = 256, OPT_GITHUB, OPT_NO_HOST_KEYS, OPT_HOST_KEYS,
+	    OPT_KNOWN_HOSTS };
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "directory", required_argument, NULL, 'C' },
@@ -1029,6 +1088,7 @@ int main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ "host-keys", required_argument, NULL, OPT_HOST_KEYS },
 		{ "key", required_argument, NULL, 'k' },
+		{ "known-hosts", required_argument, NULL, OPT_KNOWN_HOSTS },
 		{ "name", required_argument, NULL, 'n' },
 		{ "no-host-keys", no_argument, NULL, OPT_NO_HOST_KEYS },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -1067,6 +1127,7 @@ int main(int argc, char *argv[])
 		case OPT_GITHUB: o.github_user = optarg; break;
 		case OPT_NO_HOST_KEYS: o.no_host_keys = true; break;
 		case OPT_HOST_KEYS: o.host_keys = optarg; break;
+		case OPT_KNOWN_HOSTS: o.known_hosts = optarg; break;
 		case 'h':
 			usage(stdout);
 			free(o.keyfiles);

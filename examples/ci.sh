@@ -6,7 +6,9 @@
 #   examples/ci.sh IMAGE [NAME]
 #
 # Runs in the current directory (the workspace); OCI_FETCH_FLAGS=--insecure
-# for a registry without TLS; VMRUN_ACCEL=tcg where
+# for a registry without TLS; IMGPREP_FLAGS="-k key.pub" for the key to log
+# in with (the VM gets its own hostname, machine-id and host keys whatever
+# is given); VMRUN_ACCEL=tcg where
 # /dev/kvm cannot be trusted.  Leaves the VM running; prints its ssh
 # address.
 set -euo pipefail
@@ -19,6 +21,7 @@ oci-fetch ${OCI_FETCH_FLAGS:-} "$image" |
 	mkbase -s 15G |
 	kextract |
 	cowclone "$name" |
+	imgprep ${IMGPREP_FLAGS:-} |
 	vmrun -d > "$name.json"
 
 jq -r '.vm | "\(.name) is up: ssh -p \(.ssh | split(":")[1]) root@127.0.0.1"' "$name.json"

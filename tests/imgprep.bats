@@ -382,6 +382,13 @@ vm_ssh() {
 		[ "$(dbg a.img "cat /etc/ssh/ssh_host_${t}_key")" = "$(cat "hk/ssh_host_${t}_key")" ]
 		[ "$(mode_owner a.img "/etc/ssh/ssh_host_${t}_key")" = "0600 0 0" ]
 	done
+	# --known-hosts: a's lines replaced, another's kept
+	printf 'a ssh-ed25519 AAAAold\nother ssh-ed25519 AAAAother\n' > kh
+	run_split imgprep -q --host-keys hk --known-hosts kh a.img
+	assert_ok
+	[ "$(grep -c '^a ' kh)" = 3 ] && grep -qx 'other ssh-ed25519 AAAAother' kh
+	! grep -q AAAAold kh || false
+	grep -qxF "a $(cut -d' ' -f1-2 hk/ssh_host_rsa_key.pub) root@a" kh
 	image b
 	sum=$(imgsum b.img)
 	run_split imgprep --host-keys hk --no-host-keys b.img

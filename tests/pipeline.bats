@@ -132,6 +132,15 @@ ids() {
 	assert_ok
 	[ "$output" = "${id[1]}" ]
 	vmstrap -q down
+	# a spare set of host keys, made ahead (0700): the next new VM's
+	for _ in $(seq 100); do [ -d .vmstrap-hostkeys ] && break; sleep 0.1; done
+	[ "$(stat -c %a .vmstrap-hostkeys)" = 700 ]
+	spare=$(cut -d' ' -f2 .vmstrap-hostkeys/ssh_host_ed25519_key.pub)
+	run_split vmstrap launch web
+	assert_ok
+	[ "$(jq -r .name <<< "$output")" = web-3 ]
+	grep -q "^web-3 ssh-ed25519 $spare root@web-3\$" known_hosts || fail "web-3 did not get the spare keys"
+	vmstrap -q down
 	# a new disk, a new identity; its old keys unpinned
 	vmstrap -q reset --disk web-1
 	! grep -q '^web-1 ' known_hosts || false
@@ -289,6 +298,9 @@ ids() {
 	run mk 1
 	assert_success
 	[ -f slicer-base.img ] && [ -f kernel/slicer/Image ] && [ -f vm-1.img ] && [ -f vm-2.img ]
+	# each disk its own identity
+	[ "$(debugfs -R 'cat /etc/hostname' vm-2.img 2>/dev/null)" = vm-2 ]
+	[ "$(jq -r .prep.hostname vm-1.json)" = vm-1 ]
 	before=$(ids slicer-base.img kernel/slicer/Image vm-1.img vm-2.img image.digest)
 	requests=$(registry_requests)
 	run mk 1
@@ -316,6 +328,7 @@ ids() {
 	[[ $output == "job-1 is up: ssh -p "[0-9]*" root@127.0.0.1" ]]
 	[ "$(jq -r .vm.state job-1.json)" = running ]
 	[ "$(jq -r .disk.path job-1.json)" = "$T/job-1.img" ]
+	[ "$(jq -r .prep.hostname job-1.json)" = job-1 ]
 	# the trap stopped it and checked its disk
 	[ "$(vmrun ls | jq -r 'select(.name == "job-1") | .state')" = stopped ]
 	# a failed step stops the job with its own status
