@@ -108,6 +108,11 @@ int ext4w_open(struct ext4w *w, const char *path, int fd, time_t now,
 	w->e = e;
 	err = ext2fs_open2(path, NULL, EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0,
 	    unix_io_manager, &w->fs);
+	w->last_err = err;
+	if (err == EXT2_ET_BAD_MAGIC || err == EXT2_ET_SHORT_READ ||
+	    err == EXT2_ET_CORRUPT_SUPERBLOCK)
+		return vs_error(e, EX_DATAERR, 0, "%s holds no ext2/3/4 filesystem",
+		    path);
 	if (err)
 		return vs_error(e, EX_IOERR, 0, "open %s: %s", path,
 		    error_message(err));

@@ -58,7 +58,8 @@ int ext4w_mkfs(const char *path, const char *uuid, const char *seed,
     struct vs_err *e);
 
 /* Open the filesystem in path (fd: the same file, for data) to fill it.
- * now is every inode's ctime; reproducible clamps times to it. */
+ * now is every inode's ctime; reproducible clamps times to it.  A file
+ * without one is EX_DATAERR. */
 int ext4w_open(struct ext4w *w, const char *path, int fd, time_t now,
     bool reproducible, struct vs_err *e);
 
