@@ -837,21 +837,6 @@ struct lsink {
 	uint64_t entries, bytes;
 };
 
-static int l_refuse(struct vs_err *e, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static int l_refuse(struct vs_err *e, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-	va_end(ap);
-	e->code = EX_DATAERR;
-	e->errnum = 0;
-	return -1;
-}
-
 /* What is at path: 0 and *v, 1 when nothing is. */
 static int l_get(struct lsink *ls, const char *path, size_t len, uintptr_t *v)
 {
@@ -890,13 +875,13 @@ static int l_dir(struct lsink *ls, const char *dir, bool create,
 
 		if (l_get(ls, dir, end, &v) == 0) {
 			if (TYPE(v) == T_LNK)
-				return l_refuse(e,
+				return vs_error(e, EX_DATAERR, 0,
 				    "the path goes through the symlink '%.*s'",
 				    (int)end, dir);
 			if (TYPE(v) != T_DIR && !create)
 				return 1;	/* (as good as missing) */
 			if (TYPE(v) != T_DIR)
-				return l_refuse(e, "'%.*s' is not a directory",
+				return vs_error(e, EX_DATAERR, 0, "'%.*s' is not a directory",
 				    (int)end, dir);
 			cur = INO(v);
 		} else if (!create) {
@@ -984,18 +969,6 @@ static int l_is_dir(void *arg, const char *path, struct vs_err *e)
 	return l_get(ls, path, strlen(path), &v) == 0 && TYPE(v) == T_DIR;
 }
 
-/* The namespaces of attributes Linux knows. */
-static bool known_namespace(const char *key)
-{
-	static const char *const ns[] = { "user.", "trusted.", "security.",
-	    "system.", NULL };
-
-	for (int i = 0; ns[i]; i++)
-		if (strncmp(key, ns[i], strlen(ns[i])) == 0 && key[strlen(ns[i])])
-			return true;
-	return false;
-}
-
 /* The entry's attributes, as the layer has them. */
 static int l_xattrs(struct lsink *ls, struct archive_entry *ae,
     ext2_ino_t ino, bool fresh, struct vs_err *e)
@@ -1014,12 +987,12 @@ static int l_xattrs(struct lsink *ls, struct archive_entry *ae,
 		return -1;
 	while (rc == 0 &&
 	    archive_entry_xattr_next(ae, &key, &val, &size) == ARCHIVE_OK) {
-		if (!known_namespace(key))
-			rc = l_refuse(e,
+		if (!layers_xattr_known(key))
+			rc = vs_error(e, EX_DATAERR, 0,
 			    "the attribute '%.60s' is in no namespace Linux knows (user., trusted., security., system.)",
 			    key);
 		else if (strlen(key) > XATTR_NAME_MAX || size > XATTR_SIZE_MAX)
-			rc = l_refuse(e,
+			rc = vs_error(e, EX_DATAERR, 0,
 			    "the attribute '%.60s' has a %s longer than Linux allows",
 			    key, size > XATTR_SIZE_MAX ? "value" : "name");
 		else
@@ -1093,11 +1066,11 @@ static int l_entry(void *arg, const struct layer_entry *le, struct vs_err *e)
 		if (r < 0)
 			return -1;
 		if (r > 0 || l_get(ls, le->link, strlen(le->link), &tv) != 0)
-			return l_refuse(e,
+			return vs_error(e, EX_DATAERR, 0,
 			    "a hardlink to '%s', which is not in the tree",
 			    archive_entry_hardlink(ae));
 		if (TYPE(tv) == T_DIR)
-			return l_refuse(e, "a hardlink to the directory '%s'",
+			return vs_error(e, EX_DATAERR, 0, "a hardlink to the directory '%s'",
 			    archive_entry_hardlink(ae));
 		if (l_get(ls, le->path, strlen(le->path), &v) == 0) {
 			if (INO(v) == INO(tv))
@@ -1123,15 +1096,15 @@ static int l_entry(void *arg, const struct layer_entry *le, struct vs_err *e)
 		l_forget(ls, le->path);
 	}
 	if (t == T_REG && (size < 0 || (uint64_t)size > EXT4W_FILE_MAX))
-		return l_refuse(e,
+		return vs_error(e, EX_DATAERR, 0,
 		    "a file of %lld bytes; an ext4 file with 4096-byte blocks holds at most 16T",
 		    (long long)size);
 	if (t == T_LNK) {
 		target = archive_entry_symlink(ae);
 		if (target == NULL)
-			return l_refuse(e, "a symlink without a target");
+			return vs_error(e, EX_DATAERR, 0, "a symlink without a target");
 		if (strlen(target) >= PATH_MAX)
-			return l_refuse(e,
+			return vs_error(e, EX_DATAERR, 0,
 			    "a symlink target of %zu bytes; Linux allows at most %d",
 			    strlen(target), PATH_MAX - 1);
 	}

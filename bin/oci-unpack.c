@@ -526,19 +526,6 @@ static int clear_xattrs(struct unpack *u, int fd, struct vs_err *e)
 	return 0;
 }
 
-/* The namespaces Linux knows: an attribute outside them is no attribute
- * any filesystem can hold, so the layer is at fault, not the disk. */
-static bool known_namespace(const char *key)
-{
-	static const char *const ns[] = { "user.", "trusted.", "security.",
-	    "system.", NULL };
-
-	for (int i = 0; ns[i]; i++)
-		if (strncmp(key, ns[i], strlen(ns[i])) == 0 && key[strlen(ns[i])])
-			return true;
-	return false;
-}
-
 static bool ours(const char *key)
 {
 	return strcmp(key, ROOTLESS_XATTR) == 0 ||
@@ -562,7 +549,7 @@ static int set_xattrs(struct unpack *u, struct archive_entry *ae, int fd,
 
 		if (u->rootless && ours(key))
 			continue;
-		if (!known_namespace(key))
+		if (!layers_xattr_known(key))
 			return refuse(u, e,
 			    "the attribute '%.60s' is in no namespace Linux knows (user., trusted., security., system.)",
 			    key);

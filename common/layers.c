@@ -59,6 +59,17 @@ static int refuse(struct applying *x, struct vs_err *e, const char *fmt, ...)
 	return entry_error(x, e);
 }
 
+bool layers_xattr_known(const char *key)
+{
+	static const char *const ns[] = { "user.", "trusted.", "security.",
+	    "system.", NULL };
+
+	for (int i = 0; ns[i]; i++)
+		if (strncmp(key, ns[i], strlen(ns[i])) == 0 && key[strlen(ns[i])])
+			return true;
+	return false;
+}
+
 int layers_clean_name(const char *name, char *rel, size_t cap,
     const char **why)
 {

@@ -80,4 +80,9 @@ int layers_clean_name(const char *name, char *rel, size_t cap,
 /* Which decompressor gzip layers get: "isa-l" or "zlib". */
 const char *layers_inflater(void);
 
+/* Whether an extended attribute's key is in a namespace Linux knows
+ * (user., trusted., security., system.): one outside them is no attribute
+ * any filesystem holds, so the layer is at fault, not the disk. */
+bool layers_xattr_known(const char *key);
+
 #endif
