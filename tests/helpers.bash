@@ -18,7 +18,7 @@ run_split() {
 	# Under VALGRIND=1, valgrind's own notes (an unknown system call such
 	# as openat2, which the tools then do without) are not the tool's.
 	if [ "${VALGRIND:-}" = 1 ] && [ -n "$stderr" ]; then
-		stderr=$(grep -vE '^--[0-9]+-- ' <<< "$stderr" || true)
+		stderr=$(grep -avE '^--[0-9]+-- ' <<< "$stderr" || true)
 	fi
 }
 
