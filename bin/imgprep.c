@@ -258,39 +258,77 @@ static int github_keys(const char *user, struct sshkeys *ks, size_t *added,
 	return 0;
 }
 
-/* ssh-keygen, run three (four) at once in dir: RSA takes the longest,
- * and how long is luck (the search for primes), so two race and the first
- * wins. */
+/* ssh-keygen, run three (four) at once in a private directory: RSA takes
+ * the longest, and how long is luck (the search for primes), so two race
+ * and the first wins.  The directory, its keys and the children are kept
+ * where a signal handler finds them: a signal midway leaves no private
+ * key behind. */
+static volatile sig_atomic_t kg_active;
+static pid_t kg_pids[NHOSTKEYS + 1];
+static char kg_dir[PATH_MAX];
+static char kg_paths[NHOSTKEYS + 1][PATH_MAX + 32];
+
+/* (async-signal-safe: kill, waitpid, unlink, rmdir) */
+static void kg_cleanup(void)
+{
+	char pub[PATH_MAX + 40];
+
+	if (!kg_active)
+		return;
+	for (int i = 0; i < NHOSTKEYS + 1; i++) {
+		if (kg_pids[i] > 0) {
+			kill(kg_pids[i], SIGKILL);
+			waitpid(kg_pids[i], NULL, 0);
+			kg_pids[i] = 0;
+		}
+	}
+	for (int i = 0; i < NHOSTKEYS + 1; i++) {
+		size_t n = strlen(kg_paths[i]);
+		if (n == 0 || n + 5 > sizeof pub)
+			continue;
+		memcpy(pub, kg_paths[i], n);
+		memcpy(pub + n, ".pub", 5);
+		unlink(kg_paths[i]);
+		unlink(pub);
+	}
+	rmdir(kg_dir);
+	kg_active = 0;
+}
+
 static int make_host_keys(const char *name, struct hostkey *hk,
     struct vs_err *e)
 {
 	const char *tmp = getenv("TMPDIR");
-	cleanup_free char *keygen = NULL, *dir = NULL, *comment = NULL;
-	pid_t pids[NHOSTKEYS + 1];
+	cleanup_free char *keygen = NULL, *comment = NULL;
 	int njobs = NHOSTKEYS + 1, rc = 0, rsa_won = -1;
-	char paths[NHOSTKEYS + 1][PATH_MAX];
 
 	keygen = run_find("ssh-keygen", "openssh-client", e);
 	if (keygen == NULL)
 		return -1;
-	if (asprintf(&dir, "%s/imgprep.XXXXXX", tmp && *tmp ? tmp : "/tmp") < 0)
-		return vs_error(e, EX_OSERR, ENOMEM, "imgprep");
-	if (mkdtemp(dir) == NULL)
+	if (snprintf(kg_dir, sizeof kg_dir, "%s/imgprep.XXXXXX",
+	    tmp && *tmp ? tmp : "/tmp") >= (int)sizeof kg_dir - 64)
+		return vs_error(e, EX_CANTCREAT, 0, "TMPDIR: too long a path");
+	if (mkdtemp(kg_dir) == NULL)
 		return vs_error(e, EX_CANTCREAT, errno, "a directory for the host keys (%s)",
-		    dir);
-	if (asprintf(&comment, "root@%s", name) < 0)
+		    kg_dir);
+	if (asprintf(&comment, "root@%s", name) < 0) {
+		rmdir(kg_dir);
 		return vs_error(e, EX_OSERR, ENOMEM, "imgprep");
+	}
+	for (int i = 0; i < njobs; i++)
+		snprintf(kg_paths[i], sizeof kg_paths[i], "%s/ssh_host_%s_key%s", kg_dir,
+		    hostkey_types[i < NHOSTKEYS ? i : 2], i < NHOSTKEYS ? "" : "2");
+	kg_active = 1;
 	for (int i = 0; i < njobs; i++) {
 		const char *t = hostkey_types[i < NHOSTKEYS ? i : 2];
-		snprintf(paths[i], sizeof paths[i], "%s/ssh_host_%s_key%s", dir, t,
-		    i < NHOSTKEYS ? "" : "2");
-		pids[i] = fork();
-		if (pids[i] < 0) {
+		pid_t pid = fork();
+
+		if (pid < 0) {
 			rc = vs_error(e, EX_OSERR, errno, "fork");
 			njobs = i;
 			break;
 		}
-		if (pids[i] == 0) {
+		if (pid == 0) {
 			int null = open("/dev/null", O_RDWR);
 			if (null >= 0) {
 				dup2(null, 0);
@@ -298,29 +336,33 @@ static int make_host_keys(const char *name, struct hostkey *hk,
 			}
 			if (strcmp(t, "ed25519") == 0)
 				execl(keygen, "ssh-keygen", "-q", "-t", t, "-N", "",
-				    "-C", comment, "-f", paths[i], (char *)NULL);
+				    "-C", comment, "-f", kg_paths[i], (char *)NULL);
 			else
 				execl(keygen, "ssh-keygen", "-q", "-t", t, "-b",
 				    strcmp(t, "rsa") == 0 ? "3072" : "256", "-N", "",
-				    "-C", comment, "-f", paths[i], (char *)NULL);
+				    "-C", comment, "-f", kg_paths[i], (char *)NULL);
 			_exit(127);
 		}
+		kg_pids[i] = pid;
 	}
 	for (int done = 0; done < njobs; done++) {
-		int st;
+		int st, i;
 		pid_t p = wait(&st);
-		int i;
 
 		if (p < 0) {
-			if (errno == EINTR)
+			if (errno == EINTR) {
+				done--;
 				continue;
+			}
 			break;
 		}
-		for (i = 0; i < njobs && pids[i] != p; i++)
+		for (i = 0; i < njobs && kg_pids[i] != p; i++)
 			;
-		if (i == njobs)
+		if (i == njobs) {
+			done--;
 			continue;
-		pids[i] = 0;
+		}
+		kg_pids[i] = 0;
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			/* the loser of the race, killed */
 			if ((i == 2 || i == NHOSTKEYS) && rsa_won >= 0)
@@ -331,18 +373,16 @@ static int make_host_keys(const char *name, struct hostkey *hk,
 				    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 			continue;
 		}
-		if (i == 2 || i == NHOSTKEYS) {
-			if (rsa_won < 0) {
-				rsa_won = i;
-				int other = i == 2 ? NHOSTKEYS : 2;
-				if (pids[other] > 0)
-					kill(pids[other], SIGKILL);
-			}
+		if ((i == 2 || i == NHOSTKEYS) && rsa_won < 0) {
+			int other = i == 2 ? NHOSTKEYS : 2;
+			rsa_won = i;
+			if (kg_pids[other] > 0)
+				kill(kg_pids[other], SIGKILL);
 		}
 	}
 	for (int i = 0; rc == 0 && i < NHOSTKEYS; i++) {
-		const char *p = i == 2 ? paths[rsa_won >= 0 ? rsa_won : 2] : paths[i];
-		char pub[PATH_MAX + 4];
+		const char *p = i == 2 ? kg_paths[rsa_won >= 0 ? rsa_won : 2] : kg_paths[i];
+		char pub[PATH_MAX + 40];
 
 		snprintf(pub, sizeof pub, "%s.pub", p);
 		hk[i].type = hostkey_types[i];
@@ -350,13 +390,7 @@ static int make_host_keys(const char *name, struct hostkey *hk,
 		    slurp(pub, "host key", &hk[i].pub, &hk[i].publen, e) < 0)
 			rc = -1;
 	}
-	for (int i = 0; i < NHOSTKEYS + 1; i++) {
-		char pub[sizeof paths + 8];
-		snprintf(pub, sizeof pub, "%s.pub", paths[i]);
-		unlink(paths[i]);
-		unlink(pub);
-	}
-	rmdir(dir);
+	kg_cleanup();
 	return rc;
 }
 
@@ -460,6 +494,14 @@ struct user {
 	char home[PATH_MAX];
 };
 
+/* A uid or gid of /etc/passwd: digits only, at most 10. */
+static bool whole(const char *s)
+{
+	size_t n = strspn(s, "0123456789");
+
+	return n > 0 && n <= 10 && s[n] == '\0' && strtoull(s, NULL, 10) <= UINT32_MAX;
+}
+
 /* Find a user in /etc/passwd's text: by name, or (name NULL) the first
  * with uid. */
 static bool find_user(const char *passwd, const char *name, uint32_t uid,
@@ -481,12 +523,15 @@ static bool find_user(const char *passwd, const char *name, uint32_t uid,
 			while (nf < 7 && (f[nf] = strsep(&s, ":")) != NULL)
 				nf++;
 			if (nf >= 6 && f[0][0] && f[5][0] == '/' &&
-			    strlen(f[0]) < sizeof u->name) {
-				char *end;
-				unsigned long id = strtoul(f[2], &end, 10);
-				unsigned long gid = strtoul(f[3], &end, 10);
+			    strlen(f[0]) < sizeof u->name && whole(f[2]) &&
+			    whole(f[3])) {
+				unsigned long id = strtoul(f[2], NULL, 10);
+				unsigned long gid = strtoul(f[3], NULL, 10);
+				size_t hl = strlen(f[5]);
+				while (hl > 1 && f[5][hl - 1] == '/')
+					f[5][--hl] = '\0';
 				if ((name && strcmp(f[0], name) == 0) ||
-				    (!name && id == uid && *f[2])) {
+				    (!name && id == uid)) {
 					snprintf(u->name, sizeof u->name, "%s", f[0]);
 					u->uid = (uint32_t)id;
 					u->gid = (uint32_t)gid;
@@ -616,6 +661,41 @@ static int set_host_keys(struct ext4w *w, const struct hostkey *hk)
 	return rc;
 }
 
+/* Whether the authorized_keys text holds k on a line that is no comment,
+ * with options before it or not (a key there with options keeps them: the
+ * restrictions someone set are not undone by a second, plain line). */
+static bool authorized_has(const char *text, const struct sshkey *k)
+{
+	for (const char *p = text; p && *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+		char *line = strndup(p, ll);
+		bool found = false;
+
+		p = nl ? nl + 1 : NULL;
+		if (line == NULL)
+			continue;
+		for (char *t = line + strspn(line, " \t"); *t && *t != '#' && !found;) {
+			struct sshkey h;
+			struct vs_err ignore;
+			if (sshkey_parse(t, "", &h, &ignore) == 0) {
+				found = sshkey_same(&h, k);
+				sshkey_free(&h);
+				break;
+			}
+			/* the next word (options may hold quoted spaces: a
+			 * key's type is never inside quotes we skip wrongly
+			 * for long) */
+			t += strcspn(t, " \t");
+			t += strspn(t, " \t");
+		}
+		free(line);
+		if (found)
+			return true;
+	}
+	return false;
+}
+
 /* u's ~/.ssh/authorized_keys with every key of ks (those already there
  * stay once): .ssh 0700, the file 0600, both the user's. */
 static int authorize(struct ext4w *w, const struct user *u,
@@ -651,24 +731,12 @@ static int authorize(struct ext4w *w, const struct user *u,
 	for (size_t i = 0; i < ks->n; i++) {
 		const struct sshkey *k = &ks->k[i];
 		cleanup_free char *line = sshkey_line(k);
-		/* already there: the same blob on a line of its own */
-		const char *at = old;
-		bool there = false;
-		size_t bl = strlen(k->blob);
-		while (at && (at = strstr(at, k->blob)) != NULL) {
-			if (at > old && (at[-1] == ' ' || at[-1] == '\t') &&
-			    (at[bl] == '\0' || at[bl] == ' ' || at[bl] == '\t' ||
-			    at[bl] == '\n' || at[bl] == '\r')) {
-				there = true;
-				break;
-			}
-			at += bl;
-		}
+
 		if (line == NULL) {
 			fclose(f);
 			return vs_error(w->e, EX_OSERR, ENOMEM, "%s", ak);
 		}
-		if (!there)
+		if (!authorized_has(old, k))
 			fprintf(f, "%s\n", line);
 	}
 	if (fclose(f) != 0)
@@ -745,13 +813,17 @@ static int hook_rc_local(struct ext4w *w)
 	if (old == NULL) {
 		fprintf(f, "#!/bin/sh\n%sexit 0\n", call);
 	} else {
-		/* the last "exit 0" line, if the file ends with one */
-		tail = strstr(old, "\nexit 0");
-		for (const char *t = tail; t; t = strstr(t + 1, "\nexit 0"))
-			tail = t;
-		if (tail && strspn(tail + 7, " \t\r\n") == strlen(tail + 7)) {
-			fwrite(old, 1, (size_t)(tail - old) + 1, f);
-			fprintf(f, "%s%s", call, tail + 1);
+		/* before the last line that is an exit (what follows it, a
+		 * comment, stays after it) */
+		tail = NULL;
+		for (const char *t = old; t && *t; t = strchr(t, '\n') ? strchr(t, '\n') + 1 : NULL) {
+			const char *c = t + strspn(t, " \t");
+			if (strncmp(c, "exit", 4) == 0 && strchr(" \t\n;", c[4] ? c[4] : '\n'))
+				tail = t;
+		}
+		if (tail) {
+			fwrite(old, 1, (size_t)(tail - old), f);
+			fprintf(f, "%s%s", call, tail);
 		} else {
 			fwrite(old, 1, len, f);
 			if (len && old[len - 1] != '\n')
@@ -761,7 +833,8 @@ static int hook_rc_local(struct ext4w *w)
 	}
 	if (fclose(f) != 0)
 		return vs_error(w->e, EX_OSERR, errno, "/etc/rc.local");
-	return ext4w_put(w, "/etc/rc.local", out, n, 0755, 0, 0, false);
+	/* (executable: an rc.local that is not is not run) */
+	return ext4w_put(w, "/etc/rc.local", out, n, 0755, 0, 0, true);
 }
 
 static int set_userdata(struct ext4w *w, const char *script, size_t len,
@@ -777,8 +850,6 @@ static int set_userdata(struct ext4w *w, const char *script, size_t len,
 	if (ext4w_namei(w, UD_DIR, true, &ino) == 0 &&
 	    ext4w_remove(w, ino, "userdata-ran") < 0)
 		return -1;
-	if (ext4w_mkdirs(w, "/var/log", 0755, 0, 0, &ino) < 0)
-		return -1;
 	if (has_systemd(w)) {
 		ext2_ino_t wants;
 		*how = "systemd";
@@ -789,6 +860,14 @@ static int set_userdata(struct ext4w *w, const char *script, size_t len,
 		    &ino) < 0)
 			return -1;
 		return 0;
+	}
+	/* OpenRC's local service runs /etc/local.d/NAME.start */
+	if (ext4w_namei(w, "/etc/local.d", true, &ino) == 0 &&
+	    ext4w_type(w, ino) == S_IFDIR) {
+		static const char start[] = "#!/bin/sh\n# vmstrap userdata, once\nexec " UD_RUNNER "\n";
+		*how = "local.d";
+		return ext4w_put(w, "/etc/local.d/vmstrap-userdata.start", start,
+		    sizeof start - 1, 0755, 0, 0, true);
 	}
 	*how = "rc.local";
 	return hook_rc_local(w);
@@ -856,6 +935,111 @@ struct prep {
 	size_t userdata_len;
 	struct hostkey hk[NHOSTKEYS];
 };
+
+/* A file imgprep rewrites: missing, or a regular file (a symlink to one
+ * is followed, inside the image). */
+static int check_file(struct ext4w *w, const char *path)
+{
+	ext2_ino_t ino;
+	int r = ext4w_namei(w, path, true, &ino);
+
+	if (r < 0)
+		return -1;
+	if (r == 0 && ext4w_type(w, ino) != S_IFREG)
+		return vs_error(w->e, EX_DATAERR, 0, "%s in the image is not a regular file",
+		    path);
+	return 0;
+}
+
+/* A directory imgprep writes in (or makes): a directory, or missing, and
+ * not a symlink to nothing. */
+static int check_dir(struct ext4w *w, const char *path)
+{
+	ext2_ino_t ino;
+	int r = ext4w_namei(w, path, true, &ino);
+
+	if (r < 0)
+		return -1;
+	if (r == 0 && ext4w_type(w, ino) != S_IFDIR)
+		return vs_error(w->e, EX_DATAERR, 0, "%s in the image is not a directory",
+		    path);
+	if (r == 1 && ext4w_namei(w, path, false, &ino) == 0)
+		return vs_error(w->e, EX_DATAERR, 0,
+		    "%s in the image is a symbolic link to nothing", path);
+	return 0;
+}
+
+/* A user's ~/.ssh or authorized_keys: what imgprep gives the user, so
+ * never a symlink (it could point at /etc/shadow) and never a file with
+ * other names (a hard link to one). */
+static int check_own(struct ext4w *w, const char *path, mode_t type)
+{
+	struct ext2_inode in;
+	ext2_ino_t ino;
+	int r = ext4w_namei(w, path, false, &ino);
+
+	if (r != 0)
+		return r < 0 ? -1 : 0;
+	if (ext4w_type(w, ino) == S_IFLNK)
+		return vs_error(w->e, EX_DATAERR, 0,
+		    "%s in the image is a symbolic link: refused (imgprep gives it to its user)",
+		    path);
+	if (ext4w_type(w, ino) != type)
+		return vs_error(w->e, EX_DATAERR, 0, "%s in the image is not a %s", path,
+		    type == S_IFDIR ? "directory" : "regular file");
+	if (type == S_IFREG && ext2fs_read_inode(w->fs, ino, &in) == 0 &&
+	    in.i_links_count > 1)
+		return vs_error(w->e, EX_DATAERR, 0,
+		    "%s in the image has %u hard links: refused (imgprep gives it to its user)",
+		    path, in.i_links_count);
+	return 0;
+}
+
+/* Everything the writes will touch, checked first, so that a refusal
+ * leaves the image as it was. */
+static int precheck(struct ext4w *w, const struct opts *o,
+    const struct prep *pr, const struct user *users, size_t nusers)
+{
+	static const char *const files[] = { "/etc/hostname", "/etc/hosts",
+	    "/etc/machine-id", NULL };
+
+	for (int i = 0; files[i]; i++)
+		if (check_file(w, files[i]) < 0)
+			return -1;
+	if (!o->no_host_keys && check_dir(w, "/etc/ssh") < 0)
+		return -1;
+	for (size_t i = 0; pr->keys.n && i < nusers; i++) {
+		const struct user *u = &users[i];
+		char p[PATH_MAX + 32];
+
+		if (!ext4w_plain_path(u->home) || strlen(u->home) > PATH_MAX - 32)
+			return vs_error(w->e, EX_DATAERR, 0,
+			    "user %s's home '%s' in /etc/passwd is not a plain path", u->name,
+			    u->home);
+		if (i > 0 && strcmp(u->home, users[0].home) == 0)
+			return vs_error(w->e, EX_DATAERR, 0,
+			    "user %s's home is root's (%s): refused (its keys would be root's)",
+			    u->name, u->home);
+		snprintf(p, sizeof p, "%s/.ssh", u->home);
+		if (check_dir(w, u->home) < 0 || check_own(w, p, S_IFDIR) < 0)
+			return -1;
+		strcat(p, "/authorized_keys");
+		if (check_own(w, p, S_IFREG) < 0)
+			return -1;
+	}
+	if (pr->userdata) {
+		if (check_dir(w, UD_DIR) < 0)
+			return -1;
+		if (has_systemd(w)) {
+			if (check_dir(w, "/etc/systemd/system") < 0 ||
+			    check_dir(w, UD_WANTS) < 0)
+				return -1;
+		} else if (check_file(w, "/etc/rc.local") < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
 
 static int prepare(const struct opts *o, struct prep *pr, json_t **section,
     struct vs_err *e)
@@ -936,6 +1120,10 @@ static int prepare(const struct opts *o, struct prep *pr, json_t **section,
 		nusers = users[1].uid == 0 ? 1 : 2;
 	} else if (passwd && find_user(passwd, NULL, 1000, &users[1])) {
 		nusers = 2;
+	}
+	if (precheck(&w, o, pr, users, nusers) < 0) {
+		vs_error_prefix(e, "%s", pr->img);
+		goto refuse;
 	}
 
 	/* the writes */
@@ -1059,16 +1247,23 @@ static int gather(const struct opts *o, json_t *doc, struct prep *pr,
 			goto out;
 		}
 	}
+	if (pr->userdata && memchr(pr->userdata, '\0', pr->userdata_len)) {
+		vs_error(e, EX_DATAERR, 0, "the userdata holds a NUL byte: not a script");
+		goto out;
+	}
 	/* a script without an interpreter line: run by sh */
 	if (pr->userdata && strncmp(pr->userdata, "#!", 2) != 0) {
-		char *s;
-		if (asprintf(&s, "#!/bin/sh\n%s", pr->userdata) < 0) {
+		static const char sh[] = "#!/bin/sh\n";
+		char *s = malloc(sizeof sh - 1 + pr->userdata_len + 1);
+		if (s == NULL) {
 			vs_error(e, EX_OSERR, ENOMEM, "userdata");
 			goto out;
 		}
+		memcpy(s, sh, sizeof sh - 1);
+		memcpy(s + sizeof sh - 1, pr->userdata, pr->userdata_len + 1);
 		free(pr->userdata);
 		pr->userdata = s;
-		pr->userdata_len += 10;
+		pr->userdata_len += sizeof sh - 1;
 	}
 	rc = 0;
 out:
@@ -1107,6 +1302,7 @@ int main(int argc, char *argv[])
 
 	fe_init(argv[0]);
 	atomic_on_signals();
+	atomic_signal_hook(kg_cleanup);
 	initialize_ext2_error_table();	/* messages, not "Unknown code ext2 N" */
 	o.keyfiles = calloc((size_t)argc + 1, sizeof *o.keyfiles);
 	if (o.keyfiles == NULL) {

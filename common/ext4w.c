@@ -1014,6 +1014,23 @@ int ext4w_set_owner(struct ext4w *w, ext2_ino_t ino, mode_t perm,
 	return 0;
 }
 
+bool ext4w_plain_path(const char *path)
+{
+	const char *p = path;
+
+	if (*p != '/' || p[1] == '\0')
+		return false;
+	while (*p == '/') {
+		const char *c = p + 1, *end = strchrnul(c, '/');
+		size_t n = (size_t)(end - c);
+		if (n == 0 || n > NAME_MAX || (n == 1 && c[0] == '.') ||
+		    (n == 2 && c[0] == '.' && c[1] == '.'))
+			return false;
+		p = end;
+	}
+	return true;
+}
+
 /* The parent directory of path and its last component (in name, of size
  * NAME_MAX + 1): 0, 1 when the parent is missing, -1. */
 static int parent_of(struct ext4w *w, const char *path, ext2_ino_t *dir,
@@ -1024,9 +1041,9 @@ static int parent_of(struct ext4w *w, const char *path, ext2_ino_t *dir,
 	size_t pn;
 	int r;
 
-	if (path[0] != '/' || slash == NULL || slash[1] == '\0' ||
-	    strlen(slash + 1) > NAME_MAX)
-		return vs_error(w->e, EX_SOFTWARE, 0, "%s: not a path in the image",
+	if (!ext4w_plain_path(path) || strlen(path) >= PATH_MAX)
+		return vs_error(w->e, EX_DATAERR, 0,
+		    "'%s' is not a plain path in the image (an empty, '.' or '..' part)",
 		    path);
 	strcpy(name, slash + 1);
 	pn = (size_t)(slash - path);
@@ -1073,9 +1090,12 @@ int ext4w_mkdirs(struct ext4w *w, const char *path, mode_t perm,
 	}
 	if (r < 0)
 		return -1;
-	/* a dangling symlink in the way: the directory takes its place */
-	if (ext4w_remove(w, dir, name) < 0 ||
-	    ext4w_make(w, dir, name, S_IFDIR, NULL, 0, ino) < 0 ||
+	/* a dangling symlink in the way is the image's to mend, not ours to
+	 * replace */
+	if (ext4w_lookup(w, dir, name, ino) == 0)
+		return vs_error(w->e, EX_DATAERR, 0,
+		    "%s in the image is a symbolic link to nothing", path);
+	if (ext4w_make(w, dir, name, S_IFDIR, NULL, 0, ino) < 0 ||
 	    ext4w_set_attr(w, *ino, &a, -1) < 0)
 		return -1;
 	return 0;

@@ -131,6 +131,10 @@ mode_t ext4w_type(struct ext4w *w, ext2_ino_t ino);
 /* Files of an image already made (imgprep): paths are absolute in the
  * image, and symlinks are followed as the guest would, never out of it. */
 
+/* Whether path is absolute and plain: no empty, "." or ".." part, no
+ * trailing '/', not "/" itself. */
+bool ext4w_plain_path(const char *path);
+
 /* The inode of path (follow: the last component's symlink too): 0, 1
  * when it is not there, -1 with e set. */
 int ext4w_namei(struct ext4w *w, const char *path, bool follow,

@@ -84,6 +84,9 @@ int sshkey_parse(const char *line, const char *where, struct sshkey *k,
 		p++;
 	if (*p == '\0' || *p == '#')
 		return 1;
+	if (strchr(p, '\n'))
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s: a line break inside the key: one key a line", where);
 	t = p;
 	while (*p && *p != ' ' && *p != '\t')
 		p++;

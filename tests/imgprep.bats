@@ -403,3 +403,111 @@ vm_ssh() {
 	assert_refused 65 "ssh_host_ecdsa_key: not an OpenSSH private key"
 	[ "$(imgsum b.img)" = "$sum" ]
 }
+
+@test "what a guest's user could plant is refused before anything is written: symlinks, hard links, odd homes" {
+	tree t
+	echo 'root:*:1::::::' > t/etc/shadow
+	mkdir -p t/home/deb/.ssh
+	ln -s /etc/shadow t/home/deb/.ssh/authorized_keys
+	image a t
+	sum=$(imgsum a.img)
+	run_split imgprep -k "$KEY.pub" a.img
+	assert_refused 65 "/home/deb/.ssh/authorized_keys in the image is a symbolic link: refused"
+	[ "$(imgsum a.img)" = "$sum" ]
+	# .ssh itself a symlink
+	rm -rf t/home/deb/.ssh
+	ln -s /etc t/home/deb/.ssh
+	image b t
+	sum=$(imgsum b.img)
+	run_split imgprep -k "$KEY.pub" b.img
+	assert_refused 65 "/home/deb/.ssh in the image is a symbolic link"
+	[ "$(imgsum b.img)" = "$sum" ]
+	# a hard link to root's file
+	rm t/home/deb/.ssh
+	mkdir t/home/deb/.ssh
+	ln t/etc/shadow t/home/deb/.ssh/authorized_keys
+	image c t
+	sum=$(imgsum c.img)
+	run_split imgprep -k "$KEY.pub" c.img
+	assert_refused 65 "authorized_keys in the image has 2 hard links: refused"
+	[ "$(imgsum c.img)" = "$sum" ]
+	# homes that are no plain path, or root's
+	n=0
+	for home in /home/a/. /home/x/../../etc /root; do
+		n=$((n + 1))
+		tree "h$n"
+		sed -i "s|^deb:x:1000:1000::/home/deb:|deb:x:1000:1000::$home:|" "h$n/etc/passwd"
+		image d "h$n"
+		sum=$(imgsum d.img)
+		run_split imgprep -k "$KEY.pub" d.img
+		case $home in
+		/root) assert_refused 65 "user deb's home is root's" ;;
+		*) assert_refused 65 "user deb's home '$home' in /etc/passwd is not a plain path" ;;
+		esac
+		[ "$(imgsum d.img)" = "$sum" ]
+		e2fsck -fn d.img > /dev/null 2>&1 || fail "$home: e2fsck"
+	done
+	# /etc/hosts a directory: refused before the hostname is written
+	tree e
+	rm e/etc/hosts && mkdir e/etc/hosts
+	image e e
+	sum=$(imgsum e.img)
+	run_split imgprep e.img
+	assert_refused 65 "/etc/hosts in the image is not a regular file"
+	[ "$(imgsum e.img)" = "$sum" ]
+	# a userdata with a NUL byte is no script
+	printf 'echo hi\0AAAA' > nul.sh
+	run_split imgprep --userdata nul.sh e.img
+	assert_refused 65 "the userdata holds a NUL byte"
+	# a uid that is not a number matches nothing
+	tree f
+	sed -i 's/^deb:x:1000:1000:/deb:x:1000x:1000:/' f/etc/passwd
+	image f f
+	run_split imgprep -q -k "$KEY.pub" f.img
+	assert_ok
+	[ "$(jq -r '.prep.users | join(" ")' <<< "$output")" = root ]
+}
+
+@test "authorized_keys: a key in a comment is not one; a key with options is kept as it is; rc.local made executable, OpenRC's local.d" {
+	tree t
+	mkdir -p t/root/.ssh t/home/deb/.ssh
+	echo "# revoked: $(cat "$KEY.pub")" > t/root/.ssh/authorized_keys
+	echo "from=\"10.0.0.1\",command=\"echo a b\" $(cat "$KEY.pub")" > t/home/deb/.ssh/authorized_keys
+	printf '#!/bin/sh\nexit 0\n# the end\n' > t/etc/rc.local
+	chmod 644 t/etc/rc.local
+	image a t
+	run_split imgprep -q -k "$KEY.pub" --userdata <(echo true) a.img
+	assert_ok
+	[ "$(dbg a.img 'cat /root/.ssh/authorized_keys')" = "$(printf '# revoked: %s\n%s' "$(cat "$KEY.pub")" "$(cat "$KEY.pub")")" ]
+	[ "$(dbg a.img 'cat /home/deb/.ssh/authorized_keys')" = "from=\"10.0.0.1\",command=\"echo a b\" $(cat "$KEY.pub")" ]
+	[ "$(dbg a.img 'cat /etc/rc.local')" = "$(printf '#!/bin/sh\n/etc/vmstrap/userdata-run   # vmstrap userdata, once\nexit 0\n# the end')" ]
+	[ "$(mode_owner a.img /etc/rc.local)" = "0755 0 0" ]
+	tree o
+	mkdir -p o/etc/local.d
+	image o o
+	run_split imgprep -q --userdata <(echo true) o.img
+	assert_ok
+	[ "$(jq -r .prep.userdata_init <<< "$output")" = local.d ]
+	[ "$(mode_owner o.img /etc/local.d/vmstrap-userdata.start)" = "0755 0 0" ]
+	[[ $(dbg o.img 'cat /etc/local.d/vmstrap-userdata.start') == *"exec /etc/vmstrap/userdata-run"* ]]
+	! dbg o.img 'ls /etc' | grep -q rc.local || false
+}
+
+@test "a signal while the host keys are made leaves no private key behind" {
+	image a
+	mkdir tmp
+	for sig in TERM INT; do
+		TMPDIR=$PWD/tmp imgprep -k "$KEY.pub" a.img > out.json 2> err.txt &
+		pid=$!
+		for _ in $(seq 200); do
+			compgen -G 'tmp/imgprep.*/ssh_host_*' > /dev/null && break
+			sleep 0.005
+		done
+		kill -s "$sig" "$pid"
+		st=0
+		wait "$pid" || st=$?
+		[ "$st" -eq $((128 + $(kill -l "$sig"))) ] || [ "$st" -eq 0 ] || fail "SIG$sig: status $st: $(cat err.txt)"
+		sleep 0.5	# (a child that outlived it would write by now)
+		[ -z "$(ls -A tmp)" ] || fail "SIG$sig left: $(ls -R tmp)"
+	done
+}

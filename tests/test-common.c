@@ -397,6 +397,7 @@ static void test_config(void)
 		{ "config:\n  ssh_keys:\n    - \"-----BEGIN OPENSSH PRIVATE KEY-----\"\n",
 		  "a private key, not a public key" },
 		{ "config:\n  ssh_keys:\n    - \"\"\n", "an empty entry" },
+		{ "config:\n  ssh_keys:\n    - \"ssh-ed25519 AAAA\\nssh-rsa AAAA\"\n", "a line break inside the key" },
 		{ "config:\n  github_user: \"a/../b\"\n", ":2:16: github_user: 'a/../b' is not a GitHub login" },
 		{ "config:\n  github_user: -x\n", "is not a GitHub login" },
 		{ "config:\n  host_groups:\n    - name: a\n      storage_size: 5G\n"
