@@ -321,7 +321,9 @@ renameat2'
 	yes vmstrap | head -c 1536M > big.img
 	echo precious > disk.img
 	for sig in TERM HUP; do
-		cowclone -f big.img disk.img > out.json 2> err.txt &
+		# (with the signal's default action: a job started with nohup, or
+		# in the background of a script, would have it ignored)
+		env --default-signal=HUP,TERM,INT cowclone -f big.img disk.img > out.json 2> err.txt &
 		pid=$!
 		for _ in $(seq 3000); do
 			compgen -G '.disk.img.tmp-*' > /dev/null && break

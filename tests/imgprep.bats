@@ -497,7 +497,9 @@ vm_ssh() {
 	image a
 	mkdir tmp
 	for sig in TERM INT; do
-		TMPDIR=$PWD/tmp imgprep -k "$KEY.pub" a.img > out.json 2> err.txt &
+		# (the signal's default action: a background job of a script
+		# has SIGINT ignored, one under nohup SIGHUP)
+		TMPDIR=$PWD/tmp env --default-signal=INT,TERM imgprep -k "$KEY.pub" a.img > out.json 2> err.txt &
 		pid=$!
 		for _ in $(seq 200); do
 			compgen -G 'tmp/imgprep.*/ssh_host_*' > /dev/null && break
@@ -506,7 +508,8 @@ vm_ssh() {
 		kill -s "$sig" "$pid"
 		st=0
 		wait "$pid" || st=$?
-		[ "$st" -eq $((128 + $(kill -l "$sig"))) ] || [ "$st" -eq 0 ] || fail "SIG$sig: status $st: $(cat err.txt)"
+		[ "$st" -eq $((128 + $(kill -l "$sig"))) ] || fail "SIG$sig: status $st: $(cat err.txt)"
+		[ ! -s out.json ]
 		sleep 0.5	# (a child that outlived it would write by now)
 		[ -z "$(ls -A tmp)" ] || fail "SIG$sig left: $(ls -R tmp)"
 	done
