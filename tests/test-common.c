@@ -1445,6 +1445,20 @@ static size_t ext4_read_back(const char *path, ext2_ino_t ino,
 	return len;
 }
 
+static void test_ext4w_paths(void)
+{
+	static const char *const plain[] = { "/etc", "/etc/ssh", "/home/deb/.ssh",
+	    "/a/..b/c.", NULL };
+	static const char *const not_plain[] = { "", "/", "etc", "/etc/", "//etc",
+	    "/etc//ssh", "/home/a/.", "/home/x/../../etc", "/./etc", "/..", NULL };
+
+	for (int i = 0; plain[i]; i++)
+		ok(ext4w_plain_path(plain[i]), "'%s' is a plain path", plain[i]);
+	for (int i = 0; not_plain[i]; i++)
+		ok(!ext4w_plain_path(not_plain[i]), "'%s' is not a plain path",
+		    not_plain[i]);
+}
+
 static void test_ext4w(void)
 {
 	enum { SIZE = 9 << 20 };
@@ -1737,6 +1751,7 @@ int main(int argc, char *argv[])
 	test_kernel();
 	test_vmstate();
 	test_inflate();
+	test_ext4w_paths();
 	test_ext4w();
 	if (rmdir(tmpdir) < 0)
 		diag("%s left behind: %s", tmpdir, strerror(errno));
