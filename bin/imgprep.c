@@ -1079,11 +1079,6 @@ static int prepare(const struct opts *o, struct prep *pr, json_t **section,
 	if (abs == NULL)
 		return vs_error(e, EX_OSERR, errno, "%s", pr->img);
 
-	/* the host keys first: a failure there changes nothing */
-	if (o->host_keys ? read_host_keys(o->host_keys, pr->name, pr->hk, e) < 0 :
-	    !o->no_host_keys && make_host_keys(pr->name, pr->hk, e) < 0)
-		return -1;
-
 	if (ext4w_open(&w, pr->img, fd, time(NULL), false, e) < 0)
 		return -1;
 	snprintf(w.path, sizeof w.path, "%s", pr->img);
@@ -1125,6 +1120,11 @@ static int prepare(const struct opts *o, struct prep *pr, json_t **section,
 		vs_error_prefix(e, "%s", pr->img);
 		goto refuse;
 	}
+	/* the host keys last of all that can fail before the first write
+	 * (they take the longest: a refusal comes first) */
+	if (o->host_keys ? read_host_keys(o->host_keys, pr->name, pr->hk, e) < 0 :
+	    !o->no_host_keys && make_host_keys(pr->name, pr->hk, e) < 0)
+		goto refuse;
 
 	/* the writes */
 	{

@@ -11,6 +11,12 @@ setup_file() {
 	"$VS_TOP/scripts/mkguest" -m stay -s amd64 "$BATS_FILE_TMPDIR/g" > /dev/null || return 1
 	ssh-keygen -q -t ed25519 -N '' -C tester@host -f "$BATS_FILE_TMPDIR/key"
 	ssh-keygen -q -t ecdsa -N '' -C other@host -f "$BATS_FILE_TMPDIR/key2"
+	# host keys made once, for the tests that are not about making them
+	# (ssh-keygen's RSA key takes up to a second and a half here)
+	mkdir "$BATS_FILE_TMPDIR/hk"
+	for t in ed25519 ecdsa rsa; do
+		ssh-keygen -q -t "$t" -N '' -f "$BATS_FILE_TMPDIR/hk/ssh_host_${t}_key"
+	done
 }
 
 setup() {
@@ -19,6 +25,7 @@ setup() {
 	G=$BATS_FILE_TMPDIR/g
 	KEY=$BATS_FILE_TMPDIR/key
 	KEY2=$BATS_FILE_TMPDIR/key2
+	HK=$BATS_FILE_TMPDIR/hk
 }
 
 teardown() {
@@ -125,7 +132,7 @@ mode_owner() {
 	mkdir -p t/home/zed/.ssh
 	echo 'from="10.0.0.1" ssh-rsa AAAAB3old zed@old' > t/home/zed/.ssh/authorized_keys
 	image a t
-	run_split imgprep -q -k "$KEY.pub" -u zed a.img
+	run_split imgprep -q --host-keys "$HK" -k "$KEY.pub" -u zed a.img
 	assert_ok
 	[ -z "$stderr" ]
 	[ "$(jq -r '.prep.users | join(" ")' <<< "$output")" = "root zed" ]
@@ -141,7 +148,7 @@ mode_owner() {
 	! dbg a.img 'ls /home/deb' | grep -q '\.ssh' || false
 	# no keys: no authorized_keys touched
 	image b
-	run_split imgprep -q b.img
+	run_split imgprep -q --host-keys "$HK" b.img
 	assert_ok
 	[ "$(jq -r '.prep.authorized | length' <<< "$output")" = 0 ]
 	! dbg b.img 'ls /root' | grep -q '\.ssh' || false
@@ -151,14 +158,14 @@ mode_owner() {
 @test "the pipeline: cowclone NAME | imgprep, the name from the disk; -n; a name that is no hostname" {
 	image slicer-base
 	printf '{"base":{"path":"%s/slicer-base.img","group":"slicer"}}\n' "$PWD" > doc.json
-	run_split sh -c "cowclone -q slicer-1 < doc.json | imgprep -q -k '$KEY.pub'"
+	run_split sh -c "cowclone -q slicer-1 < doc.json | imgprep -q --host-keys '$HK' -k '$KEY.pub'"
 	assert_ok
 	[ "$(jq -r .disk.path <<< "$output")" = "$PWD/slicer-1.img" ]
 	[ "$(jq -r .base.group <<< "$output")" = slicer ]
 	[ "$(jq -r .prep.hostname <<< "$output")" = slicer-1 ]
 	[ "$(dbg slicer-1.img 'cat /etc/hostname')" = slicer-1 ]
 	[ "$(dbg slicer-base.img 'cat /etc/hostname')" = image ]
-	run_split imgprep -q -n db.example -k "$KEY.pub" slicer-1.img
+	run_split imgprep -q --host-keys "$HK" -n db.example -k "$KEY.pub" slicer-1.img
 	assert_ok
 	[ "$(dbg slicer-1.img 'cat /etc/hostname')" = db.example ]
 	cp slicer-1.img bad_name.img
@@ -179,7 +186,7 @@ mode_owner() {
 	chmod 755 s/lib/systemd/systemd
 	image s s
 	printf 'apt-get install -y nginx\n' > ud.sh
-	run_split imgprep -q --userdata ud.sh s.img
+	run_split imgprep -q --host-keys "$HK" --userdata ud.sh s.img
 	assert_ok
 	[ "$(jq -r .prep.userdata <<< "$output")" = /etc/vmstrap/userdata ]
 	[ "$(jq -r .prep.userdata_init <<< "$output")" = systemd ]
@@ -195,13 +202,13 @@ mode_owner() {
 	printf '#!/bin/sh -e\necho mine\nexit 0\n' > r/etc/rc.local
 	chmod 755 r/etc/rc.local
 	image r r
-	run_split imgprep -q --userdata <(echo 'echo from a pipe') r.img
+	run_split imgprep -q --host-keys "$HK" --userdata <(echo 'echo from a pipe') r.img
 	assert_ok
 	[ "$(jq -r .prep.userdata_init <<< "$output")" = rc.local ]
 	[ "$(dbg r.img 'cat /etc/rc.local')" = "$(printf '#!/bin/sh -e\necho mine\n/etc/vmstrap/userdata-run   # vmstrap userdata, once\nexit 0')" ]
 	[ "$(mode_owner r.img /etc/rc.local)" = "0755 0 0" ]
 	# again: one line, not two
-	run_split imgprep -q --userdata ud.sh r.img
+	run_split imgprep -q --host-keys "$HK" --userdata ud.sh r.img
 	assert_ok
 	[ "$(dbg r.img 'cat /etc/rc.local' | grep -c userdata-run)" = 1 ]
 	# the group's userdata from the configuration
@@ -214,7 +221,7 @@ mode_owner() {
 	      storage_size: 5G
 	      userdata_file: ud.sh
 	EOF
-	run_split imgprep -q -g web g.img
+	run_split imgprep -q --host-keys "$HK" -g web g.img
 	assert_ok
 	[ "$(jq -r .prep.authorized[0] <<< "$output")" = "$(ssh-keygen -lf "$KEY.pub" | cut -d' ' -f2)" ]
 	[[ $(dbg g.img 'cat /etc/vmstrap/userdata') == *nginx* ]]
@@ -243,7 +250,7 @@ github() {
 	echo "<html>rate limited</html>" > gh/html.keys
 	github gh
 	image a
-	run_split imgprep -q --github-user alice a.img
+	run_split imgprep -q --host-keys "$HK" --github-user alice a.img
 	assert_ok
 	[ "$(jq -r '.prep.authorized | length' <<< "$output")" = 2 ]
 	[ "$(dbg a.img 'cat /root/.ssh/authorized_keys')" = "$(cat gh/alice.keys)" ]
@@ -463,7 +470,7 @@ vm_ssh() {
 	tree f
 	sed -i 's/^deb:x:1000:1000:/deb:x:1000x:1000:/' f/etc/passwd
 	image f f
-	run_split imgprep -q -k "$KEY.pub" f.img
+	run_split imgprep -q --host-keys "$HK" -k "$KEY.pub" f.img
 	assert_ok
 	[ "$(jq -r '.prep.users | join(" ")' <<< "$output")" = root ]
 }
@@ -476,7 +483,7 @@ vm_ssh() {
 	printf '#!/bin/sh\nexit 0\n# the end\n' > t/etc/rc.local
 	chmod 644 t/etc/rc.local
 	image a t
-	run_split imgprep -q -k "$KEY.pub" --userdata <(echo true) a.img
+	run_split imgprep -q --host-keys "$HK" -k "$KEY.pub" --userdata <(echo true) a.img
 	assert_ok
 	[ "$(dbg a.img 'cat /root/.ssh/authorized_keys')" = "$(printf '# revoked: %s\n%s' "$(cat "$KEY.pub")" "$(cat "$KEY.pub")")" ]
 	[ "$(dbg a.img 'cat /home/deb/.ssh/authorized_keys')" = "from=\"10.0.0.1\",command=\"echo a b\" $(cat "$KEY.pub")" ]
@@ -485,7 +492,7 @@ vm_ssh() {
 	tree o
 	mkdir -p o/etc/local.d
 	image o o
-	run_split imgprep -q --userdata <(echo true) o.img
+	run_split imgprep -q --host-keys "$HK" --userdata <(echo true) o.img
 	assert_ok
 	[ "$(jq -r .prep.userdata_init <<< "$output")" = local.d ]
 	[ "$(mode_owner o.img /etc/local.d/vmstrap-userdata.start)" = "0755 0 0" ]

@@ -57,10 +57,13 @@ ids() {
 	stat -c '%n %i %Y' "$@"
 }
 
-@test "first start, then the warm path: nothing rebuilt, disks kept, the VM's data survives" {
+@test "first start, then the warm path: nothing rebuilt, disks kept, the VM's data and identity survive; vmstrap ssh" {
 	config 1 2
 	run_split vmstrap up
 	assert_ok
+	[[ $stderr == *"web-1: disk "*"its own identity (1 keys authorized)"* ]]
+	[ "$(cut -d' ' -f1 known_hosts | sort | uniq -c | awk '{ printf "%s:%s ", $2, $1 }')" = "web-1:3 web-2:3 " ] ||
+		fail "known_hosts: $(cat known_hosts)"
 	[ "$(wc -l <<< "$output")" -eq 2 ]
 	[ "$(jq -r .name <<< "$output" | tr '\n' ' ')" = "web-1 web-2 " ]
 	[ "$(jq -r .group <<< "$output" | sort -u)" = web ]
@@ -74,35 +77,7 @@ ids() {
 	[ "$(jq -r .from kernel/web/.Image.json)" = /boot/vmlinuz-"$(jq -r .version kernel/web/.Image.json)" ] ||
 		[ "$(jq -r .source kernel/web/.Image.json)" = "$(jq -r .source .web-base.img.json)" ]
 	[ "$(stat -c %s web-base.img)" = 5368709120 ] && [ "$(stat -c %s db-base.img)" = 6442450944 ]
-	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
-	wait_console web-2 "vmstrap-guest: up web-2 boot 1" 60
-	run_split vmstrap down
-	assert_ok
-	[ -z "$(vmrun ls | jq -r 'select(.state == "running") | .name')" ]
-	before=$(ids web-base.img db-base.img kernel/web/Image web-1.img web-2.img oci-cache/index.json)
-	requests=$(registry_requests)
-	run_split vmstrap up
-	assert_ok
-	[ "$(wc -l <<< "$output")" -eq 2 ]
-	# no transfer beyond the manifest check (one per group), nothing rebuilt
-	[ $(($(registry_requests) - requests)) -le 2 ] || fail "$(($(registry_requests) - requests)) requests"
-	[ "$(ids web-base.img db-base.img kernel/web/Image web-1.img web-2.img oci-cache/index.json)" = "$before" ]
-	wait_console web-1 "vmstrap-guest: up web-1 boot 2" 60
-	# running VMs are left alone by a third up
-	run_split vmstrap up
-	assert_ok
-	[[ $stderr == *"web-1: already running"* ]]
-	vmstrap -q down
-	[ "$(debugfs -R 'cat /var/lib/vmstrap/boots' web-1.img 2>/dev/null)" = 2 ]
-}
-
-@test "vmstrap ssh: into each new VM with its own identity, pinned; a kept disk keeps it across down and up" {
-	config 1 2
-	run_split vmstrap up
-	assert_ok
-	[[ $stderr == *"web-1: disk "*"its own identity (1 keys authorized)"* ]]
-	[ "$(cut -d' ' -f1 known_hosts | sort | uniq -c | awk '{ printf "%s:%s ", $2, $1 }')" = "web-1:3 web-2:3 " ] ||
-		fail "known_hosts: $(cat known_hosts)"
+	# in, each VM with its own identity, its host key the pinned one
 	for n in web-1 web-2; do
 		wait_console "$n" "vmstrap-guest: up $n boot 1" 60
 		run_split vmstrap ssh -i "$BATS_FILE_TMPDIR/key" "$n" cat /etc/hostname /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub
@@ -116,47 +91,50 @@ ids() {
 	run_split vmstrap ssh -i "$BATS_FILE_TMPDIR/key" web-1 ls -d /etc
 	assert_ok
 	[ "$output" = /etc ]
+	run_split vmstrap down
+	assert_ok
+	[ -z "$(vmrun ls | jq -r 'select(.state == "running") | .name')" ]
+	keys=$(cat known_hosts)
+	before=$(ids web-base.img db-base.img kernel/web/Image web-1.img web-2.img oci-cache/index.json)
+	requests=$(registry_requests)
+	run_split vmstrap up
+	assert_ok
+	[ "$(wc -l <<< "$output")" -eq 2 ]
+	# no transfer beyond the manifest check (one per group), nothing rebuilt
+	[ $(($(registry_requests) - requests)) -le 2 ] || fail "$(($(registry_requests) - requests)) requests"
+	[ "$(ids web-base.img db-base.img kernel/web/Image web-1.img web-2.img oci-cache/index.json)" = "$before" ]
+	wait_console web-1 "vmstrap-guest: up web-1 boot 2" 60
+	# the kept disk kept its identity
+	[ "$(cat known_hosts)" = "$keys" ]
+	run_split vmstrap ssh -i "$BATS_FILE_TMPDIR/key" web-1 cat /etc/machine-id
+	assert_ok
+	[ "$output" = "${id[1]}" ]
+	# running VMs are left alone by a third up
+	run_split vmstrap up
+	assert_ok
+	[[ $stderr == *"web-1: already running"* ]]
+	vmstrap -q down
+	[ "$(debugfs -R 'cat /var/lib/vmstrap/boots' web-1.img 2>/dev/null)" = 2 ]
+}
+
+@test "launch adds the next free VM of a group, with the spare host keys made ahead; down stops the ones named" {
+	config 1 1
+	vmstrap -q up > /dev/null
 	run_split vmstrap ssh web-9
 	assert_refused 69 "VM web-9 is not running"
 	run_split vmstrap ssh ../x
 	assert_refused 64 "invalid VM name"
 	run_split vmstrap ssh
 	assert_refused 64 "ssh needs the NAME"
-	vmstrap -q down
-	keys=$(cat known_hosts)
-	run_split vmstrap up
-	assert_ok
-	[ "$(cat known_hosts)" = "$keys" ]
-	wait_console web-1 "vmstrap-guest: up web-1 boot 2" 60
-	run_split vmstrap ssh -i "$BATS_FILE_TMPDIR/key" web-1 cat /etc/machine-id
-	assert_ok
-	[ "$output" = "${id[1]}" ]
-	vmstrap -q down
 	# a spare set of host keys, made ahead (0700): the next new VM's
 	for _ in $(seq 100); do [ -d .vmstrap-hostkeys ] && break; sleep 0.1; done
 	[ "$(stat -c %a .vmstrap-hostkeys)" = 700 ]
 	spare=$(cut -d' ' -f2 .vmstrap-hostkeys/ssh_host_ed25519_key.pub)
 	run_split vmstrap launch web
 	assert_ok
-	[ "$(jq -r .name <<< "$output")" = web-3 ]
-	grep -q "^web-3 ssh-ed25519 $spare root@web-3\$" known_hosts || fail "web-3 did not get the spare keys"
-	vmstrap -q down
-	# a new disk, a new identity; its old keys unpinned
-	vmstrap -q reset --disk web-1
-	! grep -q '^web-1 ' known_hosts || false
-	vmstrap -q up > /dev/null
-	! grep -qxF "$(grep '^web-1 ' <<< "$keys" | head -1)" known_hosts || false
-	grep -q '^web-1 ' known_hosts
-	vmstrap -q down
-}
-
-@test "launch adds the next free VM of a group; down stops the ones named" {
-	config 1 1
-	vmstrap -q up > /dev/null
-	run_split vmstrap launch web
-	assert_ok
 	[ "$(jq -r .name <<< "$output")" = web-2 ]
 	[ -f web-2.img ]
+	grep -q "^web-2 ssh-ed25519 $spare root@web-2\$" known_hosts || fail "web-2 did not get the spare keys"
 	run_split vmstrap launch db
 	assert_ok
 	[ "$(jq -r .name <<< "$output")" = db-1 ]
@@ -181,11 +159,16 @@ ids() {
 	assert_refused 75 "VM web-1 is running"
 	[ -f web-1.img ] && [ -d oci-cache ]
 	vmstrap -q down
-	# --disk: the next up clones it afresh
+	# --disk: the next up clones it afresh, with a new identity; the old
+	# host keys unpinned
+	old=$(grep '^web-1 ' known_hosts)
 	run_split vmstrap reset --disk web-1
 	assert_ok
 	[ ! -e web-1.img ]
+	! grep -q '^web-1 ' known_hosts || false
 	vmstrap -q up > /dev/null
+	! grep -qxF "$(head -1 <<< "$old")" known_hosts || false
+	grep -q '^web-1 ' known_hosts
 	wait_console web-1 "vmstrap-guest: up web-1 boot 1" 60
 	vmstrap -q down
 	# --base: the next up rebuilds it; the disk is kept
