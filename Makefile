@@ -83,7 +83,7 @@ oci-unpack_COMMON := atomic digest doc err fe image inflate layers layout lock \
 oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	$(INFLATE_LIBS) -pthread
 oci-unpack_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags)
-vmrun_COMMON := atomic config sshkey doc err fe kernel lock path run size stamp stop \
+vmrun_COMMON := atomic config sshkey doc err fe kernel lock path qmp run size stamp stop \
 	vmstate
 vmrun_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CRYPTO,libs)
 vmrun_CFLAGS = $(call JANSSON,cflags)

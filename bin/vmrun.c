@@ -33,13 +33,14 @@
 #include "kernel.h"
 #include "lock.h"
 #include "path.h"
+#include "qmp.h"
 #include "run.h"
 #include "size.h"
 #include "stamp.h"
 #include "stop.h"
 #include "vmstate.h"
 
-#define SYNOPSIS "vmrun [-dqV] [-A auto|kvm|hvf|tcg] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-t SECS] [--cpus N] [--mem SIZE] [--kernel K] [--initrd I] [--disk D] [-a ARGS] [--allow-base]\n       vmrun [-C DIR] [-t SECS] stop NAME\n       vmrun [-C DIR] ls\n       vmrun [-C DIR] [-c FILE] config\n       vmrun check-name NAME..."
+#define SYNOPSIS "vmrun [-dqV] [-A auto|kvm|hvf|tcg] [-C DIR] [-c FILE] [-g GROUP] [-n NAME] [-t SECS] [--cpus N] [--mem SIZE] [--kernel K] [--initrd I] [--disk D] [-a ARGS] [--allow-base]\n       vmrun [-C DIR] [-t SECS] stop NAME\n       vmrun [-C DIR] resume NAME\n       vmrun [-C DIR] ls\n       vmrun [-C DIR] [-c FILE] config\n       vmrun check-name NAME..."
 #define DEFAULT_GROUP "slicer"
 #define PROBE_SECS 3
 
@@ -90,7 +91,9 @@ static void usage(FILE *f)
 	    "  -V, --version      print the version\n"
 	    "\n"
 	    "  stop NAME          ACPI power-down, wait, then kill\n"
-	    "  ls                 one JSON line per VM: its state, pid, disk, ports\n"
+	    "  resume NAME        resume a guest left paused (cont over QMP)\n"
+	    "  ls                 one JSON line per VM: its state, pid, disk, ports,\n"
+	    "                     and whether its guest is paused\n"
 	    "  config             the configuration, checked, as one JSON object\n"
 	    "  check-name NAME... whether each NAME follows the name rule of VMs,\n"
 	    "                     groups and snapshot tags (for scripts)\n", f);
@@ -149,74 +152,16 @@ static int free_port(void)
 
 /* --- QMP --------------------------------------------------------------- */
 
-/* Connect to the QMP socket in directory dir (through /proc/self/fd, so
- * that a long workspace path does not overflow sun_path) and leave
- * capabilities negotiation done.  Returns the socket, or -1. */
-static int qmp_open(const char *dir)
+/* Connect to the QMP socket of the run directory dir: the socket, or -1. */
+static int qmp_open(const char *dir, int timeout_ms)
 {
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	struct timeval tv = { 5, 0 };
-	char buf[4096];
-	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC), s;
-	ssize_t n;
+	cleanup_free char *sock = NULL;
 
-	if (dfd < 0)
-		return -1;
-	snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/qmp.sock", dfd);
-	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
-		if (s >= 0)
-			close(s);
-		close(dfd);
+	if (asprintf(&sock, "%s/qmp.sock", dir) < 0) {
+		sock = NULL;
 		return -1;
 	}
-	close(dfd);
-	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	static const char caps[] = "{\"execute\":\"qmp_capabilities\"}\n";
-	/* the greeting, then the answer to qmp_capabilities */
-	if ((n = read(s, buf, sizeof buf - 1)) <= 0 ||
-	    write(s, caps, sizeof caps - 1) != (ssize_t)sizeof caps - 1 ||
-	    (n = read(s, buf, sizeof buf - 1)) <= 0) {
-		close(s);
-		return -1;
-	}
-	return s;
-}
-
-/* Make QEMU's QMP socket, dir/qmp.sock, here: QEMU is handed the
- * listening descriptor (-chardev socket,fd=), and *client (unless client is
- * NULL), connected to it before QEMU even runs, is the first connection
- * QEMU answers.  Returns the listening socket, or -1 with e filled in. */
-static int qmp_listen(const char *dir, int *client, struct vs_err *e)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	cleanup_fd int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	int l, c;
-
-	if (dfd < 0)
-		return vs_error(e, EX_OSERR, errno, "%s", dir), -1;
-	snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/qmp.sock", dfd);
-	unlinkat(dfd, "qmp.sock", 0);
-	l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 ||
-	    listen(l, 4) < 0) {
-		vs_error(e, EX_OSERR, errno, "%s/qmp.sock", dir);
-		if (l >= 0)
-			close(l);
-		return -1;
-	}
-	if (client == NULL)
-		return l;
-	c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0) {
-		vs_error(e, EX_OSERR, errno, "%s/qmp.sock", dir);
-		if (c >= 0)
-			close(c);
-		close(l);
-		return -1;
-	}
-	*client = c;
-	return l;
+	return qmp_connect(sock, timeout_ms);
 }
 
 /* End QEMU, pid, when it is not ending by itself within a second (or at
@@ -292,34 +237,6 @@ static int qmp_ready(int c, pid_t pid, const char *pidf, int *status)
 	 * expected: it is not up, and does not stay */
 	qemu_reap(pid, pidf, false, status);
 	return -1;
-}
-
-/* Send cmd and wait for its answer (events may come first): QEMU drops a
- * command whose connection closes before it is carried out. */
-static int qmp_command(int s, const char *cmd)
-{
-	char line[128], buf[4096];
-	int n = snprintf(line, sizeof line, "{\"execute\":\"%s\"}\n", cmd);
-	size_t have = 0;
-
-	if (write(s, line, (size_t)n) != n)
-		return -1;
-	for (;;) {
-		ssize_t got = read(s, buf + have, sizeof buf - 1 - have);
-		if (got <= 0)
-			return -1;
-		have += (size_t)got;
-		buf[have] = '\0';
-		if (strstr(buf, "\"return\""))
-			return 0;
-		if (strstr(buf, "\"error\""))
-			return -1;
-		if (have > sizeof buf / 2) {
-			/* (keep the tail: an answer may straddle) */
-			memmove(buf, buf + have - 64, 64);
-			have = 64;
-		}
-	}
 }
 
 /* --- accelerator --------------------------------------------------------- */
@@ -1037,7 +954,7 @@ static int start(struct vm *v, const struct opts *o, json_t *doc,
 				vmstate_free(&now);
 			}
 			if (stop_signal && !asked) {
-				qmp = qmp_open(v->rundir);
+				qmp = qmp_open(v->rundir, 5000);
 				asked = true;
 				deadline = run_clock() + (double)o->timeout;
 				if (!o->quiet)
@@ -1171,7 +1088,7 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 		vmstate_free(&vi);
 		return 0;
 	}
-	s = qmp_open(vi.dir);
+	s = qmp_open(vi.dir, 5000);
 	if (s < 0 || qmp_command(s, "system_powerdown") < 0) {
 		if (!quiet)
 			fe_warn("%s: no answer on its QMP socket: killing it", name);
@@ -1242,6 +1159,50 @@ static int stop_vm(const char *name, long timeout, bool quiet, struct vs_err *e)
 	return 0;
 }
 
+/* Resume VM name's guest if it is paused: the way back from a snapshot
+ * whose pauser and watchdog both died (cowclone --live). */
+static int resume_vm(const char *name, bool quiet, struct vs_err *e)
+{
+	struct vm_info vi;
+	char status[64], why[256];
+	int s, r;
+
+	if (vmstate_get(VM_RUN_DIR, name, &vi, e) < 0)
+		return -1;
+	if (vi.state != VM_RUNNING) {
+		vs_error(e, EX_UNAVAILABLE, 0, "VM %s is not running (%s)", name,
+		    vm_state_name(vi.state));
+		vmstate_free(&vi);
+		return -1;
+	}
+	s = qmp_open(vi.dir, 5000);
+	vmstate_free(&vi);
+	if (s < 0)
+		return vs_error(e, EX_UNAVAILABLE, errno,
+		    "%s: no answer on its QMP socket", name);
+	r = qmp_running(s, status, sizeof status);
+	if (r == 1) {
+		close(s);
+		if (!quiet)
+			fe_warn("%s is not paused: nothing to resume", name);
+		return 0;
+	}
+	if (r < 0 || (r = qmp_execute(s, "cont", NULL, why, sizeof why)) < 0) {
+		int err = errno;
+		close(s);
+		if (r == -2)
+			return vs_error(e, EX_UNAVAILABLE, 0,
+			    "%s: QEMU cannot resume its guest (%s): %s", name,
+			    status, why);
+		return vs_error(e, EX_UNAVAILABLE, err,
+		    "%s: no answer on its QMP socket", name);
+	}
+	close(s);
+	if (!quiet)
+		fe_warn("%s resumed (its guest was %s)", name, status);
+	return 0;
+}
+
 static int list_vms(struct vs_err *e)
 {
 	char **names = vmstate_names(VM_RUN_DIR, e);
@@ -1270,6 +1231,17 @@ static int list_vms(struct vs_err *e)
 		    "console", json_object_get(vi.rec, "console"));
 		if (j && vi.state == VM_CRASHED)
 			json_object_set_new(j, "why", json_string(vi.why));
+		if (j && vi.state == VM_RUNNING) {
+			/* (briefly: QEMU serves one QMP connection at a time,
+			 * and a snapshot may hold it) */
+			int s = qmp_open(vi.dir, 300), r = -1;
+			if (s >= 0) {
+				r = qmp_running(s, NULL, 0);
+				close(s);
+			}
+			if (r >= 0)
+				json_object_set_new(j, "paused", json_boolean(r == 0));
+		}
 		line = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		json_decref(j);
 		vmstate_free(&vi);
@@ -1478,9 +1450,10 @@ int main(int argc, char *argv[])
 				return fe_finish(fe_fail(&e));
 		return fe_finish(0);
 	}
-	if (argc > 0 && strcmp(argv[0], "stop") != 0 && strcmp(argv[0], "ls") != 0)
+	if (argc > 0 && strcmp(argv[0], "stop") != 0 && strcmp(argv[0], "ls") != 0 &&
+	    strcmp(argv[0], "resume") != 0)
 		return fe_usage_error(SYNOPSIS,
-		    "unknown command '%s': stop NAME, ls, config, check-name, or none to start a VM",
+		    "unknown command '%s': stop NAME, resume NAME, ls, config, check-name, or none to start a VM",
 		    argv[0]);
 	if (argc > 0 && o.start_only)
 		return fe_usage_error(SYNOPSIS,
@@ -1493,6 +1466,14 @@ int main(int argc, char *argv[])
 		if (argc > 1)
 			return fe_usage_error(SYNOPSIS, "ls takes no operands");
 		return fe_finish(list_vms(&e) < 0 ? fe_fail(&e) : 0);
+	}
+	if (argc > 0 && strcmp(argv[0], "resume") == 0) {
+		if (argc != 2)
+			return fe_usage_error(SYNOPSIS, "resume needs one VM NAME");
+		if (path_check_name("VM", argv[1], &e) < 0)
+			return fe_fail_usage(SYNOPSIS, &e);
+		return fe_finish(resume_vm(argv[1], o.quiet, &e) < 0 ?
+		    fe_fail(&e) : 0);
 	}
 	if (argc > 0) {
 		if (argc != 2)

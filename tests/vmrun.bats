@@ -170,7 +170,26 @@ boots() {
 	[ "$(jq -r .pid <<< "$line")" = "$pid" ]
 	[ "$(jq -r .disk <<< "$line")" = "$T/bg.img" ]
 	[[ $(jq -r .ssh <<< "$line") =~ ^127\.0\.0\.1:[0-9]+$ ]]
+	[ "$(jq -r .paused <<< "$line")" = false ]
 	wait_console bg "vmstrap-guest: up bg"
+	# paused by hand over QMP (socat): ls says so, resume resumes it
+	printf '%s\n' '{"execute":"qmp_capabilities"}' '{"execute":"stop"}' |
+		socat -t 1 - "UNIX-CONNECT:run/bg/qmp.sock" > /dev/null
+	[ "$(vmrun ls | jq -r 'select(.name == "bg") | .paused')" = true ]
+	run_split vmrun resume bg
+	assert_ok
+	[[ $stderr == *"bg resumed (its guest was paused)"* ]]
+	[ -z "$output" ]
+	[ "$(vmrun ls | jq -r 'select(.name == "bg") | .paused')" = false ]
+	run_split vmrun resume bg
+	assert_ok
+	[[ $stderr == *"bg is not paused"* ]]
+	run_split vmrun resume
+	assert_refused 64 "resume needs one VM NAME"
+	run_split vmrun resume ../x
+	assert_refused 64 "invalid VM name"
+	run_split vmrun resume nosuch
+	assert_refused 66 "no VM called nosuch"
 	run_split vmrun stop bg
 	assert_ok
 	[[ $stderr == *"bg powered off"* ]]
@@ -181,10 +200,12 @@ boots() {
 	run_split vmrun ls
 	[ "$(jq -r 'select(.name == "bg") | .state' <<< "$output")" = stopped ]
 	e2fsck -fn bg.img > /dev/null
-	# stopping a stopped VM says so and succeeds
+	# stopping a stopped VM says so and succeeds; resuming one cannot
 	run_split vmrun stop bg
 	assert_ok
 	[[ $stderr == *"not running"* ]]
+	run_split vmrun resume bg
+	assert_refused 69 "VM bg is not running \(stopped\)"
 }
 
 @test "a killed QEMU shows as crashed, and its stale state is not trusted" {
