@@ -50,7 +50,7 @@ INFLATE_LIBS = $(call ZLIB,libs) $(if $(HAVE_ISAL),$(shell $(PKG_CONFIG) --libs 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
 TOOLS := cowclone imgcheck imgprep kextract mkbase oci-fetch oci-unpack vmrun
-cowclone_COMMON := atomic clone doc err ext4w fe lock path progress run size stop
+cowclone_COMMON := atomic clone doc err ext4w fe lock path progress qmp run size stop vmstate
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 imgcheck_COMMON := doc err fe lock path run size stop vmstate

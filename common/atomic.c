@@ -161,10 +161,36 @@ static int commit_failed(struct atomic_file *af, int code, int err,
 	return -1;
 }
 
-int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
+/* Swap the names a and b at once; -1 with EINVAL where it cannot be. */
+static int exchange(const char *a, const char *b)
+{
+#if defined(__linux__) && defined(RENAME_EXCHANGE)
+	return renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
+#else
+	(void)a; (void)b;
+	errno = EINVAL;
+	return -1;
+#endif
+}
+
+static void sync_dir_of(const char *path)
 {
 	char *dir = NULL;
-	int rc, dfd;
+	int dfd;
+
+	if (path_split(path, &dir, NULL) < 0)
+		return;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	free(dir);
+}
+
+int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
+{
+	int rc;
 
 	if (af->tmp == NULL)
 		return vs_error(e, EX_SOFTWARE, 0, "%s: committed twice",
@@ -183,13 +209,134 @@ int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
 	free(af->tmp);
 	af->tmp = NULL;
 	/* Make the new name itself durable. */
-	if (!(flags & ATOMIC_NOSYNC) && path_split(af->path, &dir, NULL) == 0) {
-		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
+	if (!(flags & ATOMIC_NOSYNC))
+		sync_dir_of(af->path);
+	free(af->path);
+	af->path = NULL;
+	return 0;
+}
+
+int atomic_commit_keep(struct atomic_file *af, const char *keep, int flags,
+    bool *kept, struct vs_err *e)
+{
+	sigset_t block, old;
+	int rc, err;
+
+	*kept = false;
+	if (af->tmp == NULL)
+		return vs_error(e, EX_SOFTWARE, 0, "%s: committed twice",
+		    af->path ? af->path : "?");
+	if (!(flags & ATOMIC_NOSYNC) && fsync(af->fd) < 0)
+		return commit_failed(af, EX_IOERR, errno, e);
+	rc = close(af->fd);
+	af->fd = -1;
+	if (rc < 0)
+		return commit_failed(af, EX_IOERR, errno, e);
+	{
+		struct stat st;
+		if (lstat(keep, &st) == 0 || errno != ENOENT) {
+			err = errno;
+			if (lstat(keep, &st) == 0)
+				vs_error(e, EX_CANTCREAT, 0, "%s: already exists", keep);
+			else
+				vs_error(e, vs_code_for_errno(err, EX_CANTCREAT), err,
+				    "%s", keep);
+			atomic_abort(af);
+			return -1;
 		}
-		free(dir);
+	}
+	/* Once exchanged, the temporary name holds the old file: no signal
+	 * handler may remove it then. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGPIPE);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	rc = exchange(af->tmp, af->path);
+	if (rc < 0 && errno == ENOENT) {
+		/* nothing to keep */
+		rc = rename_noreplace(af->tmp, af->path);
+		err = errno;
+		if (rc == 0) {
+			slot_drop(af->slot);
+			af->slot = -1;
+			free(af->tmp);
+			af->tmp = NULL;
+		}
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (rc < 0)
+			return commit_failed(af, EX_CANTCREAT, err, e);
+		goto synced;
+	}
+	if (rc < 0 && (errno == EINVAL || errno == ENOSYS)) {
+		/* (no exchange on that filesystem: the old file is renamed
+		 * first; for a moment there is no file under the name, but
+		 * never a file lost) */
+		if (rename_noreplace(af->path, keep) < 0) {
+			err = errno;
+			sigprocmask(SIG_SETMASK, &old, NULL);
+			vs_error(e, err == EEXIST ? EX_CANTCREAT :
+			    vs_code_for_errno(err, EX_CANTCREAT), err == EEXIST ? 0 : err,
+			    err == EEXIST ? "%s: already exists" : "%s", keep);
+			atomic_abort(af);
+			return -1;
+		}
+		*kept = true;
+		if (rename(af->tmp, af->path) < 0) {
+			err = errno;
+			rename(keep, af->path);
+			*kept = false;
+			sigprocmask(SIG_SETMASK, &old, NULL);
+			return commit_failed(af, EX_CANTCREAT, err, e);
+		}
+		slot_drop(af->slot);
+		af->slot = -1;
+		free(af->tmp);
+		af->tmp = NULL;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		goto synced;
+	}
+	if (rc < 0) {
+		err = errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return commit_failed(af, EX_CANTCREAT, err, e);
+	}
+	/* the temporary name is the old file's now: never removed */
+	if (rename_noreplace(af->tmp, keep) < 0) {
+		err = errno;
+		/* swapped back, the new file removed: as it was */
+		if (exchange(af->tmp, af->path) == 0) {
+			sigprocmask(SIG_SETMASK, &old, NULL);
+			vs_error(e, err == EEXIST ? EX_CANTCREAT :
+			    vs_code_for_errno(err, EX_CANTCREAT), err == EEXIST ? 0 : err,
+			    err == EEXIST ? "%s: already exists" : "%s", keep);
+			atomic_abort(af);
+			return -1;
+		}
+		slot_drop(af->slot);
+		af->slot = -1;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		vs_error(e, vs_code_for_errno(err, EX_CANTCREAT), err,
+		    "%s is in place; the file it replaced is %s, not renamed %s",
+		    af->path, af->tmp, keep);
+		free(af->tmp);
+		af->tmp = NULL;
+		free(af->path);
+		af->path = NULL;
+		return -1;
+	}
+	slot_drop(af->slot);
+	af->slot = -1;
+	*kept = true;
+	free(af->tmp);
+	af->tmp = NULL;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+synced:
+	if (!(flags & ATOMIC_NOSYNC)) {
+		sync_dir_of(af->path);
+		if (*kept)
+			sync_dir_of(keep);
 	}
 	free(af->path);
 	af->path = NULL;

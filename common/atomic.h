@@ -41,6 +41,15 @@ int atomic_open(struct atomic_file *af, const char *path, mode_t mode,
  * failure the temporary file is removed and the final name is untouched. */
 int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e);
 
+/* Commit, replacing the final name, and keep the file it replaced as keep
+ * (renamed, never copied: on the same filesystem) rather than losing it.
+ * The two names are exchanged at once (RENAME_EXCHANGE), so that the final
+ * name always holds a whole file; then the old one is renamed keep, which
+ * must not exist.  *kept says whether there was a file to keep.  On
+ * failure nothing is lost: e says where each file is. */
+int atomic_commit_keep(struct atomic_file *af, const char *keep, int flags,
+    bool *kept, struct vs_err *e);
+
 /* Remove the temporary file; safe to call twice or after commit. */
 void atomic_abort(struct atomic_file *af);
 

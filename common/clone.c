@@ -437,6 +437,34 @@ static int try_clonefile(struct atomic_file *af, int src)
 }
 #endif
 
+int clone_can_reflink(int src, int dst, struct vs_err *e)
+{
+#if defined(__linux__) && defined(FICLONERANGE)
+	struct stat sst, dst_st;
+	struct file_clone_range r = { .src_fd = src };
+
+	if (fstat(src, &sst) < 0 || fstat(dst, &dst_st) < 0)
+		return vs_error(e, EX_IOERR, errno, "stat");
+	/* (one block, or the whole of a smaller file: a range must be
+	 * whole blocks unless it ends at the end of the file) */
+	r.src_length = sst.st_size < dst_st.st_blksize ? 0 :
+	    (uint64_t)dst_st.st_blksize;
+	if (ioctl(dst, FICLONERANGE, &r) == 0) {
+		if (ftruncate(dst, 0) < 0)
+			return vs_error(e, vs_code_for_errno(errno, EX_IOERR),
+			    errno, "truncate");
+		return 1;
+	}
+	if (unsupported(errno) || errno == EPERM)
+		return 0;
+	return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "reflink");
+#else
+	/* (clonefile(2) works on paths: no probe, as if it could not) */
+	(void)src; (void)dst; (void)e;
+	return 0;
+#endif
+}
+
 int clone_into(struct atomic_file *af, int src, unsigned flags,
     clone_progress_fn progress, void *arg, struct clone_stats *st,
     struct vs_err *e)

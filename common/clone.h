@@ -49,6 +49,12 @@ int clone_into(struct atomic_file *af, int src, unsigned flags,
     clone_progress_fn progress, void *arg, struct clone_stats *st,
     struct vs_err *e);
 
+/* Whether dst (an empty file, open for writing) can share src's blocks:
+ * a one-block FICLONERANGE, undone at once.  1 yes, 0 no (the copy would
+ * be a copy), -1 with e set.  For a clone that must be quick, to know
+ * before it starts (cowclone --live). */
+int clone_can_reflink(int src, int dst, struct vs_err *e);
+
 const char *clone_method_name(enum clone_method m);
 
 #endif

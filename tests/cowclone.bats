@@ -17,10 +17,11 @@ teardown() {
 }
 
 # qemu_hold IMG: a real QEMU with IMG as its virtio disk, paused (-S), so it
-# holds the image's locks as a running VM does.
+# holds the image's locks as a running VM does; its QMP socket $T/qmp.sock.
 qemu_hold() {
 	command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 missing"
 	qemu-system-x86_64 -accel tcg -display none -nodefaults -S \
+		-qmp "unix:$T/qmp.sock,server=on,wait=off" \
 		-drive "file=$1,format=raw,if=virtio" 2>"$T/qemu.err" &
 	echo $! > "$T/qemu.pid"
 	local ino
@@ -37,7 +38,8 @@ qemu_hold() {
 @test "-h prints the usage on stdout and exits 0" {
 	run_split cowclone -h
 	assert_success
-	assert_output --partial "usage: cowclone [-fqV] [-s SIZE] [--no-sync] SRC DST"
+	assert_output --partial "usage: cowclone [-fqV] [-s SIZE] [--no-sync] [--keep FILE]"
+	assert_output --partial "[--live [--pause-ok] [--qmp SOCKET]] SRC DST"
 	assert_output --partial "--no-sync"
 	assert_output --partial "--force"
 	[ -z "$stderr" ]
@@ -290,13 +292,66 @@ renameat2'
 	assert_no_temp .
 }
 
-@test "a source a running QEMU writes to is not cloned" {
+@test "a source a running QEMU writes to is not cloned, unless --live" {
 	mkimage src.img 256M 1
 	qemu_hold src.img
 	run_split cowclone src.img disk.img
-	assert_refused 75 "src.img: in use by a running VM that writes to it"
+	assert_refused 75 "src.img: in use by a running VM that writes to it; stop it, or give --live"
 	[ ! -e disk.img ]
 	assert_no_temp .
+	# --live needs to know the VM: not one of the workspace's
+	run_split cowclone --live src.img disk.img
+	assert_refused 75 "not a VM of this workspace .*give --qmp SOCKET"
+	assert_one_line
+	[ ! -e disk.img ]
+	run_split cowclone --qmp "$T/nosuch.sock" src.img disk.img
+	assert_refused 69 "no answer on its QMP socket"
+	[ ! -e disk.img ]
+	assert_no_temp .
+	# a QEMU whose guest does not run (-S): cloned as it is, not paused
+	run_split cowclone --qmp "$T/qmp.sock" src.img disk.img
+	assert_ok
+	[ "$(jq -r .disk.vm_state <<< "$output")" = prelaunch ]
+	[ "$(jq -r .disk.paused_ms <<< "$output")" = 0 ]
+	[ "$(jq -r .disk.vm <<< "$output")" = null ]
+	# the live keys are the ones the man page documents
+	for k in $(jq -r '.disk | keys[]' <<< "$output"); do
+		grep -q "^\.It Li $k\$" "$VS_TOP/man/cowclone.1" || fail "cowclone.1 does not document $k"
+	done
+	[ "$(imgsum disk.img)" = "$(imgsum src.img)" ]
+}
+
+@test "--keep replaces DST and keeps the old one, renamed; refused where it cannot rename" {
+	mkimage src.img 256M 1
+	mkimage disk.img 256M 2
+	sum=$(imgsum disk.img) ino=$(stat -c %i disk.img)
+	run_split cowclone --keep old.img src.img disk.img
+	assert_ok
+	[ "$(jq -r .disk.kept <<< "$output")" = "$T/old.img" ]
+	[ "$(stat -c %i old.img)" = "$ino" ] && [ "$(imgsum old.img)" = "$sum" ]
+	[ "$(imgsum disk.img)" = "$(imgsum src.img)" ]
+	assert_no_temp .
+	# an existing name, another filesystem, DST itself: refused, nothing changed
+	sum=$(imgsum disk.img)
+	run_split cowclone --keep old.img src.img disk.img
+	assert_refused 73 "old.img: already exists; --keep needs a new name"
+	run_split cowclone --keep /dev/shm/vmstrap-keep-$$.img src.img disk.img
+	assert_refused 73 "not on the filesystem of"
+	run_split cowclone --keep disk.img src.img disk.img
+	assert_refused 64 "is DST itself"
+	run_split cowclone --keep "" src.img disk.img
+	assert_refused 64 "name the file"
+	[ "$(imgsum disk.img)" = "$sum" ] && [ ! -e /dev/shm/vmstrap-keep-$$.img ]
+	assert_no_temp .
+	# nothing to keep: kept is null
+	run_split cowclone --keep k2.img src.img new.img
+	assert_ok
+	[ "$(jq -r .disk.kept <<< "$output")" = null ] && [ ! -e k2.img ]
+	# never over a disk a running QEMU holds
+	qemu_hold disk.img
+	run_split cowclone --keep k3.img src.img disk.img
+	assert_refused 75 "in use by a running VM; not replaced"
+	[ ! -e k3.img ] && [ "$(imgsum disk.img)" = "$sum" ]
 }
 
 @test "a full filesystem leaves no temporary file and the destination intact" {

@@ -12,7 +12,9 @@
 #include <linux/capability.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +38,7 @@
 #include "lock.h"
 #include "path.h"
 #include "progress.h"
+#include "qmp.h"
 #include "ref.h"
 #include "rootless.h"
 #include "run.h"
@@ -457,6 +460,54 @@ static void test_config(void)
 }
 
 /* ---- atomic output ---- */
+
+/* The content of path, as a string (empty when unreadable). */
+static const char *slurp(const char *path)
+{
+	static char buf[64];
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+static void test_atomic_keep(void)
+{
+	cleanup_free char *p = tmp_path("disk.img"), *k = tmp_path("kept.img");
+	struct atomic_file af;
+	struct vs_err e;
+	struct stat st;
+	bool kept = true;
+	ino_t old;
+
+	unlink(p);
+	unlink(k);
+	ok(atomic_open(&af, p, 0644, &e) == 0 && write(af.fd, "one", 3) == 3 &&
+	    atomic_commit_keep(&af, k, ATOMIC_NOSYNC, &kept, &e) == 0 && !kept &&
+	    strcmp(slurp(p), "one") == 0 && access(k, F_OK) < 0,
+	    "commit_keep with nothing to replace: committed, nothing kept");
+	stat(p, &st);
+	old = st.st_ino;
+	ok(atomic_open(&af, p, 0644, &e) == 0 && write(af.fd, "two", 3) == 3 &&
+	    atomic_commit_keep(&af, k, 0, &kept, &e) == 0 && kept &&
+	    strcmp(slurp(p), "two") == 0 && strcmp(slurp(k), "one") == 0,
+	    "commit_keep: the new file in place, the old one kept");
+	ok(stat(k, &st) == 0 && st.st_ino == old, "kept renamed, not copied");
+	ok(hidden_files(tmpdir) == 0, "no temporary file is left");
+	memset(&e, 0, sizeof e);
+	ok(atomic_open(&af, p, 0644, &e) == 0 && write(af.fd, "three", 5) == 5 &&
+	    atomic_commit_keep(&af, k, 0, &kept, &e) == -1 && e.code == EX_CANTCREAT,
+	    "commit_keep onto an existing keep fails: %s", e.msg);
+	ok(strcmp(slurp(p), "two") == 0 && strcmp(slurp(k), "one") == 0,
+	    "and both files are as they were (the swap undone or never made)");
+	ok(strstr(e.msg, "kept.img") != NULL, "the message names the keep");
+	ok(hidden_files(tmpdir) == 0, "no temporary file is left");
+	unlink(p);
+	unlink(k);
+}
 
 static void test_atomic(void)
 {
@@ -1398,6 +1449,113 @@ static void test_kernel(void)
 
 /* ---- vmstate: what a console log says ---- */
 
+/* The QMP side of a scripted peer: answer each command read on c by the
+ * script (one step per command): events and foreign answers come first,
+ * and a line may come in two writes, as QEMU's may. */
+static void qmp_peer_line(int c, const char *s)
+{
+	size_t n = strlen(s), half = n / 2;
+
+	if (write(c, s, half) != (ssize_t)half)
+		_exit(2);
+	usleep(20000);
+	if (write(c, s + half, n - half) != (ssize_t)(n - half))
+		_exit(2);
+}
+
+static void qmp_peer(int l)
+{
+	char buf[4096], line[512];
+	int c = accept(l, NULL, NULL);
+	int step = 0;
+	size_t have = 0;
+
+	if (c < 0)
+		_exit(2);
+	qmp_peer_line(c, "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n");
+	for (;;) {
+		char *nl;
+		ssize_t got = read(c, buf + have, sizeof buf - have - 1);
+		if (got <= 0)
+			_exit(0);
+		have += (size_t)got;
+		buf[have] = '\0';
+		while ((nl = strchr(buf, '\n')) != NULL) {
+			json_t *j;
+			const char *id;
+			*nl = '\0';
+			j = json_loads(buf, 0, NULL);
+			id = json_string_value(json_object_get(j, "id"));
+			memmove(buf, nl + 1, have - (size_t)(nl + 1 - buf) + 1);
+			have = strlen(buf);
+			switch (step++) {
+			case 0:	/* qmp_capabilities: no id */
+				qmp_peer_line(c, "{\"return\": {}}\n");
+				break;
+			case 1:	/* query-status: an event, another's answer, ours */
+				qmp_peer_line(c, "{\"event\": \"STOP\", \"data\": {\"return\": 1}}\n");
+				qmp_peer_line(c, "{\"return\": {\"running\": true, \"status\": \"running\"}, \"id\": \"vs-watchdog-cont\"}\n");
+				snprintf(line, sizeof line, "{\"return\": {\"running\": false, \"status\": \"paused\"}, \"id\": \"%s\"}\n", id ? id : "");
+				qmp_peer_line(c, line);
+				break;
+			case 2:	/* cont: an error */
+				snprintf(line, sizeof line, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no way\"}, \"id\": \"%s\"}\n", id ? id : "");
+				qmp_peer_line(c, line);
+				break;
+			case 3:	/* silence: the caller times out */
+				break;
+			default:
+				_exit(0);
+			}
+			json_decref(j);
+		}
+	}
+}
+
+static void test_qmp(void)
+{
+	char dir[PATH_MAX], sock[PATH_MAX + 16], status[32] = "", why[64] = "";
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int l, s, st;
+	pid_t pid;
+
+	/* (a path longer than sun_path: reached through its directory) */
+	snprintf(dir, sizeof dir, "%.1024s/%0200d", tmpdir, 0);
+	mkdir(dir, 0700);
+	snprintf(sock, sizeof sock, "%s/qmp.sock", dir);
+	l = socket(AF_UNIX, SOCK_STREAM, 0);
+	{
+		int dfd = open(dir, O_PATH | O_DIRECTORY);
+		snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/qmp.sock", dfd);
+		ok(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 1) == 0,
+		    "qmp: a scripted peer listens");
+		close(dfd);
+	}
+	pid = fork();
+	if (pid == 0)
+		qmp_peer(l);
+	close(l);
+	s = qmp_connect(sock, 500);
+	ok(s >= 0, "qmp: connect through a path longer than sun_path, greeting split in two");
+	ok(qmp_running(s, status, sizeof status) == 0 && strcmp(status, "paused") == 0,
+	    "qmp: events and another's answer skipped, ours taken by its id (%s)", status);
+	ok(qmp_execute(s, "cont", NULL, why, sizeof why) == -2 && strcmp(why, "no way") == 0,
+	    "qmp: an error answer, with its description (%s)", why);
+	errno = 0;
+	int r = qmp_command(s, "stop"), err = errno;
+	ok(r == -1 && err == ETIMEDOUT,
+	    "qmp: no answer within the timeout: ETIMEDOUT (%s)", strerror(err));
+	close(s);
+	waitpid(pid, &st, 0);
+	errno = 0;
+	r = qmp_connect(sock, 500);
+	err = errno;
+	ok(r == -1 && err == ECONNREFUSED,
+	    "qmp: nobody listening: ECONNREFUSED (%s)", strerror(err));
+	unlink(sock);
+	rmdir(dir);
+}
+
 static void test_vmstate(void)
 {
 	char *con = tmp_path("console.log"), line[160];
@@ -1735,6 +1893,7 @@ int main(int argc, char *argv[])
 	test_config();
 	test_sshkey();
 	test_atomic();
+	test_atomic_keep();
 	test_lock();
 	test_path();
 	test_progress();
@@ -1750,6 +1909,7 @@ int main(int argc, char *argv[])
 	test_stamp();
 	test_kernel();
 	test_vmstate();
+	test_qmp();
 	test_inflate();
 	test_ext4w_paths();
 	test_ext4w();
