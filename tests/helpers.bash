@@ -231,8 +231,9 @@ tarball() {
 	"$VS_TOP/tests/mktar" "$1.tar" || fail "mktar $1"
 }
 
-# imgsum FILE: a digest of an image's content that reads only its data
-# (tests/imgsum): "unchanged" checks on sparse images in milliseconds.
+# imgsum [-b] FILE: a digest of an image's content that reads only its data
+# (tests/imgsum): "unchanged" checks on sparse images in milliseconds; -b,
+# of its bytes alone (zeros and holes alike).
 imgsum() {
-	"$VS_TOP/tests/imgsum" "$1"
+	"$VS_TOP/tests/imgsum" "$@"
 }
