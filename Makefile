@@ -53,9 +53,9 @@ TOOLS := cowclone imgcheck imgprep kextract mkbase oci-fetch oci-unpack vmrun
 cowclone_COMMON := atomic clone doc err ext4w fe lock path progress qmp run size stop vmstate
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
-imgcheck_COMMON := doc err fe lock path run size stop vmstate
-imgcheck_LIBS = $(call JANSSON,libs)
-imgcheck_CFLAGS = $(call JANSSON,cflags)
+imgcheck_COMMON := dedupe doc err fe fsmap lock path run size stop vmstate
+imgcheck_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs)
+imgcheck_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
 imgprep_COMMON := atomic config doc err ext4w fe lock path run size sshkey stop \
 	vmstate
 imgprep_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \

@@ -24,9 +24,11 @@
 #include <jansson.h>
 
 #include "cleanup.h"
+#include "dedupe.h"
 #include "doc.h"
 #include "err.h"
 #include "fe.h"
+#include "fsmap.h"
 #include "lock.h"
 #include "path.h"
 #include "run.h"
@@ -34,13 +36,17 @@
 #include "stop.h"
 #include "vmstate.h"
 
-#define SYNOPSIS "imgcheck [-n|-p|-y] [-ujqV] [-C DIR] [IMG...]"
+#define SYNOPSIS "imgcheck [-n|-p|-y] [-ujqV] [--trim] [--dedupe] [-C DIR] [IMG...]"
+/* What --dedupe keeps in memory at most, whatever the images' size. */
+#define DEDUPE_BUDGET (256u << 20)
 
 enum mode { CHECK, PREEN, REPAIR, SPACE };
 
 struct opts {
 	enum mode mode;
 	bool table, quiet;
+	bool trim, dedupe;	/* --trim, --dedupe */
+	uint64_t budget;	/* what --dedupe may keep in memory */
 	const char *dir;
 };
 
@@ -58,6 +64,8 @@ struct image {
 	bool reflinks;		/* its filesystem shares extents */
 	bool noshare;		/* its filesystem cannot (ext4, tmpfs) */
 	bool check;		/* e2fsck is to run on it */
+	uint64_t trimmed;	/* --trim: bytes given back */
+	uint64_t deduped;	/* --dedupe: bytes of it shared again */
 	bool failed;		/* err says how */
 	char held[300];		/* in use: by whom */
 	struct vs_err err;
@@ -85,6 +93,10 @@ static void usage(FILE *f)
 	    "  -p, --preen       repair what is safe to repair without asking\n"
 	    "  -y, --repair      repair everything e2fsck can\n"
 	    "  -u, --usage       space only: no e2fsck\n"
+	    "      --trim        give the host back the blocks the filesystem inside\n"
+	    "                    does not use (holes punched); never under a running VM\n"
+	    "      --dedupe      share again the blocks the images hold alike (XFS with\n"
+	    "                    reflink, btrfs): safe on images in use\n"
 	    "  -j, --table       the human table on stderr as well as the JSON\n"
 	    "  -C, --directory DIR  the workspace whose VMs may hold the images\n"
 	    "  -q, --quiet       no notes\n"
@@ -366,8 +378,9 @@ static int validate(struct image *im, const struct opts *o, struct vs_err *e)
 	if (!S_ISREG(st.st_mode))
 		return vs_error(e, EX_DATAERR, 0,
 		    "%s is not a regular file, not a disk image", im->path);
-	im->fd = open(im->path, (o->mode == PREEN || o->mode == REPAIR ?
-	    O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	im->fd = open(im->path, (o->mode == PREEN || o->mode == REPAIR ||
+	    o->trim || o->dedupe ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOCTTY |
+	    O_CLOEXEC);
 	if (im->fd < 0)
 		return vs_error(e, vs_code_for_errno(errno, EX_NOINPUT), errno, "%s",
 		    im->path);
@@ -514,9 +527,33 @@ out:
 	free(who);
 }
 
-static json_t *image_json(const struct image *im)
+/* The real total of the images now: each block once. */
+static uint64_t real_now(const struct image *ims, size_t n)
 {
-	return json_pack("{s:s, s:s?, s:o, s:s?, s:f, s:I, s:I, s:I, s:I}",
+	struct extents xb = { 0 };
+	uint64_t r = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct image t = ims[i];
+		struct vs_err ignore;
+		struct stat st;
+
+		if (t.fd < 0 || t.failed)
+			continue;
+		t.shared = 0;
+		if (fstat(t.fd, &st) == 0)
+			t.allocated = (uint64_t)st.st_blocks * 512;
+		if (space(t.fd, &t, &xb, &ignore) == 0)
+			r += t.unique;
+	}
+	r += real_total(&xb);
+	free(xb.v);
+	return r;
+}
+
+static json_t *image_json(const struct image *im, const struct opts *o)
+{
+	json_t *j = json_pack("{s:s, s:s?, s:o, s:s?, s:f, s:I, s:I, s:I, s:I}",
 	    "path", im->path, "state", im->state,
 	    "e2fsck_status", im->status >= 0 ? json_integer(im->status) : json_null(),
 	    "summary", im->summary[0] ? im->summary : NULL,
@@ -525,6 +562,140 @@ static json_t *image_json(const struct image *im)
 	    "allocated", (json_int_t)im->allocated,
 	    "shared", (json_int_t)im->shared,
 	    "unique", (json_int_t)im->unique);
+
+	if (j && o->trim)
+		json_object_set_new(j, "trimmed", json_integer((json_int_t)im->trimmed));
+	if (j && o->dedupe)
+		json_object_set_new(j, "deduped", json_integer((json_int_t)im->deduped));
+	return j;
+}
+
+/* --- giving space back --------------------------------------------------- */
+
+/* --trim: punch a hole in the image for every block of its data that the
+ * filesystem inside does not use.  Never while anyone holds it (it stays
+ * locked meanwhile), never on a filesystem whose journal may hold newer
+ * bitmaps than its own. */
+static int trim(struct image *im, struct vs_err *e)
+{
+	struct fsmap *m;
+	struct stat st;
+	bool clean;
+	uint64_t before = im->allocated, bs;
+	off_t off = 0, end;
+	int rc = 0;
+
+	if (vmstate_who(im->fd, im->path, im->held, sizeof im->held)) {
+		im->state = "in-use";
+		fe_warn("%s is in use by %s: not trimming it; stop the VM first (a running guest trims itself: fstrim)",
+		    im->path, im->held);
+		return 0;
+	}
+	if (lock_whole(im->fd) < 0) {
+		snprintf(im->held, sizeof im->held, "another program (it just opened it)");
+		im->state = "in-use";
+		fe_warn("%s is in use by %s: not trimming it", im->path, im->held);
+		return 0;
+	}
+	m = fsmap_open(im->path, &clean, e);
+	if (m == NULL)
+		return -1;
+	if (!clean) {
+		fsmap_close(m);
+		return vs_error(e, EX_DATAERR, 0,
+		    "%s was not cleanly unmounted (its journal may hold newer bitmaps): repair it first (imgcheck -p), then trim",
+		    im->path);
+	}
+	bs = fsmap_block_size(m);
+	end = lseek(im->fd, 0, SEEK_END);
+	while (rc == 0 && off < end && !stop_signal) {
+		off_t data = lseek(im->fd, off, SEEK_DATA), hole;
+		uint64_t b, s, t;
+
+		if (data < 0)
+			break;	/* (ENXIO: no data after off) */
+		hole = lseek(im->fd, data, SEEK_HOLE);
+		if (hole < 0)
+			hole = end;
+		/* the filesystem's free blocks wholly inside this run of data */
+		b = ((uint64_t)data + bs - 1) / bs;
+		while (rc == 0 && fsmap_next_free(m, b, (uint64_t)hole / bs, &s, &t)) {
+			if (fallocate(im->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			    (off_t)(s * bs), (off_t)((t - s) * bs)) < 0)
+				rc = vs_error(e, errno == EOPNOTSUPP ? EX_UNAVAILABLE :
+				    EX_IOERR, errno, "%s: punch a hole", im->path);
+			b = t;
+		}
+		off = hole;
+	}
+	fsmap_close(m);
+	if (rc < 0)
+		return -1;
+	if (stop_signal)
+		return vs_error(e, EX_TEMPFAIL, 0, "%s: interrupted (what was trimmed stays so)",
+		    im->path);
+	if (fstat(im->fd, &st) < 0)
+		return vs_error(e, EX_IOERR, errno, "%s", im->path);
+	im->allocated = (uint64_t)st.st_blocks * 512;
+	im->trimmed = before > im->allocated ? before - im->allocated : 0;
+	return 0;
+}
+
+/* --dedupe over the images that are not failed: 0, with a note where the
+ * filesystem cannot share; -1 with e set. */
+static int dedupe(struct image *ims, size_t n, const struct opts *o,
+    struct dedupe_stats *st, bool *done, struct vs_err *e)
+{
+	struct dedupe_file *f = calloc(n ? n : 1, sizeof *f);
+	struct fsmap **maps = calloc(n ? n : 1, sizeof *maps);
+	size_t k = 0;
+	int rc = 0;
+
+	*done = false;
+	if (f == NULL || maps == NULL) {
+		free(f);
+		free(maps);
+		return vs_error(e, EX_OSERR, ENOMEM, "imgcheck");
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct vs_err ignore;
+		bool clean;
+
+		if (ims[i].failed || ims[i].fd < 0)
+			continue;
+		if (k > 0 && ims[i].dev != ims[0].dev) {
+			rc = vs_error(e, EX_USAGE, 0,
+			    "%s and %s are on different filesystems: blocks are shared only within one",
+			    ims[0].path, ims[i].path);
+			goto out;
+		}
+		if (k == 0 && dedupe_supported(ims[i].path) != 1) {
+			if (!o->quiet)
+				fe_warn("%s: this filesystem cannot share blocks between files (ext4, tmpfs, XFS without reflink): nothing deduplicated",
+				    ims[i].path);
+			goto out;
+		}
+		/* (only the blocks the filesystem inside uses: a bitmap that
+		 * a running guest makes stale only costs a block missed or
+		 * read for nothing, since the kernel compares) */
+		maps[k] = fsmap_open(ims[i].path, &clean, &ignore);
+		f[k] = (struct dedupe_file){ .path = ims[i].path, .fd = ims[i].fd,
+		    .map = maps[k] };
+		k++;
+	}
+	if (k == 0)
+		goto out;
+	rc = dedupe_run(f, k, o->budget, st, e);
+	for (size_t i = 0, j = 0; i < n && j < k; i++)
+		if (!ims[i].failed && ims[i].fd >= 0)
+			ims[i].deduped = f[j++].deduped;
+	*done = rc == 0;
+out:
+	for (size_t i = 0; i < k; i++)
+		fsmap_close(maps[i]);
+	free(maps);
+	free(f);
+	return rc;
 }
 
 static void table(const struct image *v, size_t n, uint64_t du, uint64_t real,
@@ -553,12 +724,14 @@ int main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
 		{ "check", no_argument, NULL, 'n' },
+		{ "dedupe", no_argument, NULL, 'D' },
 		{ "directory", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "preen", no_argument, NULL, 'p' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "repair", no_argument, NULL, 'y' },
 		{ "table", no_argument, NULL, 'j' },
+		{ "trim", no_argument, NULL, 'T' },
 		{ "usage", no_argument, NULL, 'u' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -571,7 +744,9 @@ int main(int argc, char *argv[])
 	struct image *ims = NULL;
 	json_t *list = NULL, *sec;
 	size_t n = 0;
-	uint64_t du = 0, real = 0;
+	uint64_t du = 0, real = 0, real_before = 0, trimmed = 0;
+	struct dedupe_stats dst = { 0 };
+	bool deduped_done = false;
 	bool any_reflinks = false, all_noshare = true, failed = false, busy = false;
 	int c, bits = 0, modes = 0;
 
@@ -592,6 +767,8 @@ int main(int argc, char *argv[])
 			fe_version();
 			return fe_finish(0);
 		case 'y': o.mode = REPAIR; modes |= 4; break;
+		case 'T': o.trim = true; break;
+		case 'D': o.dedupe = true; break;
 		default:
 			return fe_bad_option(SYNOPSIS, c, optopt, argv[optind - 1]);
 		}
@@ -601,6 +778,18 @@ int main(int argc, char *argv[])
 	if (modes & (modes - 1))
 		return fe_usage_error(SYNOPSIS,
 		    "-n, -p, -y and -u exclude each other: give one");
+	/* (alone, --trim and --dedupe run no e2fsck; with -n, -p or -y,
+	 * after it) */
+	if ((o.trim || o.dedupe) && modes == 0)
+		o.mode = SPACE;
+	o.budget = DEDUPE_BUDGET;
+	if (o.dedupe && getenv("VMSTRAP_DEDUPE_MEMORY") && *getenv("VMSTRAP_DEDUPE_MEMORY")) {
+		if (size_parse(getenv("VMSTRAP_DEDUPE_MEMORY"), &o.budget, &e) < 0)
+		{
+			vs_error_prefix(&e, "VMSTRAP_DEDUPE_MEMORY");
+			return fe_fail(&e);
+		}
+	}
 	if (o.mode != SPACE && (e2fsck = run_find("e2fsck", "e2fsprogs", &e)) == NULL)
 		return fe_fail(&e);
 
@@ -689,16 +878,38 @@ int main(int argc, char *argv[])
 	}
 	if (failed)
 		goto done;
-	for (size_t i = 0; i < n; i++)
+	if (o.mode != SPACE) {
+		for (size_t i = 0; i < n; i++)
+			claim(&ims[i], &o);
+		check_all(ims, n, &o, e2fsck);
+	}
+	if ((o.trim || o.dedupe) && !stop_signal)
+		real_before = real_now(ims, n);
+	for (size_t i = 0; o.trim && i < n && !stop_signal; i++) {
+		if (ims[i].failed || (ims[i].state && strcmp(ims[i].state, "in-use") == 0))
+			continue;
+		if (trim(&ims[i], &ims[i].err) < 0)
+			ims[i].failed = true;
+		trimmed += ims[i].trimmed;
+	}
+	if (o.dedupe && !stop_signal) {
+		struct vs_err de = { 0 };
+		if (dedupe(ims, n, &o, &dst, &deduped_done, &de) < 0) {
+			fe_fail(&de);
+			e = de;
+			failed = true;
+			goto done;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (ims[i].fd >= 0 && fstat(ims[i].fd, &st) == 0)
+			ims[i].allocated = (uint64_t)st.st_blocks * 512;
 		if (space(ims[i].fd, &ims[i], &x, &e) < 0) {
 			fe_fail(&e);
 			failed = true;
 			goto done;
 		}
-	if (o.mode != SPACE) {
-		for (size_t i = 0; i < n; i++)
-			claim(&ims[i], &o);
-		check_all(ims, n, &o, e2fsck);
 	}
 	stop_reraise();
 	for (size_t i = 0; i < n; i++) {
@@ -723,15 +934,40 @@ int main(int argc, char *argv[])
 	real += real_total(&x);
 	list = json_array();
 	for (size_t i = 0; list && i < n; i++)
-		json_array_append_new(list, image_json(&ims[i]));
+		json_array_append_new(list, image_json(&ims[i], &o));
 	sec = json_pack("{s:o, s:{s:I, s:I}}", "images", list, "total",
 	    "allocated", (json_int_t)du, "real", (json_int_t)real);
+	if (sec && (o.trim || o.dedupe)) {
+		json_t *t = json_object_get(sec, "total");
+		json_object_set_new(t, "real_before", json_integer((json_int_t)real_before));
+		json_object_set_new(t, "given_back", json_integer((json_int_t)
+		    (real_before > real ? real_before - real : 0)));
+		if (o.trim)
+			json_object_set_new(t, "trimmed", json_integer((json_int_t)trimmed));
+		if (o.dedupe)
+			json_object_set_new(t, "deduped", json_integer((json_int_t)dst.deduped));
+	}
 	if (sec == NULL || doc_set(doc, "check", sec, &e) < 0) {
 		failed = true;
 		goto done;
 	}
 	if (o.table)
 		table(ims, n, du, real, any_reflinks, all_noshare);
+	if (!o.quiet && (o.trim || o.dedupe)) {
+		char a[32], b[32], d[32];
+		if (o.trim)
+			fe_warn("trim: %s given back by the holes punched",
+			    size_human(trimmed, a, sizeof a));
+		if (o.dedupe && deduped_done)
+			fe_warn("dedupe: %s shared again (%s read, %llu blocks alike, %llu calls, %u part%s)",
+			    size_human(dst.deduped, a, sizeof a),
+			    size_human(dst.read, b, sizeof b),
+			    (unsigned long long)dst.alike, (unsigned long long)dst.calls,
+			    dst.parts, dst.parts == 1 ? " in memory" : "s");
+		fe_warn("real total: %s before, %s after: %s given back",
+		    size_human(real_before, a, sizeof a), size_human(real, b, sizeof b),
+		    size_human(real_before > real ? real_before - real : 0, d, sizeof d));
+	}
 	if (doc_write(stdout, doc, &e) < 0) {
 		fe_fail(&e);
 		failed = true;

@@ -598,7 +598,7 @@ static int qemu_argv(const struct vm *v, const char *qemu, char ***out,
 			*w++ = *c;
 		}
 		snprintf(w, (size_t)(drive + sizeof drive - w),
-		    ",format=raw,if=none,id=disk0,discard=unmap");
+		    ",format=raw,if=none,id=disk0,discard=unmap,detect-zeroes=unmap");
 	}
 	snprintf(net, sizeof net,
 	    "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22", v->port);

@@ -19,12 +19,32 @@ setup() {
 
 teardown() {
 	kill_vms
+	[ ! -d "$T/x/run" ] || (cd "$T/x" && vmrun ls 2>/dev/null | jq -r 'select(.state == "running") | .pid' | xargs -r kill -9) || true
+	cd "$T"
+	sleep 0.2
 	unmount_all
 }
 
 # img NAME: a copy of the guest's base.
 img() {
 	cp --sparse=always "$G/base.img" "$T/$1"
+}
+
+# files IMG: each file scripts/mkimage put in IMG with a digest of its
+# content, read by debugfs: "every other file unchanged".
+files() {
+	local f
+	for f in /etc/hostname /etc/numbers.txt /text/numbers \
+		$(debugfs -R 'ls -p /data' "$1" 2>/dev/null | awk -F/ '$6 ~ /^blob/ {print "/data/" $6}'); do
+		printf '%s %s\n' "$f" "$(debugfs -R "cat $f" "$1" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+	done
+}
+
+# put IMG FILE NAME: FILE written into IMG's filesystem as /NAME (debugfs).
+put() {
+	debugfs -w -R "write $2 $3" "$1" > /dev/null 2>&1 || fail "debugfs could not write $3 into $1"
+	[ "$(debugfs -R "stat /$3" "$1" 2>/dev/null | sed -n 's/.*Size: \([0-9]*\).*/\1/p' | head -1)" = "$(stat -c %s "$2")" ] ||
+		fail "$3 is not whole in $1"
 }
 
 @test "-h, -V, bad options" {
@@ -224,7 +244,7 @@ img() {
 
 @test "the check section's keys are the ones vmstrap(7) and imgcheck(1) document" {
 	img k.img
-	run_split imgcheck -q k.img
+	run_split imgcheck -q --trim --dedupe k.img
 	assert_ok
 	local code seven one
 	code=$( (jq -r '.check | keys_unsorted | .[]' <<< "$output"; jq -r '.check.images[0] | keys_unsorted | .[]' <<< "$output") | sort)
@@ -289,4 +309,153 @@ img() {
 	[ "$alloc" -gt 0 ]
 	[ "$(jq '.check.total.real' <<< "$output")" = "$alloc" ]
 	[[ $stderr == *"no reflinks on this filesystem"* ]]
+}
+
+@test "--trim: a 200 MB file written, then deleted: its blocks given back, e2fsck clean, every other file unchanged" {
+	mkimage t.img 5G 30 5
+	head -c 200M /dev/urandom > big
+	put t.img big big
+	sum=$(files t.img)
+	debugfs -w -R "rm big" t.img > /dev/null 2>&1
+	before=$(blocks t.img)
+	run_split imgcheck --trim t.img
+	assert_ok
+	after=$(blocks t.img)
+	[ $(( (before - after) * 512 )) -ge $((190 << 20)) ] || fail "given back: $(( (before - after) * 512 )) bytes"
+	[ "$(jq -r '.check.images[0].trimmed' <<< "$output")" = $(( (before - after) * 512 )) ]
+	[ "$(jq -r '.check.total.trimmed' <<< "$output")" = $(( (before - after) * 512 )) ]
+	[ "$(jq -r '.check.total.given_back >= 190 * 1048576' <<< "$output")" = true ]
+	[[ $stderr == *"trim: "*"given back by the holes punched"* ]]
+	e2fsck -fn t.img > /dev/null
+	[ "$(files t.img)" = "$sum" ]
+	# again: nothing more to give back
+	run_split imgcheck -q --trim t.img
+	assert_ok
+	[ "$(jq -r '.check.images[0].trimmed' <<< "$output")" = 0 ]
+	# after e2fsck -p, in one command
+	run_split imgcheck -q -p --trim t.img
+	assert_ok
+	[ "$(jq -r '.check.images[0].state' <<< "$output")" = clean ]
+}
+
+@test "--trim refuses a disk a VM runs on (75) and a filesystem not cleanly unmounted (65), changing nothing" {
+	img vm-1.img
+	run_split vmrun -d --mem 512M --kernel "$G/vmlinuz" --initrd "$G/initrd.img" --disk vm-1.img -a vmstrap.mode=stay
+	assert_ok
+	# (the report says which was left alone, as a repair's does)
+	run_split imgcheck --trim vm-1.img
+	[ "$status" -eq 75 ] || fail "status $status: $stderr"
+	[[ $stderr == *"vm-1.img is in use by VM vm-1 (QEMU pid "*"): not trimming it"* ]]
+	[ "$(jq -r '.check.images[0].state' <<< "$output")" = in-use ]
+	[ "$(jq -r '.check.images[0].trimmed' <<< "$output")" = 0 ]
+	vmrun -q stop -t 10 vm-1
+	img u.img
+	debugfs -w -R "ssv state 0" u.img > /dev/null 2>&1
+	sum=$(imgsum u.img)
+	run_split imgcheck --trim u.img
+	assert_refused 65 "u.img was not cleanly unmounted .*imgcheck -p"
+	assert_one_line
+	[ "$(imgsum u.img)" = "$sum" ]
+}
+
+@test "--dedupe on a reflink XFS: the same 200 MB in two clones at other places shared again; contents unchanged, e2fsck clean" {
+	mount_loop xfs 8G "$T/x" -m reflink=1
+	cd "$T/x"
+	mkimage base.img 5G 20
+	cowclone -q base.img a.img > /dev/null
+	cowclone -q base.img b.img > /dev/null
+	head -c 200M /dev/urandom > "$T/big"
+	head -c 7M /dev/urandom > "$T/small"
+	put a.img "$T/big" big
+	put b.img "$T/small" small
+	put b.img "$T/big" big
+	sa=$(files a.img) sb=$(files b.img)
+	real=$(imgcheck -u -q base.img a.img b.img | jq .check.total.real)
+	run_split imgcheck --dedupe base.img a.img b.img
+	assert_ok
+	after=$(jq .check.total.real <<< "$output")
+	[ $((real - after)) -ge $((180 << 20)) ] || fail "real total $real -> $after"
+	[ "$(jq .check.total.real_before <<< "$output")" = "$real" ]
+	[ "$(jq -r '.check.total.deduped >= 180 * 1048576' <<< "$output")" = true ]
+	[ "$(jq -r '.check.images[2].deduped >= 180 * 1048576' <<< "$output")" = true ]
+	[[ $stderr == *"dedupe: "*"shared again"* ]]
+	[[ $stderr == *"given back"* ]]
+	[ "$(files a.img)" = "$sa" ] && [ "$(files b.img)" = "$sb" ]
+	debugfs -R "cat /big" b.img 2>/dev/null | cmp - "$T/big"
+	debugfs -R "cat /small" b.img 2>/dev/null | cmp - "$T/small"
+	e2fsck -fn a.img > /dev/null && e2fsck -fn b.img > /dev/null
+	# again: nothing more
+	run_split imgcheck -q --dedupe base.img a.img b.img
+	assert_ok
+	[ "$(jq .check.total.deduped <<< "$output")" = 0 ]
+	[ "$(jq .check.total.real <<< "$output")" = "$after" ]
+	# with too little memory for the records: in parts, the same result
+	rm b.img
+	cowclone -q base.img b.img > /dev/null
+	put b.img "$T/small" small
+	put b.img "$T/big" big
+	run_split env VMSTRAP_DEDUPE_MEMORY=1M imgcheck --dedupe base.img a.img b.img
+	assert_ok
+	[[ $stderr == *" parts)"* ]] || fail "not in parts: $stderr"
+	[ "$(jq -r '.check.total.given_back >= 180 * 1048576' <<< "$output")" = true ]
+	[ "$(files b.img)" = "$sb" ]
+	run_split env VMSTRAP_DEDUPE_MEMORY=lots imgcheck --dedupe a.img b.img
+	assert_refused 64 "VMSTRAP_DEDUPE_MEMORY: invalid size 'lots'"
+	# images on two filesystems: refused
+	cp --sparse=always b.img "$T/c.img"
+	run_split imgcheck --dedupe a.img "$T/c.img"
+	assert_refused 64 "on different filesystems"
+}
+
+@test "--dedupe under a running VM (TCG): the guest reads the same bytes, sees no error" {
+	mount_loop xfs 8G "$T/x" -m reflink=1
+	"$VS_TOP/scripts/mkguest" -m stay -s amd64 "$T/sg" > /dev/null
+	cd "$T/x"
+	mkbase -q -s 5G -o base.img "$T/sg/rootfs" > /dev/null
+	cowclone -q base.img vm-1.img > /dev/null
+	cowclone -q base.img other.img > /dev/null
+	head -c 100M /dev/urandom > "$T/big"
+	head -c 3M /dev/urandom > "$T/small"
+	put vm-1.img "$T/big" big
+	put other.img "$T/small" small
+	put other.img "$T/big" big
+	ssh-keygen -q -t ed25519 -N '' -f "$T/key"
+	imgprep -q -k "$T/key.pub" --known-hosts "$T/known" vm-1.img > /dev/null
+	run_split vmrun -d --mem 512M --kernel "$T/sg/vmlinuz" --initrd "$T/sg/initrd.img" --disk vm-1.img
+	assert_ok
+	port=$(jq -r .vm.ssh <<< "$output" | cut -d: -f2)
+	for _ in $(seq 600); do
+		grep -q "vmstrap-guest: up vm-1" run/vm-1/console.log 2>/dev/null && break
+		sleep 0.1
+	done
+	grep -q "vmstrap-guest: up vm-1" run/vm-1/console.log || fail "vm-1 did not boot: $(tail -5 run/vm-1/console.log)"
+	guest() {
+		ssh -o BatchMode=yes -o ConnectTimeout=30 -o HostKeyAlias=vm-1 \
+			-o UserKnownHostsFile="$T/known" -o StrictHostKeyChecking=yes \
+			-i "$T/key" -p "$port" root@127.0.0.1 "$@"
+	}
+	for _ in $(seq 50); do guest true 2>/dev/null && break; sleep 0.2; done
+	want=$(sha256sum < "$T/big" | cut -d' ' -f1)
+	[ "$(guest 'sha256sum < /big' | cut -d' ' -f1)" = "$want" ]
+	run_split imgcheck --dedupe vm-1.img other.img
+	assert_ok
+	[ "$(jq -r '.check.total.deduped >= 90 * 1048576' <<< "$output")" = true ]
+	# read again from the disk, not the guest's cache
+	[ "$(guest 'sync; echo 3 > /proc/sys/vm/drop_caches; sha256sum < /big' | cut -d' ' -f1)" = "$want" ]
+	run_split guest 'dmesg | grep -iE "I/O error|EXT4-fs (error|warning)|blk_update_request" || true'
+	assert_ok
+	[ -z "$output" ] || fail "the guest saw: $output"
+	vmrun -q stop -t 20 vm-1
+	e2fsck -fn vm-1.img > /dev/null
+}
+
+@test "--dedupe on ext4: said so, nothing changed, exit 0" {
+	mkimage a.img 5G 10
+	cp --sparse=always a.img b.img
+	sa=$(imgsum a.img) sb=$(imgsum b.img)
+	run_split imgcheck --dedupe a.img b.img
+	assert_ok
+	[[ $stderr == *"cannot share blocks between files"*"nothing deduplicated"* ]]
+	[ "$(jq .check.total.deduped <<< "$output")" = 0 ]
+	[ "$(imgsum a.img)" = "$sa" ] && [ "$(imgsum b.img)" = "$sb" ]
 }
