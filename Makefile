@@ -49,7 +49,7 @@ INFLATE_LIBS = $(call ZLIB,libs) $(if $(HAVE_ISAL),$(shell $(PKG_CONFIG) --libs 
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone imgcheck imgprep kextract mkbase oci-fetch oci-unpack vmrun
+TOOLS := cowclone imgcheck imgprep kextract mkbase oci-fetch oci-prune oci-unpack vmrun
 cowclone_COMMON := atomic clone doc err ext4w fe lock path progress qmp run size stop vmstate
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
@@ -73,11 +73,15 @@ mkbase_COMMON := atomic clone config sshkey digest doc err ext4w fe image inflat
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(INFLATE_LIBS) -pthread
 mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags) $(call ARCHIVE,cflags)
-oci-fetch_COMMON := atomic config sshkey creds digest doc err fe image layout lock path \
+oci-fetch_COMMON := atomic config sshkey creds digest doc err fe image layout lock path prune strmap \
 	progress ref registry size stop
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
 oci-fetch_CFLAGS = $(call CURL,cflags) $(call JANSSON,cflags)
+oci-prune_COMMON := atomic config digest doc err fe image layout lock path \
+	prune ref size sshkey stop strmap
+oci-prune_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CRYPTO,libs)
+oci-prune_CFLAGS = $(call JANSSON,cflags)
 oci-unpack_COMMON := atomic digest doc err fe image inflate layers layout lock \
 	path progress ref rootless stamp stop strmap tree
 oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \

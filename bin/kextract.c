@@ -1188,9 +1188,17 @@ static int kernel_image_tree(const char *ref, struct rootfs *src,
 
 	if (layout_open(&l, "oci-cache", false, e) < 0)
 		return -1;
+	/* (the tree is read until kextract ends: the cache's use lock is
+	 * held as long, so that oci-prune does not remove it meanwhile) */
+	if (layout_use(&l, false, true, e) == -1) {
+		layout_close(&l);
+		return -1;
+	}
 	rc = image_resolve(&l, ref, digest, e);
 	if (rc == 0 && (tree = layout_rootfs_path(&l, digest)) == NULL)
 		rc = vs_error(e, EX_OSERR, ENOMEM, "kextract");
+	if (rc == 0)
+		layout_touch(&l, digest);
 	layout_close(&l);
 	if (rc < 0)
 		return -1;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,8 +21,10 @@
 #include "image.h"
 #include "layout.h"
 #include "progress.h"
+#include "prune.h"
 #include "ref.h"
 #include "registry.h"
+#include "size.h"
 
 #define SYNOPSIS "oci-fetch [-qV] [-C DIR] [-c FILE] [-g GROUP] [-p OS/ARCH[/VARIANT]] [-j N] [--insecure] [--offline] [REF]"
 #define CACHE "oci-cache"
@@ -250,6 +253,9 @@ struct state {
 	char platform[96];	/* what the image is for */
 	uint64_t fetched, reused;
 	bool was_reused;
+	int use;		/* the cache's use lock, shared, or < 0 */
+	char *keep[2];		/* the workspace's images (slicer-mac.yaml) */
+	bool quiet;
 };
 
 /* "os/arch[/variant]" from an object with those keys: an index entry's
@@ -354,6 +360,97 @@ static void on_progress(void *arg, uint64_t done, uint64_t total)
 
 	p->total = total;
 	progress_update(p, done);
+}
+
+/* Automatic pruning: when the blobs still to pull take more than the
+ * cache's filesystem has free, the least recently used images go first
+ * (oci-prune's rules: never the workspace's, never what is being pulled),
+ * until they fit; VMSTRAP_NO_AUTO_PRUNE=1 turns it off. */
+static int auto_prune(struct state *s, const struct blob_job *jobs, size_t n,
+    const char *manifest, struct vs_err *e)
+{
+	const char *off = getenv("VMSTRAP_NO_AUTO_PRUNE");
+	struct prune_keep keep[4];
+	char kd[4][DIGEST_MAX];
+	const char *kb[512];
+	struct prune_opts po = { .older_than = -1, .budget = -1, .keep = keep };
+	cleanup_json json_t *sec = NULL, *cur = NULL;
+	struct statvfs sv;
+	uint64_t need = 0, avail, margin;
+	char a[32], b[32];
+	size_t nkb = 0;
+	struct vs_err ie = { 0 };
+
+	for (size_t i = 0; i < n; i++) {
+		if (!layout_has_blob(&s->layout, jobs[i].digest, jobs[i].size))
+			need += (uint64_t)jobs[i].size;
+		if (nkb < sizeof kb / sizeof *kb)
+			kb[nkb++] = jobs[i].digest;
+	}
+	if (need == 0 || statvfs(s->layout.root, &sv) < 0)
+		return 0;
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	/* (room for the filesystem's own blocks, and a little more) */
+	margin = need / 32 + (4u << 20);
+	if (avail >= need + margin)
+		return 0;
+	if (off && strcmp(off, "1") == 0) {
+		if (!s->quiet)
+			fe_warn("%s to pull, %s free: not pruning the cache (VMSTRAP_NO_AUTO_PRUNE=1)",
+			    size_human(need, a, sizeof a), size_human(avail, b, sizeof b));
+		return 0;
+	}
+	/* never the image being pulled, nor what its name names now, nor
+	 * the workspace's */
+	snprintf(kd[po.nkeep], DIGEST_MAX, "%s", manifest);
+	keep[po.nkeep] = (struct prune_keep){ kd[po.nkeep], "being pulled" };
+	po.nkeep++;
+	cur = layout_find_ref(&s->layout, s->ref.name, &ie);
+	if (cur && json_string_value(json_object_get(cur, "digest"))) {
+		snprintf(kd[po.nkeep], DIGEST_MAX, "%s",
+		    json_string_value(json_object_get(cur, "digest")));
+		keep[po.nkeep] = (struct prune_keep){ kd[po.nkeep], "being pulled" };
+		po.nkeep++;
+	}
+	for (size_t i = 0; i < 2; i++) {
+		if (s->keep[i] && image_resolve(&s->layout, s->keep[i], kd[po.nkeep],
+		    &ie) == 0) {
+			keep[po.nkeep] = (struct prune_keep){ kd[po.nkeep],
+			    "the image of slicer-mac.yaml" };
+			po.nkeep++;
+		}
+	}
+	po.keep_blobs = kb;
+	po.nkeep_blobs = nkb;
+	po.need_free = need + margin;
+	/* (the exclusive lock: ours, shared, let go meanwhile) */
+	if (s->use >= 0)
+		close(s->use);
+	s->use = -1;
+	if (prune_run(&s->layout, &po, &sec, e) < 0)
+		return vs_error_prefix(e, "pruning the cache to make room");
+	s->use = layout_use(&s->layout, false, true, e);
+	if (s->use == -1)
+		return -1;
+	if (!s->quiet) {
+		size_t i;
+		json_t *v;
+		json_array_foreach(json_object_get(json_object_get(sec, "removed"),
+		    "images"), i, v) {
+			json_t *refs = json_object_get(v, "refs");
+			fe_warn("pruned %s (%s, last used %s) to make room",
+			    json_array_size(refs) ? json_string_value(json_array_get(refs, 0)) :
+			    json_string_value(json_object_get(v, "digest")),
+			    size_human((uint64_t)json_integer_value(json_object_get(v, "bytes")),
+			    a, sizeof a),
+			    json_string_value(json_object_get(v, "last_used")));
+		}
+		fe_warn("%s to pull, %s was free: the cache pruned of %s (VMSTRAP_NO_AUTO_PRUNE=1 turns this off)",
+		    size_human(need, a, sizeof a), size_human(avail, b, sizeof b),
+		    size_human((uint64_t)json_integer_value(json_object_get(
+		    json_object_get(sec, "removed"), "bytes")), kd[3], sizeof kd[3]));
+	}
+	return 0;
 }
 
 static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
@@ -485,6 +582,8 @@ static int fetch(struct state *s, const struct opts *o, struct vs_err *e)
 		vs_error(e, EX_OSERR, ENOMEM, "blobs");
 		goto out;
 	}
+	if (auto_prune(s, jobs, n, pm.digest, e) < 0)
+		goto out;
 	progress_start(&bar, stderr, "oci-fetch: pulling", 0,
 	    progress_wanted(stderr, o->quiet));
 	rc = registry_fetch_blobs(s->reg, &s->layout, jobs, n, (int)o->jobs,
@@ -665,6 +764,8 @@ int main(int argc, char *argv[])
 		}
 		if (refstr == NULL && cfg.image)
 			refstr = cfg.image;
+		s.keep[0] = cfg.image ? strdup(cfg.image) : NULL;
+		s.keep[1] = cfg.kernel_image ? strdup(cfg.kernel_image) : NULL;
 	} else if (o.group) {
 		return fe_usage_error(SYNOPSIS,
 		    "-g %s: no configuration (no ./%s, and no -c FILE)", o.group,
@@ -690,7 +791,17 @@ int main(int argc, char *argv[])
 
 	if (layout_open(&s.layout, CACHE, !o.offline, &e) < 0)
 		return fe_fail(&e);
+	s.quiet = o.quiet;
+	/* (held while the pull adds blobs index.json does not name yet:
+	 * oci-prune waits) */
+	s.use = layout_use(&s.layout, false, true, &e);
+	if (s.use == -1) {
+		layout_close(&s.layout);
+		return fe_fail(&e);
+	}
 	rc = fetch(&s, &o, &e);
+	if (rc == 0 && s.manifest_digest[0])
+		layout_touch(&s.layout, s.manifest_digest);
 	if (rc == 0 && !s.platform[0]) {
 		struct vs_err ignore;
 		config_platform(&s, &ignore);
@@ -705,6 +816,10 @@ int main(int argc, char *argv[])
 	registry_close(s.reg);
 	json_decref(s.manifest);
 	layout_close(&s.layout);
+	if (s.use >= 0)
+		close(s.use);
+	free(s.keep[0]);
+	free(s.keep[1]);
 	if (rc < 0)
 		return fe_finish(fe_fail(&e));
 	return fe_finish(0);

@@ -194,20 +194,29 @@ int image_load(const struct oci_layout *l, const char *manifest,
 
 	memset(img, 0, sizeof *img);
 	snprintf(img->manifest, sizeof img->manifest, "%s", manifest);
+	{
+		int fd = layout_use(l, false, true, e);
+		if (fd == -1)
+			return -1;
+		img->in_use = fd >= 0;
+		img->use_fd = fd;
+	}
 	body = layout_read_blob(l, manifest, MANIFEST_LIMIT, &len, e);
 	if (body == NULL)
-		return -1;
+		goto bad;
 	m = image_parse_manifest(body, len, manifest, e);
 	if (m == NULL)
-		return -1;
+		goto bad;
 	snprintf(img->config, sizeof img->config, "%s", json_string_value(
 	    json_object_get(json_object_get(m, "config"), "digest")));
 	layers = json_object_get(m, "layers");
 	img->nlayers = json_array_size(layers);
 	img->layers = calloc(img->nlayers ? img->nlayers : 1,
 	    sizeof *img->layers);
-	if (img->layers == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "%s", manifest);
+	if (img->layers == NULL) {
+		vs_error(e, EX_OSERR, ENOMEM, "%s", manifest);
+		goto bad;
+	}
 	for (size_t i = 0; i < img->nlayers; i++) {
 		json_t *d = json_array_get(layers, i);
 		struct image_layer *ly = &img->layers[i];
@@ -233,6 +242,7 @@ int image_load(const struct oci_layout *l, const char *manifest,
 	}
 	if (load_diff_ids(l, img, e) < 0)
 		goto bad;
+	layout_touch(l, manifest);
 	return 0;
 bad:
 	image_free(img);
@@ -244,4 +254,7 @@ void image_free(struct image *img)
 	free(img->layers);
 	img->layers = NULL;
 	img->nlayers = 0;
+	if (img->in_use)
+		close(img->use_fd);
+	img->in_use = false;
 }

@@ -3,6 +3,7 @@
 #ifndef VS_IMAGE_H
 #define VS_IMAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,8 @@ struct image {
 	char config[DIGEST_MAX];
 	size_t nlayers;
 	struct image_layer *layers;
+	bool in_use;		/* use_fd holds the cache's use lock */
+	int use_fd;
 };
 
 /* Check that d is a descriptor (mediaType, digest, size); what names it in
@@ -61,7 +64,9 @@ int image_resolve(const struct oci_layout *l, const char *ref,
 
 /* Load the image whose manifest has this digest: its config's diff_ids
  * matched to the layers, every layer's media type known and its blob in the
- * cache (EX_NOINPUT when one is missing). */
+ * cache (EX_NOINPUT when one is missing).  Until image_free, the cache's use
+ * lock is held (shared: oci-prune waits) and the image is recorded as used
+ * now. */
 int image_load(const struct oci_layout *l, const char *manifest,
     struct image *img, struct vs_err *e);
 void image_free(struct image *img);

@@ -214,6 +214,74 @@ int layout_lock(const struct oci_layout *l, struct vs_err *e)
 	return lock_path(p, true, true, e);
 }
 
+static json_t *read_index(const struct oci_layout *l, struct vs_err *e);
+
+int layout_use(const struct oci_layout *l, bool exclusive, bool wait,
+    struct vs_err *e)
+{
+	cleanup_free char *p = path_join(l->root, ".use");
+	int fd;
+
+	if (p == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "lock");
+	fd = lock_path(p, exclusive, wait, e);
+	if (fd < 0 && !exclusive && (e->code == EX_CANTCREAT || e->code == EX_NOPERM)) {
+		/* (a cache this user cannot write to: nor can it prune it;
+		 * a reader needs no lock then) */
+		e->code = 0;
+		return -2;
+	}
+	return fd;
+}
+
+void layout_touch(const struct oci_layout *l, const char *manifest)
+{
+	cleanup_free char *dir = path_join(l->root, ".access");
+	char *p = NULL;
+	int fd;
+
+	if (dir == NULL || !digest_valid(manifest) ||
+	    asprintf(&p, "%s/%s", dir, strchr(manifest, ':') + 1) < 0)
+		return;
+	mkdir(dir, 0755);
+	fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		futimens(fd, NULL);
+		close(fd);
+	}
+	free(p);
+}
+
+json_t *layout_read_index(const struct oci_layout *l, struct vs_err *e)
+{
+	return read_index(l, e);
+}
+
+int layout_write_index(const struct oci_layout *l, const json_t *idx,
+    struct vs_err *e)
+{
+	cleanup_free char *p = path_join(l->root, "index.json");
+	struct atomic_file af;
+	char *text;
+	size_t len;
+
+	if (p == NULL || (text = json_dumps(idx, JSON_COMPACT)) == NULL)
+		return vs_error(e, EX_OSERR, ENOMEM, "index.json");
+	len = strlen(text);
+	if (atomic_open(&af, p, 0644, e) < 0) {
+		free(text);
+		return -1;
+	}
+	if (write(af.fd, text, len) != (ssize_t)len || write(af.fd, "\n", 1) != 1) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
+		free(text);
+		atomic_abort(&af);
+		return -1;
+	}
+	free(text);
+	return atomic_commit(&af, ATOMIC_REPLACE, e);
+}
+
 static json_t *read_index(const struct oci_layout *l, struct vs_err *e)
 {
 	cleanup_free char *p = path_join(l->root, "index.json");

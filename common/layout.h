@@ -56,6 +56,26 @@ char *layout_read_blob(const struct oci_layout *l, const char *digest,
 /* Take the layout's lock (waiting for it); returns the fd to close. */
 int layout_lock(const struct oci_layout *l, struct vs_err *e);
 
+/* The cache's use lock (root/.use): every tool that reads or adds to the
+ * cache holds it shared while it does (oci-fetch, oci-unpack, mkbase -i,
+ * kextract -i); oci-prune holds it exclusive, so that it never removes
+ * what one of them is reading, nor the blobs of a pull not yet named in
+ * index.json.  Returns the fd to close; -2 (nothing to close) for a shared
+ * lock on a cache this user cannot write to; -1 with e set. */
+int layout_use(const struct oci_layout *l, bool exclusive, bool wait,
+    struct vs_err *e);
+
+/* Record that the image whose manifest has this digest was used now
+ * (root/.access/<hex>, its time): oci-prune removes the least recently
+ * used first.  Best effort: a cache that cannot be written is left as it
+ * is. */
+void layout_touch(const struct oci_layout *l, const char *manifest);
+
+/* index.json, checked; and written whole (the caller holds layout_lock). */
+json_t *layout_read_index(const struct oci_layout *l, struct vs_err *e);
+int layout_write_index(const struct oci_layout *l, const json_t *idx,
+    struct vs_err *e);
+
 /* Point refname at a descriptor in index.json (replacing an entry of the
  * same name), recording source as what the reference resolved to. */
 int layout_set_ref(const struct oci_layout *l, const char *refname,
