@@ -714,6 +714,7 @@ static void table(const struct image *v, size_t n, uint64_t du, uint64_t real,
 		    size_human(v[i].unique, d, sizeof d), v[i].path);
 	fprintf(stderr, "total: %s as du counts it, %s really (each shared block once)\n",
 	    size_human(du, a, sizeof a), size_human(real, b, sizeof b));
+	fprintf(stderr, "unique: what removing that image alone would free\n");
 	if (all_noshare)
 		fprintf(stderr, "no reflinks on this filesystem (ext4, tmpfs): every disk's blocks are its own\n");
 	else if (!any_reflinks)

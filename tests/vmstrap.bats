@@ -11,6 +11,11 @@ setup() {
 	cd "$T/ws"
 }
 
+teardown() {
+	cd "$T"
+	unmount_all
+}
+
 # ws_list: what the workspace holds (bats's own files aside).
 ws_list() {
 	ls -A | grep -v "^separate-stderr-" | tr '\n' ' '
@@ -94,7 +99,7 @@ cfg() {
 	assert_ok
 	run_split vmstrap ls -C
 	assert_refused 64 "option -C needs a value"
-	for c in up launch down ls df reset; do
+	for c in up launch down ls df reset snapshot reclaim prune ssh; do
 		run_split vmstrap "$c" --help
 		assert_ok
 		[[ $output == "usage: vmstrap "*" $c"* ]] || fail "$c --help: $output"
@@ -213,4 +218,57 @@ cfg() {
 	run_split vmrun -C conf -c c.yaml config
 	assert_ok
 	[ "$(jqo .kernel_file)" = "$T/ws/conf/k/vmlinuz" ]
+}
+
+@test "space: df shows the cache and what each image frees; reclaim trims and dedupes, before and after; prune is oci-prune" {
+	mount_loop xfs 6G "$T/x" -m reflink=1
+	cd "$T/x"
+	"$VS_TOP/scripts/mkoci" "$T/fix" 4 > /dev/null
+	cp -a "$T/fix" oci-cache
+	head -c 4096 /dev/urandom > "$T/junk"
+	cp "$T/junk" "oci-cache/blobs/sha256/$(sha256sum < "$T/junk" | cut -d' ' -f1)"
+	mkimage web-base.img 5G 20
+	cowclone -q web-base.img web-1.img > /dev/null
+	cowclone -q web-base.img web-2.img > /dev/null
+	mkdir -p snapshots/web-1
+	cowclone -q web-base.img snapshots/web-1/s1.img > /dev/null
+	head -c 60M /dev/urandom > "$T/d"
+	for f in web-1.img web-2.img; do
+		debugfs -w -R "write $T/d d" "$f" > /dev/null 2>&1
+	done
+	debugfs -w -R "write $T/d gone" snapshots/web-1/s1.img > /dev/null 2>&1
+	debugfs -w -R "rm gone" snapshots/web-1/s1.img > /dev/null 2>&1
+	run_split vmstrap df
+	assert_ok
+	[ "$(jq '.check.images | length' <<< "$output")" = 4 ]
+	[ "$(jq -r '.cache.path' <<< "$output")" = "$T/x/oci-cache" ]
+	[ "$(jq -r '.cache.images' <<< "$output")" = 5 ]
+	[ "$(jq -r '.cache.prunable >= 4096' <<< "$output")" = true ]
+	[[ $stderr == *"oci-cache: 5 images"*"what oci-prune would free now"* ]]
+	[[ $stderr == *unique* ]]
+	# a base whose clones live frees little: its unique is what it alone holds
+	[ "$(jq -r '.check.images[] | select(.path | endswith("web-base.img")) | .unique < .allocated' <<< "$output")" = true ]
+	run_split vmstrap reclaim
+	assert_ok
+	assert_one_line_out() { [ "$(wc -l <<< "$output")" = 1 ]; }
+	assert_one_line_out
+	[ "$(jq -r '.trimmed >= 55 * 1048576' <<< "$output")" = true ] || fail "$output"
+	[ "$(jq -r '.deduped >= 55 * 1048576' <<< "$output")" = true ] || fail "$output"
+	[ "$(jq -r '.given_back >= 110 * 1048576' <<< "$output")" = true ] || fail "$output"
+	[[ $stderr == *"real total "*" before, "*" after: "*" given back"* ]]
+	e2fsck -fn web-2.img > /dev/null && e2fsck -fn snapshots/web-1/s1.img > /dev/null
+	debugfs -R "cat /d" web-2.img 2>/dev/null | cmp - "$T/d"
+	run_split vmstrap reclaim --dedupe
+	assert_ok
+	[ "$(jq -r .given_back <<< "$output")" = 0 ]
+	run_split vmstrap reclaim --frob
+	assert_refused 64 "reclaim: unknown '--frob'"
+	run_split vmstrap prune -n
+	assert_ok
+	[ "$(jq -r .prune.dry_run <<< "$output")" = true ]
+	run_split vmstrap prune --budget 0 --keep one
+	assert_ok
+	[ "$(jq -r '.manifests | length' oci-cache/index.json)" = 1 ]
+	run_split vmstrap prune --budget 1x
+	assert_refused 64 "invalid size '1x'"
 }
