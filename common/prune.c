@@ -35,6 +35,7 @@ struct pimage {
 	const char *kept;	/* why it is never removed, or NULL */
 	bool removed;
 	uint64_t freed;		/* what removing it gave */
+	uint64_t alone;		/* what removing it alone would free */
 };
 
 struct blob {
@@ -250,6 +251,7 @@ static json_t *image_json(const struct pimage *im, bool removed)
 
 	if (j && !removed) {
 		json_object_del(j, "bytes");
+		json_object_set_new(j, "frees", json_integer((json_int_t)im->alone));
 		if (im->kept)
 			json_object_set_new(j, "why", json_string(im->kept));
 	}
@@ -400,6 +402,16 @@ int prune_run(const struct oci_layout *l, const struct prune_opts *o,
 		}
 	}
 
+	/* what each holds alone: its blobs no other image needs, its tree */
+	for (size_t k = 0; k < s.nimg; k++) {
+		struct pimage *im = &s.img[k];
+		im->alone = im->tree;
+		for (size_t b = 0; b < im->nblobs; b++) {
+			struct blob *bl = blob_of(&s, im->blobs[b]);
+			if (bl && bl->refs == 1)
+				im->alone += bl->size;
+		}
+	}
 	for (size_t j = 0; j < o->nkeep_blobs; j++) {
 		struct blob *bl = blob_of(&s, o->keep_blobs[j]);
 		if (bl)

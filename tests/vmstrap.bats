@@ -245,6 +245,9 @@ cfg() {
 	[ "$(jq -r '.cache.images' <<< "$output")" = 5 ]
 	[ "$(jq -r '.cache.prunable >= 4096' <<< "$output")" = true ]
 	[[ $stderr == *"oci-cache: 5 images"*"what oci-prune would free now"* ]]
+	[ "$(jq -r '.cache.entries | length' <<< "$output")" = 5 ]
+	[ "$(jq -r '.cache.entries[] | select(.refs == ["one"]) | .frees > 0' <<< "$output")" = true ]
+	[[ $stderr == *" frees  one (last used "* ]]
 	[[ $stderr == *unique* ]]
 	# a base whose clones live frees little: its unique is what it alone holds
 	[ "$(jq -r '.check.images[] | select(.path | endswith("web-base.img")) | .unique < .allocated' <<< "$output")" = true ]
