@@ -40,6 +40,7 @@ CURL = $(call pkg,libcurl,libcurl4-openssl-dev,$(1))
 CRYPTO = $(call pkg,libcrypto,libssl-dev,$(1))
 ARCHIVE = $(call pkg,libarchive,libarchive-dev,$(1))
 ZLIB = $(call pkg,zlib,zlib1g-dev,$(1))
+ZSTD = $(call pkg,libzstd,libzstd-dev,$(1))
 # ISA-L inflates gzip four times as fast as zlib: used where it is
 # installed (libisal-dev), zlib otherwise (ISAL=0 builds without it).
 ifneq ($(ISAL),0)
@@ -49,7 +50,7 @@ INFLATE_LIBS = $(call ZLIB,libs) $(if $(HAVE_ISAL),$(shell $(PKG_CONFIG) --libs 
 
 # Each tool: its objects from common/ (listed, so it links only what it uses)
 # and its libraries.
-TOOLS := cowclone imgcheck imgprep kextract mkbase oci-fetch oci-prune oci-unpack vmrun
+TOOLS := cowclone imgcheck imgprep kextract mkbase oci-fetch oci-prune oci-push oci-unpack vmrun
 cowclone_COMMON := atomic clone doc err ext4w fe lock path progress qmp run size stop vmstate
 cowclone_LIBS = $(call JANSSON,libs) $(call EXT2FS,libs) -pthread
 cowclone_CFLAGS = $(call JANSSON,cflags) $(call EXT2FS,cflags)
@@ -61,19 +62,19 @@ imgprep_COMMON := atomic config doc err ext4w fe lock path run size sshkey stop 
 imgprep_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CURL,libs) $(call CRYPTO,libs)
 imgprep_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags) $(call CURL,cflags)
-kextract_COMMON := atomic digest doc err fe image inflate kernel layout lock path \
+kextract_COMMON := artifact atomic digest doc err fe image inflate kernel layout lock path \
 	progress ref rootfs run stamp stop
 kextract_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
 	$(call EXT2FS,libs) $(INFLATE_LIBS)
 kextract_CFLAGS = $(call ARCHIVE,cflags) $(call JANSSON,cflags) \
 	$(call EXT2FS,cflags)
-mkbase_COMMON := atomic clone config sshkey digest doc err ext4w fe image inflate layers \
+mkbase_COMMON := artifact atomic clone config sshkey digest doc err ext4w fe image inflate layers \
 	layout lend lock path progress ref rootfs rootless run size stamp stop \
 	strmap tree
 mkbase_LIBS = $(call EXT2FS,libs) $(call JANSSON,libs) $(call YAML,libs) \
-	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(INFLATE_LIBS) -pthread
+	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(INFLATE_LIBS) $(call ZSTD,libs) -pthread
 mkbase_CFLAGS = $(call EXT2FS,cflags) $(call JANSSON,cflags) $(call ARCHIVE,cflags)
-oci-fetch_COMMON := atomic config sshkey creds digest doc err fe image layout lock path prune strmap \
+oci-fetch_COMMON := artifact atomic config sshkey creds digest doc err fe image layout lock path prune strmap \
 	progress ref registry size stop
 oci-fetch_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
 	$(call CRYPTO,libs)
@@ -82,6 +83,11 @@ oci-prune_COMMON := atomic config digest doc err fe image layout lock path \
 	prune ref size sshkey stop strmap
 oci-prune_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CRYPTO,libs)
 oci-prune_CFLAGS = $(call JANSSON,cflags)
+oci-push_COMMON := artifact atomic config creds digest doc err fe kernel layout lock path \
+	progress ref registry size sshkey stop
+oci-push_LIBS = $(call CURL,libs) $(call JANSSON,libs) $(call YAML,libs) \
+	$(call CRYPTO,libs) $(call ZSTD,libs) -pthread
+oci-push_CFLAGS = $(call CURL,cflags) $(call JANSSON,cflags) $(call ZSTD,cflags)
 oci-unpack_COMMON := atomic digest doc err fe image inflate layers layout lock \
 	path progress ref rootless stamp stop strmap tree
 oci-unpack_LIBS = $(call ARCHIVE,libs) $(call JANSSON,libs) $(call CRYPTO,libs) \
@@ -96,7 +102,7 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:common/%.c=$(BUILD)/common/%.o)
 COMMON_CFLAGS = $(call JANSSON,cflags) $(call YAML,cflags) $(call CURL,cflags) \
 	$(call ARCHIVE,cflags) $(if $(HAVE_ISAL),-DHAVE_ISAL)
-UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CURL,libs) \
+UNIT_LIBS = $(call JANSSON,libs) $(call YAML,libs) $(call CURL,libs) $(call ZSTD,libs) \
 	$(call CRYPTO,libs) $(call ARCHIVE,libs) $(call EXT2FS,libs) $(INFLATE_LIBS) \
 	-pthread
 

@@ -22,6 +22,7 @@
 #include <ext2fs/ext2fs.h>
 #include <jansson.h>
 
+#include "artifact.h"
 #include "atomic.h"
 #include "cleanup.h"
 #include "doc.h"
@@ -1088,6 +1089,130 @@ fail:
 	return sec;
 }
 
+/* Copy the blob digest of layout l to path, whole or not at all. */
+static int copy_blob(const struct oci_layout *l, const char *digest,
+    const char *path, bool *kept, struct vs_err *e)
+{
+	cleanup_free char *src = layout_blob_path(l, digest);
+	cleanup_fd int fd = src ? open(src, O_RDONLY | O_CLOEXEC) : -1;
+	struct atomic_file af;
+	char buf[65536];
+	ssize_t n;
+
+	if (fd < 0)
+		return vs_error(e, EX_NOINPUT, errno,
+		    "%s is not in the cache %s: fetch it with oci-fetch", digest, l->root);
+	if (atomic_open(&af, path, 0644, e) < 0)
+		return -1;
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		if (write(af.fd, buf, (size_t)n) != n) {
+			vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", path);
+			atomic_abort(&af);
+			return -1;
+		}
+	if (n < 0) {
+		vs_error(e, EX_IOERR, errno, "%s", src);
+		atomic_abort(&af);
+		return -1;
+	}
+	return commit_or_keep(&af, path, kept, e);
+}
+
+/* The kernel and initrd of a disk artifact (oci-push's): the files the
+ * pushing host booted, as they are.  NULL with e->code 0 when the
+ * document's image is no artifact, or one without a kernel. */
+static json_t *from_artifact(const json_t *doc, const struct opts *o,
+    struct vs_err *e)
+{
+	const json_t *im = json_object_get(doc, "image");
+	const char *kind = json_string_value(json_object_get(im, "artifact"));
+	const char *root = json_string_value(json_object_get(im, "layout"));
+	const char *dg = json_string_value(json_object_get(im, "digest"));
+	struct oci_layout l = { 0 };
+	struct artifact a = { 0 };
+	cleanup_free char *mbody = NULL, *cbody = NULL, *dir = NULL, *out = NULL,
+	    *initrd = NULL, *lockp = NULL;
+	cleanup_json json_t *m = NULL, *rec = NULL;
+	cleanup_fd int lock = -1;
+	json_t *sec = NULL;
+	const char *cd;
+	bool kept_k = false, kept_i = true;
+	size_t len;
+
+	e->code = 0;
+	if (kind == NULL || strcmp(kind, "disk") != 0 || root == NULL || dg == NULL)
+		return NULL;
+	if (o->vmlinux || o->version) {
+		vs_error(e, EX_USAGE, 0,
+		    "the image is a disk artifact: its kernel is the one it holds (no -F, no -k)");
+		return NULL;
+	}
+	if (layout_open(&l, root, false, e) < 0)
+		return NULL;
+	mbody = layout_read_blob(&l, dg, 4u << 20, &len, e);
+	if (mbody == NULL)
+		goto out;
+	m = json_loadb(mbody, len, 0, NULL);
+	cd = json_string_value(json_object_get(json_object_get(m, "config"), "digest"));
+	if (cd == NULL || (cbody = layout_read_blob(&l, cd, 64u << 20, &len, e)) == NULL) {
+		if (cd == NULL)
+			vs_error(e, EX_DATAERR, 0, "the disk artifact %s has no config", dg);
+		goto out;
+	}
+	if (artifact_parse(cbody, len, &a, e) < 0)
+		goto out;
+	if (!a.kernel[0])
+		goto out;	/* (none: the kernel is read out of the base) */
+	if (asprintf(&dir, "kernel/%s", o->group ? o->group : DEFAULT_GROUP) < 0) {
+		dir = NULL;
+		vs_error(e, EX_OSERR, ENOMEM, "kextract");
+		goto out;
+	}
+	if (mkdirs(dir, e) < 0)
+		goto out;
+	{
+		char *abs = path_abs(dir, e);
+		if (abs == NULL)
+			goto out;
+		free(dir);
+		dir = abs;
+	}
+	if (asprintf(&out, "%s/Image", dir) < 0 || asprintf(&initrd, "%s/initrd", dir) < 0 ||
+	    asprintf(&lockp, "%s/.lock", dir) < 0) {
+		vs_error(e, EX_OSERR, ENOMEM, "kextract");
+		goto out;
+	}
+	if ((lock = lock_output(out, lockp, e)) < 0)
+		goto out;
+	if ((rec = reusable(out, dg, NULL, false)) != NULL) {
+		sec = section(out, rec, true);
+		goto out;
+	}
+	if (copy_blob(&l, a.kernel, out, &kept_k, e) < 0)
+		goto out;
+	if (a.initrd[0]) {
+		if (copy_blob(&l, a.initrd, initrd, &kept_i, e) < 0)
+			goto out;
+	} else if (unlink(initrd) < 0 && errno != ENOENT) {
+		fe_warn("%s: %s", initrd, strerror(errno));
+	}
+	rec = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?}", "source", dg,
+	    "from", "artifact", "asked", "image",
+	    "format", a.kformat[0] ? a.kformat : "Image",
+	    "version", a.kversion, "arch", a.karch,
+	    "initrd", a.initrd[0] ? initrd : NULL);
+	if (rec == NULL || stamp_write(out, rec, e) < 0) {
+		if (rec == NULL)
+			vs_error(e, EX_OSERR, ENOMEM, "kextract");
+		goto out;
+	}
+	sec = section(out, rec, kept_k && kept_i);
+out:
+	artifact_free(&a);
+	layout_close(&l);
+	return sec;
+}
+
 /* oci-unpack -q oci-cache REF: the one installed beside kextract, else
  * the one on $PATH. */
 static int unpack(const char *ref, struct vs_err *e)
@@ -1278,6 +1403,18 @@ int main(int argc, char *argv[])
 	doc = doc_input(!(argc == 1 || o.image), HINT, &e);
 	if (doc == NULL)
 		return fe_fail_usage(SYNOPSIS, &e);
+	if (!o.image && argc == 0) {
+		/* a disk artifact's own kernel */
+		sec = from_artifact(doc, &o, &e);
+		if (sec == NULL && e.code)
+			goto fail;
+		if (sec) {
+			if (doc_set(doc, "kernel", sec, &e) < 0 ||
+			    doc_write(stdout, doc, &e) < 0)
+				goto fail;
+			return fe_finish(0);
+		}
+	}
 	if (o.image) {
 		if (kernel_image_tree(o.image, &src, &e) < 0)
 			goto fail;

@@ -24,9 +24,11 @@
 #include <ext2fs/ext2fs.h>
 #include <ext2fs/ext3_extents.h>
 #include <jansson.h>
+#include <zstd.h>
 
 #include "atomic.h"
 #include "cleanup.h"
+#include "artifact.h"
 #include "clone.h"
 #include "image.h"
 #include "layout.h"
@@ -804,9 +806,12 @@ static int fill_image(const struct rootfs *src, int treefd,
 /* What a base is built from: a tree, or an image's layers. */
 struct input {
 	bool layers;
+	bool artifact;			/* a disk artifact (oci-push's): restored */
 	struct rootfs tree;		/* !layers */
 	struct oci_layout l;		/* layers */
 	struct image img;
+	struct artifact art;		/* artifact */
+	char art_digest[DIGEST_MAX];
 	const char *digest;		/* the source: the manifest's, or "" */
 };
 
@@ -815,8 +820,210 @@ static void input_free(struct input *in)
 	rootfs_free(&in->tree);
 	if (in->layers) {
 		image_free(&in->img);
+		artifact_free(&in->art);
 		layout_close(&in->l);
 	}
+}
+
+/* --- from a disk artifact ---------------------------------------------- */
+
+/* The artifact the manifest digest names, if it is one: 1 (in->art
+ * filled), 0 when it is an image, -1 with e set. */
+static int artifact_of(struct input *in, const char *digest, struct vs_err *e)
+{
+	cleanup_free char *body = NULL, *cbody = NULL;
+	cleanup_json json_t *m = NULL;
+	const char *cd;
+	size_t len;
+
+	body = layout_read_blob(&in->l, digest, 4u << 20, &len, e);
+	if (body == NULL)
+		return -1;
+	m = json_loadb(body, len, 0, NULL);
+	if (!json_is_object(m) || !artifact_is(m))
+		return 0;
+	cd = json_string_value(json_object_get(json_object_get(m, "config"), "digest"));
+	if (cd == NULL || (cbody = layout_read_blob(&in->l, cd, 64u << 20, &len, e)) == NULL)
+		return cd ? -1 : vs_error(e, EX_DATAERR, 0,
+		    "the disk artifact %s has no config", digest);
+	if (artifact_parse(cbody, len, &in->art, e) < 0)
+		return -1;
+	for (size_t i = 0; i < in->art.n; i++)
+		if (in->art.c[i].blob[0] && !layout_has_blob(&in->l, in->art.c[i].blob, -1))
+			return vs_error(e, EX_NOINPUT, 0,
+			    "chunk %zu of the disk artifact (%s) is not in the cache %s: fetch it with oci-fetch",
+			    i, in->art.c[i].blob, in->l.root);
+	snprintf(in->art_digest, sizeof in->art_digest, "%s", digest);
+	in->artifact = true;
+	return 1;
+}
+
+/* The digest of bytes [off, off + len) of fd. */
+static int chunk_digest(int fd, uint64_t off, uint64_t len, char out[DIGEST_MAX],
+    unsigned char *buf, size_t bufsz, struct vs_err *e)
+{
+	struct digester d;
+
+	if (digester_init(&d, "sha256", e) < 0)
+		return -1;
+	for (uint64_t at = 0; at < len; ) {
+		size_t want = len - at < bufsz ? (size_t)(len - at) : bufsz;
+		ssize_t got = pread(fd, buf, want, (off_t)(off + at));
+		if (got <= 0) {
+			digester_free(&d);
+			return vs_error(e, EX_IOERR, got < 0 ? errno : 0, "read");
+		}
+		digester_update(&d, buf, (size_t)got);
+		at += (uint64_t)got;
+	}
+	digester_final(&d, out);
+	return 0;
+}
+
+static bool zeros(const unsigned char *p, size_t n)
+{
+	static const unsigned char z[64];
+
+	for (size_t k = 0; k < n; k += 64)
+		if (memcmp(p + k, z, n - k < 64 ? n - k : 64) != 0)
+			return false;
+	return true;
+}
+
+/* Decompress chunk k's blob into af at its offset, its digest checked;
+ * runs of zeros are left as holes. */
+static int restore_chunk(const struct input *in, const struct art_chunk *k,
+    size_t idx, struct atomic_file *af, ZSTD_DCtx *dc, unsigned char *zin,
+    size_t zinsz, unsigned char *out, size_t outsz, struct vs_err *e)
+{
+	cleanup_free char *path = layout_blob_path(&in->l, k->blob);
+	cleanup_fd int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	struct digester d;
+	char got[DIGEST_MAX];
+	uint64_t at = 0;
+	size_t r = 1;
+
+	if (fd < 0)
+		return vs_error(e, EX_NOINPUT, errno, "chunk %zu: %s", idx,
+		    path ? path : k->blob);
+	if (digester_init(&d, "sha256", e) < 0)
+		return -1;
+	ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
+	for (;;) {
+		ssize_t n = read(fd, zin, zinsz);
+		ZSTD_inBuffer ib;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			digester_free(&d);
+			return vs_error(e, EX_IOERR, errno, "%s", path);
+		}
+		if (n == 0)
+			break;
+		ib = (ZSTD_inBuffer){ zin, (size_t)n, 0 };
+		while (ib.pos < ib.size) {
+			ZSTD_outBuffer ob = { out, outsz, 0 };
+			r = ZSTD_decompressStream(dc, &ob, &ib);
+			if (ZSTD_isError(r) || at + ob.pos > k->len) {
+				digester_free(&d);
+				return vs_error(e, EX_DATAERR, 0,
+				    "chunk %zu of the disk artifact (%s) is corrupt%s%s",
+				    idx, k->blob, ZSTD_isError(r) ? ": " : ": too long",
+				    ZSTD_isError(r) ? ZSTD_getErrorName(r) : "");
+			}
+			if (ob.pos) {
+				digester_update(&d, out, ob.pos);
+				if (!zeros(out, ob.pos) && pwrite(af->fd, out, ob.pos,
+				    (off_t)(k->off + at)) != (ssize_t)ob.pos) {
+					digester_free(&d);
+					return vs_error(e, vs_code_for_errno(errno, EX_IOERR),
+					    errno, "%s", af->tmp);
+				}
+				at += ob.pos;
+			}
+		}
+		if (stop_signal) {
+			digester_free(&d);
+			return vs_error(e, EX_TEMPFAIL, 0, "interrupted");
+		}
+	}
+	digester_final(&d, got);
+	if (r != 0 || at != k->len || strcmp(got, k->digest) != 0)
+		return vs_error(e, EX_DATAERR, 0,
+		    "chunk %zu of the disk artifact (%s) does not match its digest %s: refused",
+		    idx, k->blob, k->digest);
+	return 0;
+}
+
+/* af: the disk the artifact holds, chunk by chunk; with old (a disk an
+ * earlier artifact of it was restored to, the same size: cloned first,
+ * copy-on-write), only the chunks that differ are written.  *written gets
+ * the bytes of the chunks written. */
+static int restore_artifact(const struct input *in, struct atomic_file *af,
+    const char *old, uint64_t *written, uint64_t *kept, struct vs_err *e)
+{
+	const struct artifact *a = &in->art;
+	size_t zinsz = ZSTD_DStreamInSize(), outsz = ZSTD_DStreamOutSize();
+	unsigned char *zin = malloc(zinsz), *out = malloc(outsz);
+	unsigned char *buf = malloc(1u << 20);
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	bool cloned = false;
+	int rc = -1;
+
+	*written = *kept = 0;
+	if (zin == NULL || out == NULL || buf == NULL || dc == NULL) {
+		vs_error(e, EX_OSERR, ENOMEM, "mkbase");
+		goto out;
+	}
+	if (old) {
+		cleanup_fd int ofd = open(old, O_RDONLY | O_CLOEXEC);
+		struct clone_stats cs;
+		if (ofd >= 0 && clone_into(af, ofd, 0, NULL, NULL, &cs, e) == 0)
+			cloned = true;
+		else if (ftruncate(af->fd, 0) < 0) {
+			vs_error(e, EX_IOERR, errno, "%s", af->tmp);
+			goto out;
+		}
+	}
+	if (ftruncate(af->fd, (off_t)a->size) < 0) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", af->tmp);
+		goto out;
+	}
+	for (size_t i = 0; i < a->n; i++) {
+		const struct art_chunk *k = &a->c[i];
+		if (cloned) {
+			char have[DIGEST_MAX];
+			if (chunk_digest(af->fd, k->off, k->len, have, buf, 1u << 20, e) < 0)
+				goto out;
+			if (strcmp(have, k->digest) == 0) {
+				*kept += k->len;
+				continue;
+			}
+			if (fallocate(af->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			    (off_t)k->off, (off_t)k->len) < 0) {
+				vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
+				    "%s", af->tmp);
+				goto out;
+			}
+		}
+		if (!k->blob[0])
+			continue;	/* (zeros: a hole) */
+		if (restore_chunk(in, k, i, af, dc, zin, zinsz, out, outsz, e) < 0)
+			goto out;
+		*written += k->len;
+	}
+	if (fsync(af->fd) < 0) {
+		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", af->tmp);
+		goto out;
+	}
+	rc = 0;
+out:
+	ZSTD_freeDCtx(dc);
+	free(zin);
+	free(out);
+	free(buf);
+	return rc;
 }
 
 /* --- from the image's layers ------------------------------------------ */
@@ -1385,7 +1592,7 @@ static int clone_sibling(const char *sib, uint64_t sibsize, const char *digest,
 static json_t *make_base(const struct input *in, const char *img,
     const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
 {
-	const char *from = in->layers ? "layers" : "tree";
+	const char *from = in->artifact ? "artifact" : in->layers ? "layers" : "tree";
 	cleanup_free char *sib = NULL;
 	uint64_t sibsize = 0;
 	int r;
@@ -1420,6 +1627,66 @@ static json_t *make_base(const struct input *in, const char *img,
 		    (uint64_t)st.st_size == size)
 			return base_section(img, group, size, id, in->digest,
 			    how ? how : "tree", true);
+	}
+	if (in->artifact) {
+		/* an earlier restore of another artifact, the same size: the
+		 * chunks that did not change are kept (Tart's --deduplicate) */
+		cleanup_json json_t *j = stamp_read(img);
+		const char *how = json_string_value(json_object_get(j, "from"));
+		bool old = !o->force && stat(img, &st) == 0 &&
+		    (uint64_t)st.st_size == in->art.size && how &&
+		    strcmp(how, "artifact") == 0;
+		uint64_t written = 0, kept = 0;
+
+		if (size < in->art.size) {
+			char a[32], b[32];
+			return vs_error(e, EX_USAGE, 0,
+			    "the disk artifact is %s, larger than %s: a base can grow, never shrink",
+			    size_format(in->art.size, a, sizeof a),
+			    size_format(size, b, sizeof b)), NULL;
+		}
+		if (atomic_open(&af, img, 0644, e) < 0)
+			return NULL;
+		if (restore_artifact(in, &af, old ? img : NULL, &written, &kept, e) < 0) {
+			atomic_abort(&af);
+			return NULL;
+		}
+		if (size > in->art.size) {
+			bool needs_fsck = false;
+			if (ext4w_probe(af.tmp, &needs_fsck, e) < 0 ||
+			    ftruncate(af.fd, (off_t)size) < 0 ||
+			    ext4w_grow(af.tmp, needs_fsck, e) < 0) {
+				if (!e->code)
+					vs_error(e, EX_IOERR, errno, "%s", af.tmp);
+				atomic_abort(&af);
+				return NULL;
+			}
+		}
+		if (!o->quiet && old) {
+			char a[32], b[32];
+			fe_warn("%s: %s kept from the disk it replaces, %s written",
+			    base, size_human(kept, a, sizeof a),
+			    size_human(written, b, sizeof b));
+		}
+		snprintf(uuid, sizeof uuid, "%.36s", in->art.uuid);
+		if (!uuid[0])
+			snprintf(uuid, sizeof uuid, "unknown");
+		if (atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
+			atomic_abort(&af);
+			return NULL;
+		}
+		sec = base_section(img, group, size, uuid, in->digest, from, false);
+		if (sec == NULL)
+			return vs_error(e, EX_IOERR, errno, "%s", img), NULL;
+		json_object_del(sec, "reused");
+		if (stamp_write(img, sec, e) < 0) {
+			json_decref(sec);
+			return NULL;
+		}
+		json_object_set_new(sec, "reused", json_false());
+		if (in->art.source[0])
+			json_object_set_new(sec, "image_source", json_string(in->art.source));
+		return sec;
 	}
 	if (atomic_open(&af, img, 0644, e) < 0)
 		return NULL;
@@ -1563,11 +1830,6 @@ int main(int argc, char *argv[])
 		}
 		config_free(&cfg);
 	}
-	if (size == 0)
-		return fe_usage_error(SYNOPSIS,
-		    "no size: give -s SIZE (like 15G), or storage_size for group %s in %s",
-		    group, CONFIG_FILE);
-
 #define HINT "give ROOTFS or -i LAYOUT REF, or pipe oci-fetch's (or oci-unpack's) output into mkbase"
 	doc = doc_input(argc == 0, HINT, &e);
 	if (doc == NULL)
@@ -1596,9 +1858,21 @@ int main(int argc, char *argv[])
 			snprintf(digest, sizeof digest, "%s", dg);
 		else if (image_resolve(&in.l, argv[0], digest, &e) < 0)
 			goto fail;
-		if (image_load(&in.l, digest, &in.img, &e) < 0)
+		switch (artifact_of(&in, digest, &e)) {
+		case -1:
 			goto fail;
-		in.digest = in.img.manifest;
+		case 1:
+			/* a disk, restored: its own size unless -s or the
+			 * group asks for more */
+			in.digest = in.art_digest;
+			if (!o.size && (size == 0 || size < in.art.size))
+				size = in.art.size;
+			break;
+		default:
+			if (image_load(&in.l, digest, &in.img, &e) < 0)
+				goto fail;
+			in.digest = in.img.manifest;
+		}
 	} else {
 		if (rootfs_of(doc, argc == 1 ? argv[0] : NULL, HINT, &in.tree,
 		    &e) < 0)
@@ -1613,6 +1887,12 @@ int main(int argc, char *argv[])
 			if (stat(in.tree.tree, &st) == 0 && st.st_uid == geteuid())
 				in.tree.rootless = true;
 		}
+	}
+	if (size == 0) {
+		input_free(&in);
+		return fe_usage_error(SYNOPSIS,
+		    "no size: give -s SIZE (like 15G), or storage_size for group %s in %s",
+		    group, CONFIG_FILE);
 	}
 	if (asprintf(&defimg, "%s-base.img", group) < 0)
 		defimg = NULL;

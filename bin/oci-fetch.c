@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "artifact.h"
 #include "cleanup.h"
 #include "config.h"
 #include "doc.h"
@@ -669,6 +670,10 @@ static json_t *image_section(const struct state *s)
 	    "layers", layers,
 	    "fetched", (json_int_t)(s->was_reused ? 0 : s->fetched),
 	    "reused", (json_int_t)(s->was_reused ? total : s->reused));
+	/* (a disk pushed by oci-push: mkbase restores it, kextract takes
+	 * its kernel) */
+	if (sec && artifact_is(s->manifest))
+		json_object_set_new(sec, "artifact", json_string("disk"));
 	return sec;
 }
 

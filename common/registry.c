@@ -47,6 +47,7 @@ struct registry {
 	bool https_failed;	/* insecure: fell back to plain HTTP */
 	char *user, *pass;	/* credentials, when a file has them */
 	bool creds_looked;
+	bool push;		/* tokens are asked for push as well as pull */
 	char *authz;		/* "Authorization: …" header, or NULL */
 	CURL *curl;
 	char cainfo[1024];
@@ -481,7 +482,8 @@ static int authenticate(struct registry *r, const char *challenge,
 		    r->ref.registry, challenge);
 	challenge_param(challenge, "service", service, sizeof service);
 	if (!challenge_param(challenge, "scope", scope, sizeof scope))
-		snprintf(scope, sizeof scope, "repository:%s:pull", r->ref.repository);
+		snprintf(scope, sizeof scope, "repository:%s:%s", r->ref.repository,
+		    r->push ? "pull,push" : "pull");
 	{
 		char *s = curl_easy_escape(r->curl, service, 0);
 		char *q = curl_easy_escape(r->curl, scope, 0);
@@ -667,6 +669,314 @@ int registry_manifest(struct registry *r, const char *reference, bool head,
 	} else if (!digest_valid(m->digest)) {
 		m->digest[0] = '\0';	/* the caller asks with GET instead */
 	}
+	rc = 0;
+out:
+	free(rs.body);
+	return rc;
+}
+
+/* ---- pushing ---- */
+
+/* A request's body: bytes [off, off + len) of fd, or of mem. */
+struct upbody {
+	int fd;
+	const char *mem;
+	uint64_t off, len, sent;
+	struct watch *w;
+};
+
+static size_t read_body(char *buf, size_t size, size_t n, void *arg)
+{
+	struct upbody *b = arg;
+	size_t want = size * n;
+	ssize_t got;
+
+	if (b->sent >= b->len)
+		return 0;
+	if (want > b->len - b->sent)
+		want = (size_t)(b->len - b->sent);
+	if (b->mem) {
+		memcpy(buf, b->mem + b->off + b->sent, want);
+		got = (ssize_t)want;
+	} else {
+		got = pread(b->fd, buf, want, (off_t)(b->off + b->sent));
+		if (got < 0)
+			return CURL_READFUNC_ABORT;
+	}
+	b->sent += (uint64_t)got;
+	if (b->w)
+		b->w->heard = now();
+	return (size_t)got;
+}
+
+/* One push request: method to url, with body b (NULL: none) and the extra
+ * header hdr (or NULL).  As request(): transport failures -1, statuses in
+ * rs->status. */
+static int push_request(struct registry *r, const char *method,
+    const char *url, struct upbody *b, const char *ctype, const char *hdr,
+    struct resp *rs, struct vs_err *e)
+{
+	struct curl_slist *h = NULL;
+	struct upbody none = { .fd = -1, .mem = "" };
+	char ct[256];
+	CURLcode cc;
+
+	free(rs->body);
+	memset(rs, 0, sizeof *rs);
+	rs->retry_after = -1;
+	rs->max = ERRBODY_MAX;
+	rs->w = &r->w;
+	curl_easy_reset(r->curl);
+	common_options(r, r->curl, url, rs->errbuf, &r->w);
+	curl_easy_setopt(r->curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(r->curl, CURLOPT_HEADERDATA, rs);
+	curl_easy_setopt(r->curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(r->curl, CURLOPT_WRITEDATA, rs);
+	if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(r->curl, CURLOPT_NOBODY, 1L);
+	} else if (b) {
+		b->sent = 0;
+		b->w = &r->w;
+		curl_easy_setopt(r->curl, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(r->curl, CURLOPT_READFUNCTION, read_body);
+		curl_easy_setopt(r->curl, CURLOPT_READDATA, b);
+		curl_easy_setopt(r->curl, CURLOPT_INFILESIZE_LARGE,
+		    (curl_off_t)b->len);
+		curl_easy_setopt(r->curl, CURLOPT_CUSTOMREQUEST, method);
+		snprintf(ct, sizeof ct, "Content-Type: %s",
+		    ctype ? ctype : "application/octet-stream");
+		h = curl_slist_append(h, ct);
+		/* (no 100-continue round trip: the registry takes the body) */
+		h = curl_slist_append(h, "Expect:");
+	} else {
+		curl_easy_setopt(r->curl, CURLOPT_CUSTOMREQUEST, method);
+		if (strcmp(method, "POST") == 0) {
+			curl_easy_setopt(r->curl, CURLOPT_POST, 1L);
+			curl_easy_setopt(r->curl, CURLOPT_POSTFIELDSIZE, 0L);
+			curl_easy_setopt(r->curl, CURLOPT_POSTFIELDS, "");
+		} else {
+			/* (a PUT without a body: nothing is read from stdin) */
+			curl_easy_setopt(r->curl, CURLOPT_UPLOAD, 1L);
+			curl_easy_setopt(r->curl, CURLOPT_READFUNCTION, read_body);
+			curl_easy_setopt(r->curl, CURLOPT_READDATA, &none);
+			curl_easy_setopt(r->curl, CURLOPT_INFILESIZE_LARGE,
+			    (curl_off_t)0);
+			h = curl_slist_append(h, "Expect:");
+		}
+	}
+	if (hdr)
+		h = curl_slist_append(h, hdr);
+	if (r->authz && own_host(r, url))
+		h = curl_slist_append(h, r->authz);
+	curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, h);
+	r->w.heard = now();
+	cc = curl_easy_perform(r->curl);
+	rs->cc = cc;
+	curl_slist_free_all(h);
+	if (r->w.expired)
+		return no_answer(r, NULL, e);
+	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && rs->overflow))
+		return vs_error(e, EX_UNAVAILABLE, 0, "%s: %s", r->ref.registry,
+		    rs->errbuf[0] ? rs->errbuf : curl_easy_strerror(cc));
+	r->w.heard = now();
+	curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &rs->status);
+	return 0;
+}
+
+/* A push request that authenticates when asked (a token with push scope),
+ * and tries again what may pass (transport failures, 5xx, 429).  Only for
+ * requests that can be sent twice: HEAD, POST of a new upload, PUT of a
+ * manifest.  path is on the registry, or an absolute URL (an upload's
+ * Location). */
+static int authed_push(struct registry *r, const char *method,
+    const char *path, struct upbody *b, const char *ctype, const char *hdr,
+    struct resp *rs, struct vs_err *e)
+{
+	char url[4096];
+	bool authed = false;
+
+	if (strncmp(path, "http://", 7) == 0 || strncmp(path, "https://", 8) == 0)
+		snprintf(url, sizeof url, "%s", path);
+	else
+		snprintf(url, sizeof url, "%s%s", r->base, path);
+	r->push = true;
+	r->w.heard = now();
+	for (int attempt = 1;; attempt++) {
+		if (push_request(r, method, url, b, ctype, hdr, rs, e) < 0) {
+			double d = backoff(attempt, -1);
+
+			if (r->insecure && !r->https_failed &&
+			    strncmp(url, "https://", 8) == 0 && own_host(r, url)) {
+				r->https_failed = true;
+				snprintf(r->base, sizeof r->base, "http://%s", r->host);
+				snprintf(url, sizeof url, "%s%s", r->base, path);
+				continue;
+			}
+			if (r->w.expired || attempt >= ATTEMPTS ||
+			    !transient(rs->cc))
+				return -1;
+			nap(d);
+			continue;
+		}
+		if (rs->status == 401 && !authed && rs->www_auth[0] &&
+		    own_host(r, url)) {
+			authed = true;
+			if (authenticate(r, rs->www_auth, e) < 0)
+				return -1;
+			attempt--;
+			continue;
+		}
+		if ((rs->status >= 500 || rs->status == 429) && attempt < ATTEMPTS) {
+			nap(backoff(attempt, rs->retry_after));
+			continue;
+		}
+		return 0;
+	}
+}
+
+int registry_blob_exists(struct registry *r, const char *digest,
+    struct vs_err *e)
+{
+	struct resp rs = { 0 };
+	char path[1024];
+	int rc;
+
+	snprintf(path, sizeof path, "/v2/%s/blobs/%s", r->ref.repository, digest);
+	if (authed_push(r, "HEAD", path, NULL, NULL, NULL, &rs, e) < 0) {
+		free(rs.body);
+		return -1;
+	}
+	rc = rs.status == 200 ? 1 : rs.status == 404 ? 0 :
+	    status_error(r, &rs, digest, e);
+	free(rs.body);
+	return rc;
+}
+
+/* The upload URL a 202 gave (absolute), with a query parameter added. */
+static void upload_url(const struct registry *r, const char *location,
+    const char *param, char *out, size_t n)
+{
+	char base[4096];
+
+	snprintf(base, sizeof base, "%s%s", r->base, "/");
+	follow(base, sizeof base, location);
+	snprintf(out, n, "%s%s%s", base, param ? (strchr(base, '?') ? "&" : "?") : "",
+	    param ? param : "");
+}
+
+/* One try of an upload: POST (a mount first when from is given), then one
+ * PUT of the whole, or PATCHes of chunk bytes then a PUT.  1 uploaded, 2
+ * mounted, 0 to be tried again (a failure that may pass: in e), -1. */
+static int push_once(struct registry *r, const char *digest, int fd,
+    uint64_t off, uint64_t len, const char *from, uint64_t chunk,
+    struct vs_err *e)
+{
+	struct resp rs = { 0 };
+	char path[1400], url[4200], q[300], range[96];
+	int rc = -1;
+
+	if (from)
+		snprintf(path, sizeof path, "/v2/%s/blobs/uploads/?mount=%s&from=%s",
+		    r->ref.repository, digest, from);
+	else
+		snprintf(path, sizeof path, "/v2/%s/blobs/uploads/", r->ref.repository);
+	if (authed_push(r, "POST", path, NULL, NULL, NULL, &rs, e) < 0)
+		goto out;
+	if (rs.status == 201 && from) {
+		rc = 2;
+		goto out;
+	}
+	if (rs.status != 202 || !rs.location[0]) {
+		rc = rs.status >= 500 || rs.status == 429 ? 0 : -1;
+		status_error(r, &rs, "start an upload", e);
+		goto out;
+	}
+	snprintf(q, sizeof q, "digest=%s", digest);
+	if (chunk == 0 || len <= chunk) {
+		struct upbody b = { .fd = fd, .off = off, .len = len };
+		upload_url(r, rs.location, q, url, sizeof url);
+		if (push_request(r, "PUT", url, &b, NULL, NULL, &rs, e) < 0) {
+			rc = r->w.expired || !transient(rs.cc) ? -1 : 0;
+			goto out;
+		}
+	} else {
+		uint64_t done = 0;
+		char loc[2048];
+
+		snprintf(loc, sizeof loc, "%s", rs.location);
+		while (done < len) {
+			uint64_t n = len - done < chunk ? len - done : chunk;
+			struct upbody b = { .fd = fd, .off = off + done, .len = n };
+
+			upload_url(r, loc, NULL, url, sizeof url);
+			snprintf(range, sizeof range, "Content-Range: %llu-%llu",
+			    (unsigned long long)done, (unsigned long long)(done + n - 1));
+			if (push_request(r, "PATCH", url, &b, NULL, range, &rs, e) < 0) {
+				rc = r->w.expired || !transient(rs.cc) ? -1 : 0;
+				goto out;
+			}
+			if (rs.status != 202 && rs.status != 204) {
+				rc = rs.status >= 500 || rs.status == 429 ? 0 : -1;
+				status_error(r, &rs, "upload a part", e);
+				goto out;
+			}
+			if (rs.location[0])
+				snprintf(loc, sizeof loc, "%s", rs.location);
+			done += n;
+		}
+		upload_url(r, loc, q, url, sizeof url);
+		if (push_request(r, "PUT", url, NULL, NULL, NULL, &rs, e) < 0) {
+			rc = r->w.expired || !transient(rs.cc) ? -1 : 0;
+			goto out;
+		}
+	}
+	if (rs.status != 201) {
+		rc = rs.status >= 500 || rs.status == 429 ? 0 : -1;
+		status_error(r, &rs, "finish an upload", e);
+		goto out;
+	}
+	rc = 1;
+out:
+	free(rs.body);
+	return rc;
+}
+
+int registry_push_blob(struct registry *r, const char *digest, int fd,
+    uint64_t off, uint64_t len, const char *from, uint64_t chunk,
+    struct vs_err *e)
+{
+	for (int attempt = 1;; attempt++) {
+		int rc = push_once(r, digest, fd, off, len, attempt == 1 ? from : NULL,
+		    chunk, e);
+
+		if (rc != 0)
+			return rc;
+		if (attempt >= ATTEMPTS)
+			return vs_error_prefix(e, "uploading %s (%d tries)", digest,
+			    attempt);
+		nap(backoff(attempt, -1));
+	}
+}
+
+int registry_put_manifest(struct registry *r, const char *reference,
+    const char *media_type, const char *body, size_t len, char *digest,
+    struct vs_err *e)
+{
+	struct upbody b = { .fd = -1, .mem = body, .len = len };
+	struct resp rs = { 0 };
+	char path[1024];
+	int rc = -1;
+
+	snprintf(path, sizeof path, "/v2/%s/manifests/%s", r->ref.repository,
+	    reference);
+	if (authed_push(r, "PUT", path, &b, media_type, NULL, &rs, e) < 0)
+		goto out;
+	if (rs.status != 201) {
+		status_error(r, &rs, "put the manifest", e);
+		goto out;
+	}
+	if (digest)
+		snprintf(digest, DIGEST_MAX, "%s", rs.digest);
 	rc = 0;
 out:
 	free(rs.body);

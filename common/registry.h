@@ -72,4 +72,29 @@ int registry_fetch_blobs(struct registry *r, const struct oci_layout *l,
     struct blob_job *jobs, size_t n, int parallel, blob_progress_fn progress,
     void *arg, struct vs_err *e);
 
+/* --- pushing (oci-push) ---
+ * Tokens are then asked for with push scope.  Each call retries what may
+ * pass (transport failures, 5xx, 429) with backoff; an upload is started
+ * again from the beginning. */
+
+/* Whether the repository has the blob: 1, 0, or -1 with e set. */
+int registry_blob_exists(struct registry *r, const char *digest,
+    struct vs_err *e);
+
+/* Upload bytes [off, off + len) of fd as the blob digest: first, when from
+ * is given, ask the registry to mount it from that repository of its own
+ * (no bytes sent); else a POST, then one PUT of the whole when chunk is 0
+ * or len <= chunk, or PATCHes of chunk bytes each and a PUT (for
+ * registries that cap a request's size).  1 uploaded, 2 mounted, -1 with e
+ * set. */
+int registry_push_blob(struct registry *r, const char *digest, int fd,
+    uint64_t off, uint64_t len, const char *from, uint64_t chunk,
+    struct vs_err *e);
+
+/* PUT a manifest under reference (a tag or its digest); digest (unless
+ * NULL, DIGEST_MAX bytes) gets what the registry says it is. */
+int registry_put_manifest(struct registry *r, const char *reference,
+    const char *media_type, const char *body, size_t len, char *digest,
+    struct vs_err *e);
+
 #endif
