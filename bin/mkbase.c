@@ -890,14 +890,64 @@ static bool zeros(const unsigned char *p, size_t n)
 	return true;
 }
 
+/* Write the non-zero 4 KiB blocks of buf (n bytes, at file offset off,
+ * a multiple of 4 KiB) to fd: blocks of zeros stay holes. */
+static int write_sparse(int fd, const unsigned char *buf, size_t n, uint64_t off)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t j;
+		while (i < n && zeros(buf + i, n - i < 4096 ? n - i : 4096))
+			i += 4096;
+		for (j = i; j < n && !zeros(buf + j, n - j < 4096 ? n - j : 4096); j += 4096)
+			;
+		if (j > n)
+			j = n;
+		if (j > i && pwrite(fd, buf + i, j - i, (off_t)(off + i)) != (ssize_t)(j - i))
+			return -1;
+		i = j;
+	}
+	return 0;
+}
+
+/* What restore_chunk writes goes through a staging buffer: flushed whole
+ * (its blocks are the file's, 4 KiB-aligned), blocks of zeros left out. */
+struct stage {
+	unsigned char *buf;
+	size_t cap, fill;
+	uint64_t off;		/* the file offset of buf[0] */
+	int fd;
+};
+
+static int stage_put(struct stage *s, const unsigned char *p, size_t n)
+{
+	while (n > 0) {
+		size_t k = s->cap - s->fill < n ? s->cap - s->fill : n;
+		memcpy(s->buf + s->fill, p, k);
+		s->fill += k;
+		p += k;
+		n -= k;
+		if (s->fill == s->cap) {
+			if (write_sparse(s->fd, s->buf, s->fill, s->off) < 0)
+				return -1;
+			s->off += s->fill;
+			s->fill = 0;
+		}
+	}
+	return 0;
+}
+
 /* Decompress chunk k's blob into af at its offset, its digest checked;
- * runs of zeros are left as holes. */
+ * blocks of zeros are left as holes. */
 static int restore_chunk(const struct input *in, const struct art_chunk *k,
     size_t idx, struct atomic_file *af, ZSTD_DCtx *dc, unsigned char *zin,
-    size_t zinsz, unsigned char *out, size_t outsz, struct vs_err *e)
+    size_t zinsz, unsigned char *out, size_t outsz, unsigned char *stagebuf,
+    size_t stagesz, struct vs_err *e)
 {
 	cleanup_free char *path = layout_blob_path(&in->l, k->blob);
 	cleanup_fd int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	struct stage s = { stagebuf, stagesz, 0, k->off, af->fd };
 	struct digester d;
 	char got[DIGEST_MAX];
 	uint64_t at = 0;
@@ -934,8 +984,7 @@ static int restore_chunk(const struct input *in, const struct art_chunk *k,
 			}
 			if (ob.pos) {
 				digester_update(&d, out, ob.pos);
-				if (!zeros(out, ob.pos) && pwrite(af->fd, out, ob.pos,
-				    (off_t)(k->off + at)) != (ssize_t)ob.pos) {
+				if (stage_put(&s, out, ob.pos) < 0) {
 					digester_free(&d);
 					return vs_error(e, vs_code_for_errno(errno, EX_IOERR),
 					    errno, "%s", af->tmp);
@@ -947,6 +996,10 @@ static int restore_chunk(const struct input *in, const struct art_chunk *k,
 			digester_free(&d);
 			return vs_error(e, EX_TEMPFAIL, 0, "interrupted");
 		}
+	}
+	if (s.fill && write_sparse(s.fd, s.buf, s.fill, s.off) < 0) {
+		digester_free(&d);
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", af->tmp);
 	}
 	digester_final(&d, got);
 	if (r != 0 || at != k->len || strcmp(got, k->digest) != 0)
@@ -1009,7 +1062,8 @@ static int restore_artifact(const struct input *in, struct atomic_file *af,
 		}
 		if (!k->blob[0])
 			continue;	/* (zeros: a hole) */
-		if (restore_chunk(in, k, i, af, dc, zin, zinsz, out, outsz, e) < 0)
+		if (restore_chunk(in, k, i, af, dc, zin, zinsz, out, outsz, buf,
+		    1u << 20, e) < 0)
 			goto out;
 		*written += k->len;
 	}

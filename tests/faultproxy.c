@@ -34,6 +34,10 @@
  *   redirect401  with redirect: /objects/ answers 401 with a Bearer challenge
  *             whose realm is /evil-token; /evil-token requests are logged
  *             with whether they carried an Authorization
+ *   up500, up429  an upload's PUT or PATCH (…/blobs/uploads/…) answered
+ *             HTTP 500, or 429 with Retry-After: 1
+ *   updrop    an upload's PATCH: half its body read, then the connection
+ *             closed without an answer
  *
  * Modes combine with '+' (bearer+redirect).  When PORTFILE.mode exists, its
  * first line replaces MODE for the requests that follow.
@@ -207,25 +211,47 @@ static void tunnel(int c)
 	}
 }
 
-/* Forward the request head to upstream and read the whole response. */
-static char *fetch_upstream(const char *method, const char *path,
+/* Forward the request head (and the body of an upload, read from the
+ * client c) to upstream and read the whole response.  The client's Host
+ * goes on, so that the registry's Location headers name this proxy. */
+static char *fetch_upstream(int c, const char *method, const char *path,
     const char *head, size_t *len)
 {
 	int u = dial();
-	char req[8192], range[128], auth[1024];
+	char req[8192], range[128], auth[1024], host[256], v[512];
 	size_t cap = 1 << 16, n = 0;
 	char *resp = malloc(cap);
+	long long body = 0;
 	int off;
 
-	off = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n",
-	    method, path, upstream_port);
+	if (!header(head, "Host", host, sizeof host))
+		snprintf(host, sizeof host, "127.0.0.1:%d", upstream_port);
+	off = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: %s\r\n",
+	    method, path, host);
 	if (!has("norange") && header(head, "Range", range, sizeof range))
 		off += snprintf(req + off, sizeof req - (size_t)off, "Range: %s\r\n", range);
 	if (header(head, "Accept", auth, sizeof auth))
 		off += snprintf(req + off, sizeof req - (size_t)off, "Accept: %s\r\n", auth);
+	if (header(head, "Content-Type", v, sizeof v))
+		off += snprintf(req + off, sizeof req - (size_t)off, "Content-Type: %s\r\n", v);
+	if (header(head, "Content-Range", v, sizeof v))
+		off += snprintf(req + off, sizeof req - (size_t)off, "Content-Range: %s\r\n", v);
+	if (header(head, "Content-Length", v, sizeof v)) {
+		body = atoll(v);
+		off += snprintf(req + off, sizeof req - (size_t)off, "Content-Length: %lld\r\n", body);
+	}
 	snprintf(req + off, sizeof req - (size_t)off, "Connection: close\r\n\r\n");
 	if (write_all(u, req, strlen(req)) < 0)
 		die("write upstream");
+	while (body > 0) {
+		char buf[65536];
+		ssize_t r = read(c, buf, (size_t)(body < (long long)sizeof buf ? body : (long long)sizeof buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0 || write_all(u, buf, (size_t)r) < 0)
+			break;
+		body -= r;
+	}
 	for (;;) {
 		ssize_t r;
 		if (n == cap && (resp = realloc(resp, cap *= 2)) == NULL)
@@ -330,19 +356,24 @@ static long token_state(int use)
 	return n;
 }
 
-static int bearer_ok(const char *head)
+/* A token for pull is vmstrap-token-N, for push too vmstrap-token-N-push:
+ * a write (push) needs the second. */
+static int bearer_ok(const char *head, int write)
 {
 	char a[512], want[64];
 	long n = token_state(0);
 
 	snprintf(want, sizeof want, "Bearer vmstrap-token-%ld", n);
-	if (!header(head, "Authorization", a, sizeof a) || strcmp(a, want) != 0)
+	if (!header(head, "Authorization", a, sizeof a) ||
+	    strncmp(a, want, strlen(want)) != 0 ||
+	    (a[strlen(want)] != '\0' && strcmp(a + strlen(want), "-push") != 0) ||
+	    (write && strcmp(a + strlen(want), "-push") != 0))
 		return 0;
 	/* A use that wears the token out is refused: it must be renewed. */
 	return token_state(1) == n;
 }
 
-static void serve_token(int c, const char *head)
+static void serve_token(int c, const char *head, const char *path)
 {
 	char body[128];
 	char a[512], want[1024], buf[1024];
@@ -356,9 +387,17 @@ static void serve_token(int c, const char *head)
 			return;
 		}
 	}
-	snprintf(body, sizeof body, "{\"token\":\"vmstrap-token-%ld\",\"expires_in\":300}",
-	    token_state(0));
+	snprintf(body, sizeof body, "{\"token\":\"vmstrap-token-%ld%s\",\"expires_in\":300}",
+	    token_state(0), strstr(path, "push") ? "-push" : "");
 	log_line("/token", "issued");
+	{
+		/* (the scope asked for: push, for an upload) */
+		const char *q = strstr(path, "scope=");
+		char scope[256];
+		snprintf(scope, sizeof scope, "%.*s", q ? (int)strcspn(q, "& ") : 4,
+		    q ? q : "none");
+		log_line("/token-scope", scope);
+	}
 	snprintf(buf, sizeof buf, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 	    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(body), body);
 	write_all(c, buf, strlen(buf));
@@ -398,7 +437,7 @@ static void serve(int c)
 		memmove(path, s ? s : "/", strlen(s ? s : "/") + 1);
 	}
 	if (strcmp(path, "/token") == 0 || strncmp(path, "/token?", 7) == 0) {
-		serve_token(c, head);
+		serve_token(c, head, path);
 		return;
 	}
 	if (strncmp(path, "/evil-token", 11) == 0) {
@@ -422,11 +461,20 @@ static void serve(int c)
 		    "with-authorization" : "without-authorization");
 		memmove(path, path + 8, strlen(path + 8) + 1);
 		object = 1;
-	} else if (has("bearer") && !bearer_ok(head)) {
-		char ch[512];
+	} else if (has("bearer") && !bearer_ok(head, strcmp(method, "GET") != 0 &&
+	    strcmp(method, "HEAD") != 0)) {
+		char ch[700], repo[256] = "test";
+		const char *r = strncmp(path, "/v2/", 4) == 0 ? path + 4 : NULL;
+		const char *end = r ? strstr(r, "/blobs/") : NULL;
+		/* (as a registry does: the repository asked, push for writes) */
+		if (end == NULL && r)
+			end = strstr(r, "/manifests/");
+		if (r && end && end - r < (long)sizeof repo)
+			snprintf(repo, sizeof repo, "%.*s", (int)(end - r), r);
 		snprintf(ch, sizeof ch,
-		    "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:%d/token\",service=\"faultproxy\",scope=\"repository:test:pull\"\r\n",
-		    my_port);
+		    "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:%d/token\",service=\"faultproxy\",scope=\"repository:%s:%s\"\r\n",
+		    my_port, repo, strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 ?
+		    "pull" : "pull,push");
 		reply(c, "401 Unauthorized", ch);
 		return;
 	}
@@ -447,7 +495,35 @@ static void serve(int c)
 			reply(c, "429 Too Many Requests", "Retry-After: 1\r\n");
 		return;
 	}
-	resp = fetch_upstream(method, path, head, &n);
+	{
+		/* uploads (PATCH and PUT of a blob): 5xx, 429, or the
+		 * connection dropped in the middle of the body */
+		int upload = (strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0) &&
+		    strstr(path, "/blobs/uploads/") != NULL;
+		if (upload && (has("up500") || has("up429") ||
+		    (has("updrop") && strcmp(method, "PATCH") == 0)) && take_fault()) {
+			char v[64];
+			log_line(path, method);
+			if (has("updrop")) {
+				long long cl = header(head, "Content-Length", v, sizeof v) ?
+				    atoll(v) : 0;
+				char buf[65536];
+				for (long long got = 0; got < cl / 2; ) {
+					ssize_t r = read(c, buf, sizeof buf);
+					if (r <= 0)
+						break;
+					got += r;
+				}
+				return;	/* (closed, no answer) */
+			}
+			if (has("up500"))
+				reply(c, "500 Internal Server Error", NULL);
+			else
+				reply(c, "429 Too Many Requests", "Retry-After: 1\r\n");
+			return;
+		}
+	}
+	resp = fetch_upstream(c, method, path, head, &n);
 	body = memmem(resp, n, "\r\n\r\n", 4);
 	if (body == NULL) {
 		write_all(c, resp, n);
