@@ -672,8 +672,9 @@ static json_t *image_section(const struct state *s)
 	    "reused", (json_int_t)(s->was_reused ? total : s->reused));
 	/* (a disk pushed by oci-push: mkbase restores it, kextract takes
 	 * its kernel) */
-	if (sec && artifact_is(s->manifest))
-		json_object_set_new(sec, "artifact", json_string("disk"));
+	if (sec)
+		json_object_set_new(sec, "artifact", artifact_is(s->manifest) ?
+		    json_string("disk") : json_null());
 	return sec;
 }
 

@@ -267,3 +267,14 @@ pull_disk() {
 	pull_disk "$REG/team/b:1"
 	cmp ws/web-base.img t.img
 }
+
+@test "the push section's keys are the ones vmstrap(7) and oci-push(1) document" {
+	mkimage k.img 5G 1
+	run_split oci-push -q k.img "$REG/team/k:1"
+	assert_ok
+	code=$(jq -r '.push | keys_unsorted | .[]' <<< "$output" | sort)
+	seven=$(awk '/^\.Ss push$/ {f=1; next} f && /^\.S[sh] / {f=0} f && /^\.It Li / {print $3}' "$VS_TOP/man/vmstrap.7" | sort)
+	one=$(awk '/^\.Li push$/ {f=1; next} f && /^\.Sh/ {f=0} f && /^\.It Li / {print $3}' "$VS_TOP/man/oci-push.1" | sort)
+	[ "$code" = "$seven" ] || fail "code: $code; vmstrap.7: $seven"
+	[ "$code" = "$one" ] || fail "code: $code; oci-push.1: $one"
+}
