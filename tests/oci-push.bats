@@ -278,3 +278,53 @@ pull_disk() {
 	[ "$code" = "$seven" ] || fail "code: $code; vmstrap.7: $seven"
 	[ "$code" = "$one" ] || fail "code: $code; oci-push.1: $one"
 }
+
+@test "vmstrap push GROUP, then vmstrap up on a host whose configuration names the artifact: the VM boots from the pulled base; vmstrap push NAME of a running VM pushes a live snapshot" {
+	run_split vmstrap -C "$WS1" push web "$REG/team/vs:1"
+	assert_ok
+	[ "$(jq -r .ref <<< "$output")" = "$REG/team/vs:1" ]
+	run_split vmstrap push web
+	assert_refused 64 "push needs a GROUP or a VM NAME, and REF"
+	run_split vmstrap push ../x "$REG/team/vs:1"
+	assert_refused 64 "invalid group or VM name"
+	run_split vmstrap push nosuch "$REG/team/vs:1"
+	assert_refused 66 "no VM disk nosuch.img and no group base nosuch-base.img"
+	mkdir up
+	cd up
+	cat > slicer-mac.yaml <<-EOF
+	config:
+	  image: "$REG/team/vs:1"
+	  insecure_registry: true
+	  host_groups:
+	    - name: web
+	      count: 1
+	      vcpu: 1
+	      ram_gb: 1
+	      storage_size: 5G
+	EOF
+	run_split vmstrap up
+	assert_ok
+	[ "$(jq -r .from .web-base.img.json)" = artifact ]
+	cmp web-base.img "$WS1/web-base.img"
+	cmp kernel/web/Image "$WS1/kernel/web/Image"
+	for _ in $(seq 300); do
+		grep -q "vmstrap-guest: up web-1" run/web-1/console.log 2>/dev/null && break
+		sleep 0.1
+	done
+	grep -q "vmstrap-guest: up web-1" run/web-1/console.log || fail "web-1 did not boot: $(tail -3 run/web-1/console.log)"
+	# the running VM's disk: a live snapshot, pushed, then removed
+	run_split vmstrap push web-1 "$REG/team/vs:web-1"
+	assert_refused 75 "give --pause-ok"
+	run_split vmstrap push --pause-ok web-1 "$REG/team/vs:web-1"
+	assert_ok
+	[ ! -e snapshots ]
+	[ "$(skopeo inspect --raw --tls-verify=false "docker://$REG/team/vs:web-1" | jq -r .artifactType)" = application/vnd.vmstrap.disk.v1 ]
+	vmstrap -q down
+	# stopped: the disk itself, with the kernel it booted
+	run_split vmstrap push web-1 "$REG/team/vs:web-1b"
+	assert_ok
+	cd "$T"
+	pull "$REG/team/vs:web-1b"
+	cmp ws/web-base.img up/web-1.img
+	cmp ws/kernel/web/Image "$WS1/kernel/web/Image"
+}
