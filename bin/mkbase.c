@@ -1009,75 +1009,133 @@ static int restore_chunk(const struct input *in, const struct art_chunk *k,
 	return 0;
 }
 
-/* af: the disk the artifact holds, chunk by chunk; with old (a disk an
- * earlier artifact of it was restored to, the same size: cloned first,
- * copy-on-write), only the chunks that differ are written.  *written gets
- * the bytes of the chunks written. */
-static int restore_artifact(const struct input *in, struct atomic_file *af,
-    const char *old, uint64_t *written, uint64_t *kept, struct vs_err *e)
+/* The restore's workers share this: the chunks are taken in turn. */
+struct restore {
+	const struct input *in;
+	struct atomic_file *af;
+	bool cloned;
+	size_t next;
+	uint64_t written, kept;
+	bool failed;
+	struct vs_err err;
+	pthread_mutex_t mu;
+};
+
+static void *restore_worker(void *arg)
 {
-	const struct artifact *a = &in->art;
+	struct restore *rs = arg;
+	const struct artifact *a = &rs->in->art;
 	size_t zinsz = ZSTD_DStreamInSize(), outsz = ZSTD_DStreamOutSize();
 	unsigned char *zin = malloc(zinsz), *out = malloc(outsz);
 	unsigned char *buf = malloc(1u << 20);
 	ZSTD_DCtx *dc = ZSTD_createDCtx();
-	bool cloned = false;
-	int rc = -1;
+	struct vs_err e = { 0 };
 
-	*written = *kept = 0;
 	if (zin == NULL || out == NULL || buf == NULL || dc == NULL) {
-		vs_error(e, EX_OSERR, ENOMEM, "mkbase");
-		goto out;
+		vs_error(&e, EX_OSERR, ENOMEM, "mkbase");
+		goto fail;
 	}
-	if (old) {
-		cleanup_fd int ofd = open(old, O_RDONLY | O_CLOEXEC);
-		struct clone_stats cs;
-		if (ofd >= 0 && clone_into(af, ofd, 0, NULL, NULL, &cs, e) == 0)
-			cloned = true;
-		else if (ftruncate(af->fd, 0) < 0) {
-			vs_error(e, EX_IOERR, errno, "%s", af->tmp);
-			goto out;
-		}
-	}
-	if (ftruncate(af->fd, (off_t)a->size) < 0) {
-		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", af->tmp);
-		goto out;
-	}
-	for (size_t i = 0; i < a->n; i++) {
-		const struct art_chunk *k = &a->c[i];
-		if (cloned) {
+	for (;;) {
+		const struct art_chunk *k;
+		size_t i;
+
+		pthread_mutex_lock(&rs->mu);
+		i = rs->failed ? a->n : rs->next++;
+		pthread_mutex_unlock(&rs->mu);
+		if (i >= a->n)
+			break;
+		k = &a->c[i];
+		if (rs->cloned) {
 			char have[DIGEST_MAX];
-			if (chunk_digest(af->fd, k->off, k->len, have, buf, 1u << 20, e) < 0)
-				goto out;
+			if (chunk_digest(rs->af->fd, k->off, k->len, have, buf, 1u << 20,
+			    &e) < 0)
+				goto fail;
 			if (strcmp(have, k->digest) == 0) {
-				*kept += k->len;
+				pthread_mutex_lock(&rs->mu);
+				rs->kept += k->len;
+				pthread_mutex_unlock(&rs->mu);
 				continue;
 			}
-			if (fallocate(af->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			if (fallocate(rs->af->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			    (off_t)k->off, (off_t)k->len) < 0) {
-				vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno,
-				    "%s", af->tmp);
-				goto out;
+				vs_error(&e, vs_code_for_errno(errno, EX_IOERR), errno,
+				    "%s", rs->af->tmp);
+				goto fail;
 			}
 		}
 		if (!k->blob[0])
 			continue;	/* (zeros: a hole) */
-		if (restore_chunk(in, k, i, af, dc, zin, zinsz, out, outsz, buf,
-		    1u << 20, e) < 0)
-			goto out;
-		*written += k->len;
+		if (restore_chunk(rs->in, k, i, rs->af, dc, zin, zinsz, out, outsz,
+		    buf, 1u << 20, &e) < 0)
+			goto fail;
+		pthread_mutex_lock(&rs->mu);
+		rs->written += k->len;
+		pthread_mutex_unlock(&rs->mu);
 	}
-	if (fsync(af->fd) < 0) {
-		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", af->tmp);
-		goto out;
+	goto out;
+fail:
+	pthread_mutex_lock(&rs->mu);
+	if (!rs->failed) {
+		rs->failed = true;
+		rs->err = e;
 	}
-	rc = 0;
+	pthread_mutex_unlock(&rs->mu);
 out:
 	ZSTD_freeDCtx(dc);
 	free(zin);
 	free(out);
 	free(buf);
-	return rc;
+	return NULL;
+}
+
+/* af: the disk the artifact holds, chunk by chunk, on as many threads as
+ * there are processors; with old (a disk an earlier artifact of it was
+ * restored to, the same size: cloned first, copy-on-write), only the
+ * chunks that differ are written.  *written gets the bytes of the chunks
+ * written, *kept those kept. */
+static int restore_artifact(const struct input *in, struct atomic_file *af,
+    const char *old, uint64_t *written, uint64_t *kept, struct vs_err *e)
+{
+	struct restore rs = { .in = in, .af = af };
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t nt = ncpu > 1 ? (size_t)(ncpu > 16 ? 16 : ncpu) : 1, started = 0;
+	pthread_t th[16];
+
+	*written = *kept = 0;
+	if (old) {
+		cleanup_fd int ofd = open(old, O_RDONLY | O_CLOEXEC);
+		struct clone_stats cs;
+		if (ofd >= 0 && clone_into(af, ofd, 0, NULL, NULL, &cs, e) == 0)
+			rs.cloned = true;
+		else if (ftruncate(af->fd, 0) < 0)
+			return vs_error(e, EX_IOERR, errno, "%s", af->tmp);
+	}
+	if (ftruncate(af->fd, (off_t)in->art.size) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s",
+		    af->tmp);
+	pthread_mutex_init(&rs.mu, NULL);
+	for (size_t i = 0; i < nt; i++) {
+		if (pthread_create(&th[i], NULL, restore_worker, &rs) != 0)
+			break;
+		started++;
+	}
+	if (started == 0)
+		restore_worker(&rs);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&rs.mu);
+	if (rs.failed) {
+		*e = rs.err;
+		return -1;
+	}
+	if (stop_signal)
+		return vs_error(e, EX_TEMPFAIL, 0, "interrupted");
+	if (fsync(af->fd) < 0)
+		return vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s",
+		    af->tmp);
+	*written = rs.written;
+	*kept = rs.kept;
+	return 0;
 }
 
 /* --- from the image's layers ------------------------------------------ */
