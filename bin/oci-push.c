@@ -327,10 +327,11 @@ static int push_buffer(struct registry *r, const char *tmpdir, const char *buf,
 		return -1;
 	rc = registry_blob_exists(r, digest, e);
 	if (rc == 0)
-		rc = 10 + registry_push_blob(r, digest, fd, 0, len, NULL, o->part, e);
+		rc = 10 + registry_push_blob(r, digest, fd, 0, len, o->mount_from,
+		    o->part, e);
 	if (rc < 0 || rc == 9)
 		return -1;
-	*(rc == 1 ? &p->skipped : &p->uploaded) += len;
+	*(rc == 1 ? &p->skipped : rc == 11 ? &p->uploaded : &p->mounted) += len;
 	return 0;
 }
 

@@ -203,6 +203,20 @@ pull_disk() {
 	[ "$(jq -r .push.skipped <<< "$output")" = "$total" ]
 	pull_disk "$REG/team/big:1"
 	cmp ws/web-base.img big.img
+	# another repository of the same registry: mounted, not sent
+	run_split oci-push -q --mount-from team/big big.img "$REG/other/big:1"
+	assert_ok
+	[ "$(jq -r .push.uploaded <<< "$output")" = 0 ] || fail "$output"
+	[ "$(jq -r '.push.mounted > 150 * 1048576' <<< "$output")" = true ] || fail "$output"
+	skopeo inspect --raw --tls-verify=false "docker://$REG/other/big:1" > /dev/null
+	# a size larger than the artifact's: the base grown, its filesystem too
+	rm -rf ws && mkdir ws
+	(cd ws && oci-fetch -q --insecure "$REG/other/big:1" | mkbase -q -s 6G > doc.json)
+	[ "$(stat -c %s ws/slicer-base.img)" = $((6 << 30)) ]
+	e2fsck -fn ws/slicer-base.img > /dev/null
+	[ "$(debugfs -R 'stats' ws/slicer-base.img 2>/dev/null | sed -n 's/^Block count: *//p')" -gt 1310720 ]
+	run_split mkbase -q -s 5G -o small.img < ws/doc.json
+	assert_ok
 }
 
 @test "registry faults: 500s and 429s on uploads, a dropped PATCH: pushed all the same; a corrupted chunk on pull: refused, nothing under the base's name" {
