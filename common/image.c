@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "artifact.h"
 #include "cleanup.h"
 #include "doc.h"
 #include "image.h"
@@ -207,6 +208,16 @@ int image_load(const struct oci_layout *l, const char *manifest,
 	m = image_parse_manifest(body, len, manifest, e);
 	if (m == NULL)
 		goto bad;
+	{
+		const char *ct = json_string_value(json_object_get(json_object_get(m,
+		    "config"), "mediaType"));
+		if (ct && strcmp(ct, ART_CONFIG) == 0) {
+			vs_error(e, EX_DATAERR, 0,
+			    "%s is a disk artifact (oci-push's), not an image of layers: restore it with mkbase",
+			    manifest);
+			goto bad;
+		}
+	}
 	snprintf(img->config, sizeof img->config, "%s", json_string_value(
 	    json_object_get(json_object_get(m, "config"), "digest")));
 	layers = json_object_get(m, "layers");
