@@ -38,6 +38,9 @@
  *             HTTP 500, or 429 with Retry-After: 1
  *   updrop    an upload's PATCH: half its body read, then the connection
  *             closed without an answer
+ *   upredirect  an upload's Location (the answer to its POST) sent to
+ *             http://localhost:PORT/objects/…: another host name; those
+ *             requests are served and logged as redirect's are
  *
  * Modes combine with '+' (bearer+redirect).  When PORTFILE.mode exists, its
  * first line replaces MODE for the requests that follow.
@@ -524,6 +527,26 @@ static void serve(int c)
 		}
 	}
 	resp = fetch_upstream(c, method, path, head, &n);
+	if (has("upredirect") && strcmp(method, "POST") == 0 &&
+	    strstr(path, "/blobs/uploads/")) {
+		/* the upload sent elsewhere, as registries send uploads to
+		 * object storage: Location on another host name */
+		char *loc = memmem(resp, n, "\r\nLocation: http://", 19), *end, *v;
+		if (loc && (end = strstr(loc + 2, "\r\n")) != NULL &&
+		    (v = strstr(loc + 19, "/v2/")) != NULL && v < end) {
+			char nl[300];
+			int k = snprintf(nl, sizeof nl, "\r\nLocation: http://localhost:%d/objects",
+			    my_port);
+			size_t head_len = (size_t)(loc - resp), tail = n - (size_t)(v - resp);
+			char *nr = malloc(head_len + (size_t)k + tail + 1);
+			memcpy(nr, resp, head_len);
+			memcpy(nr + head_len, nl, (size_t)k);
+			memcpy(nr + head_len + (size_t)k, v, tail);
+			free(resp);
+			resp = nr;
+			n = head_len + (size_t)k + tail;
+		}
+	}
 	body = memmem(resp, n, "\r\n\r\n", 4);
 	if (body == NULL) {
 		write_all(c, resp, n);

@@ -255,7 +255,7 @@ pull_disk() {
 	assert_no_temp .
 }
 
-@test "Basic over TLS from config.json, and Bearer tokens asked with push scope; credentials never shown" {
+@test "Basic over TLS from config.json, Bearer tokens asked with push scope, no credentials to an upload sent to another host; never shown" {
 	REG=127.0.0.1:$TLS_PORT start_proxy pass -1
 	export https_proxy=http://$PROXY SSL_CERT_FILE=$TLS_DIR/ca.pem
 	mkimage t.img 5G 5
@@ -280,6 +280,19 @@ pull_disk() {
 	[[ $output$stderr != *wonder* ]]
 	pull_disk "$REG/team/b:1"
 	cmp ws/web-base.img t.img
+	# an upload sent to another host: no credentials follow it there
+	kill_started
+	REG=$PLAIN_REG start_proxy bearer+upredirect -1 -a 'alice:wonder land'
+	login "$PROXY" 'alice:wonder land'
+	mkimage u.img 5G 5
+	run_split oci-push -q u.img "$PROXY/team/u:1"
+	assert_ok
+	[ "$(grep -c '^/objects/.* without-authorization$' "$PROXY_DIR/log")" -ge 2 ] ||
+		fail "no upload went elsewhere: $(cat "$PROXY_DIR/log")"
+	run grep -c '^/objects/.* with-authorization$' "$PROXY_DIR/log"
+	assert_output 0
+	pull_disk "$REG/team/u:1"
+	cmp ws/web-base.img u.img
 }
 
 @test "the push section's keys are the ones vmstrap(7) and oci-push(1) document" {
