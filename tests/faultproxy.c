@@ -532,8 +532,8 @@ static void serve(int c)
 		/* the upload sent elsewhere, as registries send uploads to
 		 * object storage: Location on another host name */
 		char *loc = memmem(resp, n, "\r\nLocation: http://", 19), *end, *v;
-		if (loc && (end = strstr(loc + 2, "\r\n")) != NULL &&
-		    (v = strstr(loc + 19, "/v2/")) != NULL && v < end) {
+		if (loc && (end = memmem(loc + 2, n - (size_t)(loc + 2 - resp), "\r\n", 2)) != NULL &&
+		    (v = memmem(loc + 19, (size_t)(end - (loc + 19)), "/v2/", 4)) != NULL) {
 			char nl[300];
 			int k = snprintf(nl, sizeof nl, "\r\nLocation: http://localhost:%d/objects",
 			    my_port);
