@@ -1757,9 +1757,24 @@ static json_t *make_base(const struct input *in, const char *img,
 			    size_format(in->art.size, a, sizeof a),
 			    size_format(size, b, sizeof b)), NULL;
 		}
+		/* else another base here of what the artifact was built from,
+		 * or restored from the artifact itself, the same size */
+		if (!old && !o->force) {
+			uint64_t got = 0;
+			char id[37];
+			sib = sibling_base(dir, img, in->art.source[0] ? in->art.source :
+			    in->art_digest, in->art.size, &got, id);
+			if (sib == NULL && in->art.source[0])
+				sib = sibling_base(dir, img, in->art_digest, in->art.size,
+				    &got, id);
+			if (sib && got != in->art.size) {
+				free(sib);
+				sib = NULL;
+			}
+		}
 		if (atomic_open(&af, img, 0644, e) < 0)
 			return NULL;
-		if (restore_artifact(in, &af, old ? img : NULL, &written, &kept, e) < 0) {
+		if (restore_artifact(in, &af, old ? img : sib, &written, &kept, e) < 0) {
 			atomic_abort(&af);
 			return NULL;
 		}
@@ -1774,10 +1789,10 @@ static json_t *make_base(const struct input *in, const char *img,
 				return NULL;
 			}
 		}
-		if (!o->quiet && old) {
+		if (!o->quiet && (old || sib)) {
 			char a[32], b[32];
-			fe_warn("%s: %s kept from the disk it replaces, %s written",
-			    base, size_human(kept, a, sizeof a),
+			fe_warn("%s: %s kept from %s, %s written", base,
+			    size_human(kept, a, sizeof a), old ? "the disk it replaces" : sib,
 			    size_human(written, b, sizeof b));
 		}
 		snprintf(uuid, sizeof uuid, "%.36s", in->art.uuid);
