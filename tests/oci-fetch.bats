@@ -143,7 +143,7 @@ fixture_digest() {
 	run_split oci-fetch "$REG/test/one"
 	assert_success
 	[ -z "$stderr" ]
-	[ "$(jqo '.image | keys_unsorted | join(",")')" = "ref,registry,repository,tag,digest,mediaType,platform,layout,config,layers,fetched,reused" ]
+	[ "$(jqo '.image | keys_unsorted | join(",")')" = "ref,registry,repository,tag,digest,mediaType,platform,layout,config,layers,fetched,reused,artifact" ]
 	[ "$(jqo .image.ref)" = "$REG/test/one:latest" ]
 	[ "$(jqo .image.registry)" = "$REG" ]
 	[ "$(jqo .image.repository)" = test/one ]
