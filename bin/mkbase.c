@@ -1700,6 +1700,30 @@ static int clone_sibling(const char *sib, uint64_t sibsize, const char *digest,
 	return 0;
 }
 
+/* The new base af renamed into place as img, its record written beside
+ * it: its base section, or NULL with e set. */
+static json_t *commit_base(struct atomic_file *af, const char *img,
+    const char *group, uint64_t size, const char *uuid, const char *source,
+    const char *from, struct vs_err *e)
+{
+	json_t *sec;
+
+	if (atomic_commit(af, ATOMIC_REPLACE, e) < 0) {
+		atomic_abort(af);
+		return NULL;
+	}
+	sec = base_section(img, group, size, uuid, source, from, false);
+	if (sec == NULL)
+		return vs_error(e, EX_IOERR, errno, "%s", img), NULL;
+	json_object_del(sec, "reused");
+	if (stamp_write(img, sec, e) < 0) {
+		json_decref(sec);
+		return NULL;
+	}
+	json_object_set_new(sec, "reused", json_false());
+	return sec;
+}
+
 /* Build img from src, or reuse it. */
 static json_t *make_base(const struct input *in, const char *img,
     const char *group, uint64_t size, const struct opts *o, struct vs_err *e)
@@ -1798,20 +1822,8 @@ static json_t *make_base(const struct input *in, const char *img,
 		snprintf(uuid, sizeof uuid, "%.36s", in->art.uuid);
 		if (!uuid[0])
 			snprintf(uuid, sizeof uuid, "unknown");
-		if (atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
-			atomic_abort(&af);
-			return NULL;
-		}
-		sec = base_section(img, group, size, uuid, in->digest, from, false);
-		if (sec == NULL)
-			return vs_error(e, EX_IOERR, errno, "%s", img), NULL;
-		json_object_del(sec, "reused");
-		if (stamp_write(img, sec, e) < 0) {
-			json_decref(sec);
-			return NULL;
-		}
-		json_object_set_new(sec, "reused", json_false());
-		if (in->art.source[0])
+		sec = commit_base(&af, img, group, size, uuid, in->digest, from, e);
+		if (sec && in->art.source[0])
 			json_object_set_new(sec, "image_source", json_string(in->art.source));
 		return sec;
 	}
@@ -1842,20 +1854,7 @@ static json_t *make_base(const struct input *in, const char *img,
 			return NULL;
 		}
 	}
-	if (atomic_commit(&af, ATOMIC_REPLACE, e) < 0) {
-		atomic_abort(&af);
-		return NULL;
-	}
-	sec = base_section(img, group, size, uuid, in->digest, from, false);
-	if (sec == NULL)
-		return vs_error(e, EX_IOERR, errno, "%s", img), NULL;
-	json_object_del(sec, "reused");
-	if (stamp_write(img, sec, e) < 0) {
-		json_decref(sec);
-		return NULL;
-	}
-	json_object_set_new(sec, "reused", json_false());
-	return sec;
+	return commit_base(&af, img, group, size, uuid, in->digest, from, e);
 }
 
 int main(int argc, char *argv[])

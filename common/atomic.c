@@ -188,7 +188,9 @@ static void sync_dir_of(const char *path)
 	free(dir);
 }
 
-int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
+/* The temporary file flushed (unless ATOMIC_NOSYNC) and closed, before
+ * it is renamed; on failure, removed. */
+static int close_tmp(struct atomic_file *af, int flags, struct vs_err *e)
 {
 	int rc;
 
@@ -201,6 +203,13 @@ int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
 	af->fd = -1;
 	if (rc < 0)
 		return commit_failed(af, EX_IOERR, errno, e);
+	return 0;
+}
+
+int atomic_commit(struct atomic_file *af, int flags, struct vs_err *e)
+{
+	if (close_tmp(af, flags, e) < 0)
+		return -1;
 	if ((flags & ATOMIC_NOREPLACE) ? rename_noreplace(af->tmp, af->path)
 	    : rename(af->tmp, af->path))
 		return commit_failed(af, EX_CANTCREAT, errno, e);
@@ -223,15 +232,8 @@ int atomic_commit_keep(struct atomic_file *af, const char *keep, int flags,
 	int rc, err;
 
 	*kept = false;
-	if (af->tmp == NULL)
-		return vs_error(e, EX_SOFTWARE, 0, "%s: committed twice",
-		    af->path ? af->path : "?");
-	if (!(flags & ATOMIC_NOSYNC) && fsync(af->fd) < 0)
-		return commit_failed(af, EX_IOERR, errno, e);
-	rc = close(af->fd);
-	af->fd = -1;
-	if (rc < 0)
-		return commit_failed(af, EX_IOERR, errno, e);
+	if (close_tmp(af, flags, e) < 0)
+		return -1;
 	{
 		struct stat st;
 		if (lstat(keep, &st) == 0 || errno != ENOENT) {

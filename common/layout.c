@@ -316,17 +316,11 @@ static const char *ref_name_of(const json_t *desc)
 int layout_set_ref(const struct oci_layout *l, const char *refname,
     const json_t *descriptor, const char *source, struct vs_err *e)
 {
-	cleanup_free char *p = path_join(l->root, "index.json");
 	cleanup_fd int lk = -1;
 	cleanup_json json_t *idx = NULL;
 	json_t *list, *desc, *ann;
-	struct atomic_file af;
 	size_t i;
-	char *text;
-	size_t len;
 
-	if (p == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "index.json");
 	lk = layout_lock(l, e);
 	if (lk < 0)
 		return -1;
@@ -356,22 +350,7 @@ int layout_set_ref(const struct oci_layout *l, const char *refname,
 	else
 		json_array_append_new(list, desc);
 
-	text = json_dumps(idx, JSON_COMPACT);
-	if (text == NULL)
-		return vs_error(e, EX_OSERR, ENOMEM, "index.json");
-	len = strlen(text);
-	if (atomic_open(&af, p, 0644, e) < 0) {
-		free(text);
-		return -1;
-	}
-	if (write(af.fd, text, len) != (ssize_t)len || write(af.fd, "\n", 1) != 1) {
-		vs_error(e, vs_code_for_errno(errno, EX_IOERR), errno, "%s", p);
-		free(text);
-		atomic_abort(&af);
-		return -1;
-	}
-	free(text);
-	return atomic_commit(&af, ATOMIC_REPLACE, e);
+	return layout_write_index(l, idx, e);
 }
 
 /* Whether an entry of index.json is a descriptor a reader can trust: a

@@ -138,6 +138,52 @@ start_proxy() {
 	echo "$PROXY_PID" >> "$T/.pids"
 }
 
+# tls_registry DIR: a real docker-registry on a free loopback port with TLS
+# (a certificate for registry.test from a CA of our own, DIR/ca.pem) and
+# htpasswd's Basic authentication (alice, 'wonder land').  Sets TLS_DIR,
+# TLS_PORT and TLS_PID.
+tls_registry() {
+	local d=$1 port
+	mkdir -p "$d"
+	(
+		cd "$d" || exit 1
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=vmstrap-test-ca \
+			-keyout ca.key -out ca.pem
+		openssl req -newkey rsa:2048 -nodes -subj /CN=registry.test \
+			-keyout reg.key -out reg.csr
+		printf 'subjectAltName=DNS:registry.test\n' > ext
+		openssl x509 -req -in reg.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+			-days 2 -extfile ext -out reg.pem
+		htpasswd -Bbn alice 'wonder land' > htpasswd
+	) > /dev/null 2>&1 || fail "could not make the test CA and htpasswd"
+	for _ in 1 2 3 4 5 6 7 8; do
+		port=$((20000 + RANDOM % 20000))
+		cat > "$d/registry.yml" <<-EOF
+		version: 0.1
+		log: {level: info, formatter: text}
+		storage: {filesystem: {rootdirectory: $d/data}}
+		http: {addr: 127.0.0.1:$port, tls: {certificate: $d/reg.pem, key: $d/reg.key}}
+		auth: {htpasswd: {realm: vmstrap-test, path: $d/htpasswd}}
+		EOF
+		docker-registry serve "$d/registry.yml" > "$d/registry.log" 2>&1 &
+		TLS_PID=$!
+		for _ in $(seq 100); do
+			curl -sk -o /dev/null "https://127.0.0.1:$port/v2/" && break 2
+			kill -0 "$TLS_PID" 2>/dev/null || break
+			sleep 0.05
+		done
+	done
+	export TLS_DIR=$d TLS_PORT=$port TLS_PID
+}
+
+# login HOST USER:PASS: docker's config.json (in $DOCKER_CONFIG) with
+# credentials for HOST.
+login() {
+	mkdir -p "$DOCKER_CONFIG"
+	jq -n --arg h "$1" --arg a "$(printf '%s' "$2" | base64 -w0)" \
+		'{auths: {($h): {auth: $a}}}' > "$DOCKER_CONFIG/config.json"
+}
+
 kill_started() {
 	[ -f "$T/.pids" ] || return 0
 	while read -r p; do

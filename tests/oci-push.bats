@@ -17,39 +17,8 @@ setup_file() {
 	export G=$g WS1=$BATS_FILE_TMPDIR/ws1
 	start_registry "$BATS_FILE_TMPDIR/registry"
 	export PLAIN_REG=$REG PLAIN_PID=$REG_PID
-	# a registry with TLS (a CA of our own) and htpasswd's Basic auth
-	local d=$BATS_FILE_TMPDIR/tls port
-	mkdir -p "$d"
-	(
-		cd "$d" || exit 1
-		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=vmstrap-test-ca \
-			-keyout ca.key -out ca.pem
-		openssl req -newkey rsa:2048 -nodes -subj /CN=registry.test \
-			-keyout reg.key -out reg.csr
-		printf 'subjectAltName=DNS:registry.test\n' > ext
-		openssl x509 -req -in reg.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-			-days 2 -extfile ext -out reg.pem
-		htpasswd -Bbn alice 'wonder land' > htpasswd
-	) > /dev/null 2>&1 || return 1
-	export TLS_DIR=$d
-	for _ in 1 2 3 4 5 6 7 8; do
-		port=$((20000 + RANDOM % 20000))
-		cat > "$d/registry.yml" <<-EOF
-		version: 0.1
-		log: {level: info, formatter: text}
-		storage: {filesystem: {rootdirectory: $d/data}}
-		http: {addr: 127.0.0.1:$port, tls: {certificate: $d/reg.pem, key: $d/reg.key}}
-		auth: {htpasswd: {realm: vmstrap-test, path: $d/htpasswd}}
-		EOF
-		docker-registry serve "$d/registry.yml" > "$d/registry.log" 2>&1 &
-		TLS_PID=$!
-		for _ in $(seq 100); do
-			curl -sk -o /dev/null "https://127.0.0.1:$port/v2/" && break 2
-			kill -0 "$TLS_PID" 2>/dev/null || break
-			sleep 0.05
-		done
-	done
-	export TLS_PORT=$port TLS_PID
+	# a registry with TLS and htpasswd's Basic auth
+	tls_registry "$BATS_FILE_TMPDIR/tls"
 }
 
 teardown_file() {
@@ -66,12 +35,6 @@ setup() {
 teardown() {
 	kill_started
 	kill_vms
-}
-
-login() {
-	mkdir -p "$DOCKER_CONFIG"
-	jq -n --arg h "$1" --arg a "$(printf '%s' "$2" | base64 -w0)" \
-		'{auths: {($h): {auth: $a}}}' > "$DOCKER_CONFIG/config.json"
 }
 
 # pull REF: a fresh workspace ./ws from REF: oci-fetch | mkbase | kextract,
